@@ -1,0 +1,17 @@
+"""lcm-jupyter: an LLM cost manager that lives inside Jupyter.
+
+Importing this package is cheap: the server extension, the store and the
+widgets are imported only when used.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+
+__all__ = ["__version__"]
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    from .server.app import LCMExtension
+
+    return [{"module": "lcm_jupyter.server.app", "app": LCMExtension}]

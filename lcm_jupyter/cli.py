@@ -1,0 +1,307 @@
+"""`jupyter lcm ...`: the demo, key management and the price table from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+DEMO_PROVIDER_KEY = "sk-lcm-demo-simulated"
+
+
+def _settings(args: argparse.Namespace):
+    from .server.app import LCMExtension
+
+    app = LCMExtension()
+    if getattr(args, "db_path", None):
+        app.db_path = args.db_path
+    return app.lcm_settings()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process for {url} exited with code {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers: that is all we wait for
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:g}s")
+
+
+def _create_key(settings, **fields):
+    from .core.keyspec import validate_key_fields
+    from .core.secretbox import SecretBox, load_or_create_key
+    from .store.db import open_database
+    from .store.keys import create_key
+
+    box = SecretBox(settings.secret_key or load_or_create_key(settings.secret_key_file))
+    db = open_database(settings.db_path)
+    try:
+        return create_key(db, box, validate_key_fields(fields, partial=False))
+    finally:
+        db.conn.close()
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run Jupyter with the extension against the simulated provider, offline."""
+    data_dir = Path(args.data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sim_port = args.sim_port or _free_port()
+    port = args.port or _free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    env = dict(os.environ)
+    env.update(
+        LCM_DB_PATH=str(data_dir / "lcm.sqlite3"),
+        LCM_SECRET_KEY_FILE=str(data_dir / "secret.key"),
+        LCM_OPENAI_BASE_URL=sim_url,
+        LCM_ANTHROPIC_BASE_URL=sim_url,
+        LCM_GOOGLE_BASE_URL=sim_url,
+    )
+    os.environ.update({k: env[k] for k in env if k.startswith("LCM_")})
+    procs: list[subprocess.Popen] = []
+    try:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "lcm_jupyter.testing", "--port", str(sim_port),
+             "--latency", str(args.latency), "--api-key", DEMO_PROVIDER_KEY],
+            env=env,
+        )
+        procs.append(sim)
+        _wait_http(f"{sim_url}/_sim/requests", proc=sim)
+
+        settings = _settings(argparse.Namespace())
+        record, plain = _create_key(
+            settings,
+            name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            provider="auto",
+            provider_api_keys={p: DEMO_PROVIDER_KEY for p in ("openai", "anthropic", "google")},
+        )
+        token = args.token if args.token is not None else os.urandom(16).hex()
+        use_lab = not args.server_only and shutil.which("jupyter-lab") is not None
+        cmd = [sys.executable, "-m", "jupyterlab" if use_lab else "jupyter_server",
+               f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+               f"--IdentityProvider.token={token}",
+               "--ServerApp.jpserver_extensions={'lcm_jupyter': True}",
+               f"--ServerApp.root_dir={args.notebook_dir or os.getcwd()}"]
+        if args.no_browser or args.check:
+            cmd.append("--no-browser")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")  # these machines run everything as root
+        server = subprocess.Popen(cmd, env=env)
+        procs.append(server)
+        base = f"http://127.0.0.1:{port}/"
+        _wait_http(f"{base}api/status?token={token}", proc=server)
+        _print_demo(base, token, plain, record.id, sim_url, use_lab)
+        if args.check:
+            return _demo_check(base, plain, token)
+        server.wait()
+        return server.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if proc is not procs[0] else signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _print_demo(base: str, token: str, key: str, key_id: int, sim: str, lab: bool) -> None:
+    print(
+        f"""
+lcm-jupyter demo is running (offline: every provider is simulated at {sim}).
+
+  {'JupyterLab' if lab else 'Jupyter Server'}: {base}{'lab' if lab else ''}?token={token}
+  Demo proxy key (id {key_id}, shown once): {key}
+
+In a notebook:
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}lcm/proxy/openai/v1", api_key="{key}")
+  client.chat.completions.create(model="gpt-4o-mini",
+      messages=[{{"role": "user", "content": "Hello"}}])
+
+  import anthropic
+  anthropic.Anthropic(base_url="{base}lcm/proxy/anthropic", api_key="{key}")
+
+  from google import genai
+  genai.Client(api_key="{key}", http_options={{"base_url": "{base}lcm/proxy/google"}})
+
+Every call is logged with tokens and cost: {base}lcm/api/logs?token={token}
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )
+
+
+def _demo_check(base: str, key: str, token: str) -> int:
+    """One call per provider through the proxy, then the log: the demo works end to end."""
+    calls = [
+        ("lcm/proxy/openai/v1/chat/completions", "Authorization", f"Bearer {key}",
+         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}),
+        ("lcm/proxy/anthropic/v1/messages", "x-api-key", key,
+         {"model": "claude-3-5-haiku-latest", "max_tokens": 64,
+          "messages": [{"role": "user", "content": "Hello"}]}),
+        ("lcm/proxy/google/v1beta/models/gemini-2.0-flash:generateContent", "x-goog-api-key", key,
+         {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}),
+    ]
+    for path, header, value, body in calls:
+        req = urllib.request.Request(
+            base + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", header: value,
+                     "anthropic-version": "2023-06-01"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            print(f"  {path}: {resp.status}, request id {resp.headers['x-lcm-request-id']}")
+    deadline = time.monotonic() + 10
+    logs: list = []
+    while time.monotonic() < deadline and len(logs) < len(calls):
+        with urllib.request.urlopen(f"{base}lcm/api/logs?limit=3&token={token}") as resp:
+            logs = json.load(resp)["logs"]
+        time.sleep(0.3)
+    for row in logs:
+        print(f"  logged {row['provider']:9} {row['model']:28} in={row['input_tokens']:4} "
+              f"out={row['output_tokens']:4} cost=${row['cost_usd']:.8f}")
+    ok = len(logs) == len(calls) and all(r["cost_usd"] for r in logs)
+    print("demo check:", "OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+# -- keys and pricing -------------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """List, create or revoke proxy keys in the database directly."""
+    from .core.errors import LCMError
+    from .core.secretbox import SecretBox, load_or_create_key
+    from .store.db import open_database
+    from .store.keys import list_keys, revoke_key
+
+    settings = _settings(args)
+    if args.action == "create":
+        provider_keys = dict(kv.split("=", 1) for kv in args.provider_key or [])
+        try:
+            record, plain = _create_key(
+                settings, name=args.name, provider=args.provider,
+                provider_api_keys=provider_keys, monthly_budget_usd=args.budget,
+            )
+        except LCMError as err:
+            print(f"error: {err.message}", file=sys.stderr)
+            return 2
+        print(json.dumps({**record.public(), "key": plain}, indent=2))
+        print("Copy the key now: it is not stored and cannot be shown again.", file=sys.stderr)
+        return 0
+    box = SecretBox(settings.secret_key or load_or_create_key(settings.secret_key_file))
+    db = open_database(settings.db_path)
+    try:
+        if args.action == "revoke":
+            record = revoke_key(db, box, args.id)
+            if record is None:
+                print(f"error: no key {args.id}", file=sys.stderr)
+                return 1
+            print(f"revoked key {record.id} ({record.name})")
+            return 0
+        for r in list_keys(db, box):
+            state = "revoked" if r.revoked else "active"
+            budget = f"${r.monthly_budget_usd:,.2f}/month" if r.monthly_budget_usd else "no budget"
+            print(f"{r.id:4}  {r.key_prefix}...  {r.provider:9}  {state:7}  {budget:16}  {r.name}")
+        return 0
+    finally:
+        db.conn.close()
+
+
+def cmd_pricing(args: argparse.Namespace) -> int:
+    """Print the bundled price table with the database's overrides."""
+    from .core.pricing import PriceTable
+    from .store.db import open_database
+    from .store.pricing import load_overrides
+
+    db = open_database(_settings(args).db_path)
+    try:
+        table = PriceTable.bundled().with_overrides(load_overrides(db))
+    finally:
+        db.conn.close()
+    print(f"price table {table.version} (USD per 1M tokens)")
+    print(f"{'provider':10} {'model':28} {'input':>9} {'output':>9} {'cached':>9} {'cache-w':>9}")
+    for p in table.rows():
+        if args.provider and p.provider != args.provider:
+            continue
+        cached = "-" if p.cached_input is None else f"{p.cached_input}"
+        write = "-" if p.cache_write is None else f"{p.cache_write}"
+        mark = " *" if p.source == "override" else ""
+        print(f"{p.provider:10} {p.model:28} {p.input!s:>9} {p.output!s:>9} {cached:>9} {write:>9}{mark}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `jupyter lcm` argument parser."""
+    parser = argparse.ArgumentParser(prog="jupyter lcm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run Jupyter with the proxy against a simulated provider")
+    demo.add_argument("--port", type=int, default=0, help="Jupyter port (default: a free one)")
+    demo.add_argument("--sim-port", type=int, default=0, help="simulated provider port")
+    demo.add_argument("--latency", type=float, default=0.05, help="simulated latency, seconds")
+    demo.add_argument("--data-dir", default=str(Path.home() / ".local/share/jupyter/lcm-demo"),
+                      help="where the demo database lives (not your real one)")
+    demo.add_argument("--notebook-dir", default=None, help="Jupyter root directory")
+    demo.add_argument("--token", default=None, help="Jupyter token (default: random)")
+    demo.add_argument("--server-only", action="store_true", help="Jupyter Server, not Lab")
+    demo.add_argument("--no-browser", action="store_true")
+    demo.add_argument("--check", action="store_true",
+                      help="make one call per provider, show the log, and stop")
+    demo.set_defaults(func=cmd_demo)
+
+    keys = sub.add_parser("keys", help="list, create or revoke proxy keys")
+    keys.add_argument("--db-path", default=None)
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_sub.add_parser("list")
+    create = keys_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--provider", default="auto",
+                        choices=["openai", "anthropic", "google", "auto"])
+    create.add_argument("--provider-key", action="append", metavar="PROVIDER=KEY",
+                        help="a provider API key, e.g. openai=sk-... (repeatable)")
+    create.add_argument("--budget", type=float, default=None, help="monthly budget, USD")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("id", type=int)
+    keys.set_defaults(func=cmd_keys)
+
+    pricing = sub.add_parser("pricing", help="show the price table")
+    pricing.add_argument("--provider", choices=["openai", "anthropic", "google"])
+    pricing.add_argument("--db-path", default=None)
+    pricing.set_defaults(func=cmd_pricing)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `jupyter lcm` (the `jupyter-lcm` script)."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

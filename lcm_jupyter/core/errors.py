@@ -1,0 +1,206 @@
+"""Errors the proxy answers with, and their rendering in each provider's own shape.
+
+One class tree, one renderer. Each error knows its HTTP status and a short code;
+`render_error` turns it into the JSON that provider's SDK expects, so that
+`openai`, `anthropic` and `google-genai` raise their usual exception types::
+
+    LCMError (500)
+    ├── BadRequest (400)
+    │   ├── InvalidJSON (400)
+    │   └── ProviderNotDetected (400)
+    ├── AuthenticationFailed (401)
+    ├── PermissionDenied (403)
+    ├── NotFound (404)
+    ├── PayloadTooLarge (413)
+    ├── RateLimited (429)
+    ├── BudgetExceeded (429)
+    ├── UpstreamUnavailable (502)
+    └── UpstreamTimeout (504)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+
+class LCMError(Exception):
+    """Base of every error the proxy answers with itself."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+class BadRequest(LCMError):
+    """The request cannot be understood as sent."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidJSON(BadRequest):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class ProviderNotDetected(BadRequest):
+    """The unified route could not tell which provider a request is for."""
+
+    code = "provider_not_detected"
+
+
+class AuthenticationFailed(LCMError):
+    """The proxy key is missing, unknown or revoked."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class PermissionDenied(LCMError):
+    """The proxy key is valid but may not make this call."""
+
+    status = 403
+    code = "permission_denied"
+
+
+class NotFound(LCMError):
+    """The resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(LCMError):
+    """The request body is over the configured limit."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class RateLimited(LCMError):
+    """The key's rate limit is exhausted for now."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(LCMError):
+    """The key's monthly budget is exhausted."""
+
+    status = 429
+    code = "budget_exceeded"
+
+
+class UpstreamUnavailable(LCMError):
+    """The provider could not be reached."""
+
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(LCMError):
+    """The provider did not answer in time."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+# OpenAI's `type` and Anthropic's `error.type` by status.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
+# google.rpc.Code names, as Gemini's `error.status`.
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_payload(provider: str | None, err: LCMError, request_id: str = "") -> dict:
+    """The error as a JSON object in `provider`'s shape (OpenAI's when unknown)."""
+    status = err.status
+    if provider == "anthropic":
+        return {
+            "type": "error",
+            "error": {
+                "type": _ANTHROPIC_TYPES.get(status, "api_error"),
+                "message": err.message,
+                "code": err.code,
+            },
+            "request_id": request_id,
+        }
+    if provider == "google":
+        return {
+            "error": {
+                "code": status,
+                "message": err.message,
+                "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": err.code.upper(),
+                        "domain": "lcm-jupyter",
+                    }
+                ],
+            }
+        }
+    return {
+        "error": {
+            "message": err.message,
+            "type": _OPENAI_TYPES.get(status, "server_error"),
+            "param": err.param,
+            "code": err.code,
+        }
+    }
+
+
+def render_error(provider: str | None, err: LCMError, request_id: str = "") -> bytes:
+    """The error's response body in `provider`'s shape."""
+    return json.dumps(error_payload(provider, err, request_id)).encode()
+
+
+def render_stream_error(provider: str | None, err: LCMError, request_id: str = "") -> bytes:
+    """The error as one more event of an SSE stream whose headers are already sent.
+
+    Each SDK raises when it reads this, instead of taking a cut stream as complete.
+    """
+    payload = json.dumps(error_payload(provider, err, request_id))
+    if provider == "anthropic":
+        return f"event: error\ndata: {payload}\n\n".encode()
+    return f"data: {payload}\n\n".encode()

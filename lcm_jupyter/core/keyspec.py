@@ -1,0 +1,168 @@
+"""Validation of proxy-key settings as they come in from the REST API, CLI or widgets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadRequest
+from .settings import PROVIDERS
+
+KEY_PROVIDERS = (*PROVIDERS, "auto")
+ROUTING_MODES = ("auto", "manual", "off")
+RULE_CONDITIONS = ("always", "simple-only", "short-only")
+DEFAULT_THRESHOLDS = (80, 90, 100)
+
+# Fields a client may set, with their defaults on create.
+EDITABLE_DEFAULTS: Mapping[str, Any] = {
+    "name": None,
+    "provider": "auto",
+    "provider_api_keys": {},
+    "monthly_budget_usd": None,
+    "budget_alerts_enabled": True,
+    "budget_alert_thresholds": list(DEFAULT_THRESHOLDS),
+    "rate_limit_rpm": None,
+    "routing_mode": "auto",
+    "routing_rules": [],
+    "cache_ttl_seconds": 0,
+}
+
+
+def validate_key_fields(data: Any, *, partial: bool) -> dict[str, Any]:
+    """The checked, normalized fields of `data`; BadRequest naming the first bad one.
+
+    With `partial` (PATCH) only the fields present are returned; otherwise every
+    editable field is, with defaults filled in and `name` required.
+    """
+    if not isinstance(data, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(data) - set(EDITABLE_DEFAULTS))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
+    out: dict[str, Any] = {}
+    fields = data if partial else {**EDITABLE_DEFAULTS, **data}
+    for name, value in fields.items():
+        out[name] = _CHECKS[name](value)
+    if not partial and not out["name"]:
+        raise BadRequest("name is required", param="name")
+    return out
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise BadRequest("name must be a non-empty string of at most 200 characters", param="name")
+    return value.strip()
+
+
+def _provider(value: Any) -> str:
+    if value not in KEY_PROVIDERS:
+        raise BadRequest(f"provider must be one of {', '.join(KEY_PROVIDERS)}", param="provider")
+    return value
+
+
+def _provider_api_keys(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise BadRequest(
+            "provider_api_keys must be an object {provider: api_key}", param="provider_api_keys"
+        )
+    for provider, key in value.items():
+        if provider not in PROVIDERS:
+            raise BadRequest(
+                f"provider_api_keys: unknown provider {provider!r} "
+                f"(expected {', '.join(PROVIDERS)})",
+                param="provider_api_keys",
+            )
+        if not isinstance(key, str) or not key.strip():
+            raise BadRequest(
+                f"provider_api_keys.{provider} must be a non-empty string",
+                param="provider_api_keys",
+            )
+    return {p: k.strip() for p, k in value.items()}
+
+
+def _optional_number(name: str, *, integer: bool = False, positive: bool = False):
+    def check(value: Any) -> float | int | None:
+        if value is None:
+            return None
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if (
+            isinstance(value, bool)
+            or not ok
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
+        ):
+            kind = "a whole number" if integer else "a number"
+            sign = "above 0" if positive else "0 or more"
+            raise BadRequest(f"{name} must be null or {kind} {sign}", param=name)
+        return value
+
+    return check
+
+
+def _bool(name: str):
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise BadRequest(f"{name} must be true or false", param=name)
+        return value
+
+    return check
+
+
+def _thresholds(value: Any) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 1000 for t in value)
+    ):
+        raise BadRequest(
+            "budget_alert_thresholds must be a non-empty list of percentages, e.g. [80, 90, 100]",
+            param="budget_alert_thresholds",
+        )
+    return sorted(set(value))
+
+
+def _routing_mode(value: Any) -> str:
+    if value not in ROUTING_MODES:
+        raise BadRequest(
+            f"routing_mode must be one of {', '.join(ROUTING_MODES)}", param="routing_mode"
+        )
+    return value
+
+
+def _routing_rules(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise BadRequest("routing_rules must be a list", param="routing_rules")
+    rules = []
+    for i, rule in enumerate(value):
+        if not isinstance(rule, Mapping):
+            raise BadRequest(f"routing_rules[{i}] must be an object", param="routing_rules")
+        from_model, to_model = rule.get("from_model"), rule.get("to_model")
+        condition = rule.get("condition", "always")
+        if not isinstance(from_model, str) or not from_model or not isinstance(to_model, str) or not to_model:
+            raise BadRequest(
+                f"routing_rules[{i}] needs from_model and to_model", param="routing_rules"
+            )
+        if condition not in RULE_CONDITIONS:
+            raise BadRequest(
+                f"routing_rules[{i}].condition must be one of {', '.join(RULE_CONDITIONS)}",
+                param="routing_rules",
+            )
+        rules.append({"from_model": from_model, "to_model": to_model, "condition": condition})
+    return rules
+
+
+_CHECKS = {
+    "name": _name,
+    "provider": _provider,
+    "provider_api_keys": _provider_api_keys,
+    "monthly_budget_usd": _optional_number("monthly_budget_usd"),
+    "budget_alerts_enabled": _bool("budget_alerts_enabled"),
+    "budget_alert_thresholds": _thresholds,
+    "rate_limit_rpm": _optional_number("rate_limit_rpm", integer=True, positive=True),
+    "routing_mode": _routing_mode,
+    "routing_rules": _routing_rules,
+    # null means off, stored as 0
+    "cache_ttl_seconds": lambda v: _optional_number("cache_ttl_seconds", integer=True)(v) or 0,
+}

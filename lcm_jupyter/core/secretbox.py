@@ -1,0 +1,53 @@
+"""Encryption of provider API keys at rest (Fernet), under one secret.
+
+The secret comes from configuration, or is generated once into a file that
+only its owner can read (0600).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class SecretBox:
+    """Encrypts and decrypts short secrets with one Fernet key."""
+
+    def __init__(self, key: str | bytes) -> None:
+        from cryptography.fernet import Fernet  # imported here: keeps `import lcm_jupyter` cheap
+
+        self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+
+    @classmethod
+    def from_file(cls, path: Path) -> SecretBox:
+        """The box under the key in `path`, creating that file (0600) the first time."""
+        return cls(load_or_create_key(path))
+
+    def encrypt(self, plain: str) -> str:
+        """`plain` encrypted, as text."""
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        """The plain text of a token made by `encrypt`."""
+        return self._fernet.decrypt(token.encode()).decode()
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The Fernet key stored in `path`; made and written with mode 0600 if absent."""
+    from cryptography.fernet import Fernet
+
+    path = Path(path)
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    try:
+        # O_EXCL: two servers starting at once must not write two different keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key

@@ -1,0 +1,48 @@
+"""The proxy's settings as one frozen value, made once from the extension's traits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+PROVIDERS = ("openai", "anthropic", "google")
+
+DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
+    {
+        "openai": "https://api.openai.com",
+        "anthropic": "https://api.anthropic.com",
+        "google": "https://generativelanguage.googleapis.com",
+    }
+)
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# Between two bytes of an answer: reasoning models may think for minutes first.
+DEFAULT_READ_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the pipeline needs to know, converted and checked once."""
+
+    db_path: Path
+    secret_key_file: Path
+    secret_key: str | None = None
+    redis_url: str | None = None
+    base_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_URLS))
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    key_cache_seconds: float = 5.0
+    log_batch_size: int = 500
+    log_flush_interval: float = 0.25
+
+    def __post_init__(self) -> None:
+        missing = [p for p in PROVIDERS if not self.base_urls.get(p)]
+        if missing:
+            raise ValueError(f"no base URL for provider(s): {', '.join(missing)}")
+        if self.max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("upstream timeouts must be positive")

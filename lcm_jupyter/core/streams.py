@@ -1,0 +1,351 @@
+"""Incremental parsing of streamed LLM responses, and metering them on the side.
+
+The proxy forwards upstream bytes as they arrive; `StreamMeter` watches them go by
+and keeps the usage, model and any in-stream error. Chunks may split anywhere (mid
+line, mid UTF-8 character), so both parsers buffer only the incomplete tail, and
+events are decoded only when they can carry something the meter needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .usage import Usage, response_model, usage_from_event
+
+__all__ = [
+    "JSONArrayParser",
+    "SSEEvent",
+    "SSEParser",
+    "StreamMeter",
+    "ensure_stream_usage",
+]
+
+# A blank line: one line ending directly followed by another. CR, LF and CRLF all end a
+# line; a lone CR must not be the first half of a CRLF (that is a single line ending).
+_BLOCK_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
+_BOM = b"\xef\xbb\xbf"
+_LINE_END_BYTES = (10, 13)
+
+# Bytes that matter to the JSON object scanner: braces, and quotes/backslashes that
+# start, end or escape inside strings (where braces do not count).
+_JSON_TOKENS = re.compile(rb'[{}"\\]')
+_QUOTE, _BACKSLASH, _OPEN, _CLOSE = 0x22, 0x5C, 0x7B, 0x7D
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One server-sent event: its type, its (joined) data, and its exact bytes."""
+
+    event: str | None
+    data: str
+    raw: bytes
+
+
+def _parse_block(raw: bytes) -> SSEEvent | None:
+    """Fields of one blank-line-terminated block; None if it holds no event or data line."""
+    event: str | None = None
+    data: list[bytes] = []
+    seen = False
+    for line in (raw[3:] if raw.startswith(_BOM) else raw).splitlines():
+        if not line or line[0] == 0x3A:  # blank, or a ":" comment such as ": ping"
+            continue
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+            seen = True
+        elif name == b"event":
+            event = value.decode("utf-8", "replace") or None
+            seen = True
+    if not seen:
+        return None
+    # Decoding whole events only: a multi-byte character split across chunks is intact here.
+    return SSEEvent(event, b"\n".join(data).decode("utf-8", "replace"), raw)
+
+
+class SSEParser:
+    """Incremental ``text/event-stream`` parser tolerant of any chunking and line ending."""
+
+    __slots__ = ("_buf", "_scan")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        # Where to resume looking for a blank line in _buf (before a trailing line ending).
+        self._scan = 0
+
+    def blocks(self, chunk: bytes) -> list[bytes]:
+        """Raw bytes of every block `chunk` completes; together they are the input, in order."""
+        if self._buf:
+            self._buf += chunk
+            data: bytes | bytearray = self._buf
+        else:
+            data = chunk
+        out = []
+        pos = 0
+        scan = self._scan
+        search = _BLOCK_END.search
+        while (m := search(data, scan)) is not None:
+            end = m.end()
+            out.append(bytes(data[pos:end]))
+            pos = scan = end
+        if data is chunk:
+            self._buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
+        elif pos:
+            del self._buf[:pos]
+        # Resume before a trailing line ending: its partner may come in the next chunk.
+        scan = len(self._buf)
+        while scan and self._buf[scan - 1] in _LINE_END_BYTES:
+            scan -= 1
+        self._scan = scan
+        return out
+
+    def rest(self) -> bytes:
+        """Take the bytes of the unterminated final block (end of stream)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._scan = 0
+        return rest
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Events completed by `chunk` (comment-only and empty blocks are skipped)."""
+        return [ev for raw in self.blocks(chunk) if (ev := _parse_block(raw)) is not None]
+
+    def flush(self) -> list[SSEEvent]:
+        """At end of stream: the unterminated final event, if any."""
+        ev = _parse_block(self.rest())
+        return [] if ev is None else [ev]
+
+
+class JSONArrayParser:
+    """Incremental parser for a JSON array of objects (Gemini streaming without ``alt=sse``)."""
+
+    __slots__ = ("_buf", "_depth", "_in_str", "_skip", "_start", "malformed")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._depth = 0
+        self._in_str = False
+        self._skip = 0  # index in _buf of a character escaped by a backslash
+        self._start = 0  # index in _buf of the current top-level object's "{"
+        self.malformed = 0
+        """Complete objects that were not valid JSON."""
+
+    def spans(self, chunk: bytes) -> list[bytes]:
+        """Raw bytes of every top-level object `chunk` completes (array syntax is skipped)."""
+        buf = self._buf
+        base = len(buf)
+        buf += chunk
+        depth, in_str, skip, start = self._depth, self._in_str, self._skip, self._start
+        out = []
+        for m in _JSON_TOKENS.finditer(buf, base):
+            i = m.start()
+            if i < skip:
+                continue
+            c = buf[i]
+            if in_str:
+                if c == _BACKSLASH:
+                    skip = i + 2
+                elif c == _QUOTE:
+                    in_str = False
+            elif c == _QUOTE:
+                in_str = True
+            elif c == _OPEN:
+                if depth == 0:
+                    start = i
+                depth += 1
+            elif depth:  # "}"; a stray one at top level is ignored
+                depth -= 1
+                if depth == 0:
+                    out.append(bytes(buf[start : i + 1]))
+        # Keep only the unfinished object (or nothing between objects).
+        cut = start if depth else len(buf)
+        del buf[:cut]
+        self._depth, self._in_str = depth, in_str
+        self._skip, self._start = max(skip - cut, 0), 0
+        return out
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        """Objects completed by `chunk`; malformed ones are counted and skipped."""
+        objs = []
+        for raw in self.spans(chunk):
+            obj = _loads(raw)
+            if isinstance(obj, dict):
+                objs.append(obj)
+            else:
+                self.malformed += 1
+        return objs
+
+
+_NOT_JSON = object()
+
+
+def _loads(raw: bytes | str) -> Any:
+    """json.loads that returns `_NOT_JSON` instead of raising on a bad upstream."""
+    try:
+        return json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return _NOT_JSON
+
+
+_USAGE_ON = ("openai.chat", "openai.completions")
+
+
+def ensure_stream_usage(wire: str, body: dict) -> bool:
+    """Turn on a streamed OpenAI chat/completions usage chunk; True if the client didn't ask."""
+    if wire not in _USAGE_ON or not isinstance(body, dict) or body.get("stream") is not True:
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    # Keep the client's other stream options (e.g. include_obfuscation).
+    kept = options if isinstance(options, dict) else {}
+    body["stream_options"] = {**kept, "include_usage": True}
+    return True
+
+
+# Per wire: byte strings whose presence means an event may carry usage, a final status or
+# an error, so it is worth decoding. Everything else (text deltas) is only counted.
+_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "openai.chat": (b'"error"',),
+    "openai.completions": (b'"error"',),
+    "openai.embeddings": (b'"error"', b'"usage"'),
+    "openai.responses": (
+        b"response.completed",
+        b"response.incomplete",
+        b"response.failed",
+        b"response.created",
+        b'"error"',
+    ),
+    "anthropic.messages": (b"message_start", b"message_delta", b'"error"'),
+    "google.stream": (b'"error"',),
+    "google.generate": (b'"error"',),
+}
+# Usage as a JSON object (OpenAI sends "usage": null in every chunk once usage is on).
+_USAGE_OBJECT = {
+    "openai.chat": re.compile(rb'"usage"\s*:\s*\{'),
+    "openai.completions": re.compile(rb'"usage"\s*:\s*\{'),
+    "google.stream": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
+    "google.generate": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
+}
+# Wires that name the model in every chunk: decode chunks until it is known.
+_MODEL_KEY = {
+    "openai.chat": b'"model"',
+    "openai.completions": b'"model"',
+    "google.stream": b'"model',  # modelVersion / model_version
+    "google.generate": b'"model',
+}
+
+
+class StreamMeter:
+    """Watches a streamed response go by and extracts its usage, model and in-stream error."""
+
+    __slots__ = (
+        "_bare_json",
+        "_markers",
+        "_model_key",
+        "_split",
+        "_sse",
+        "_strip",
+        "_usage_object",
+        "chunks",
+        "error",
+        "malformed",
+        "model",
+        "usage",
+        "wire",
+    )
+
+    def __init__(self, wire: str, fmt: str = "sse", *, strip_usage_chunk: bool = False) -> None:
+        self.wire = wire
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.error: dict | None = None
+        self.chunks = 0
+        """Events (SSE) or objects (JSON array) seen so far."""
+        self.malformed = 0
+        """Events/objects selected for decoding that were not a JSON object."""
+        if fmt == "json-array":
+            self._sse: SSEParser | None = None
+            self._split = JSONArrayParser().spans
+        else:
+            self._sse = SSEParser()
+            self._split = self._sse.blocks
+        # Stripping needs whole events, so it is only for the SSE wires that have the chunk.
+        self._strip = strip_usage_chunk and self._sse is not None and wire in _USAGE_ON
+        self._bare_json = wire.startswith("google.")
+        self._markers = _MARKERS.get(wire, (b'"error"', b'"usage"'))
+        self._usage_object = _USAGE_OBJECT.get(wire)
+        self._model_key = _MODEL_KEY.get(wire)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Observe `chunk`; return the bytes to send to the client now."""
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        blocks = self._split(chunk)
+        if not self._strip:
+            for raw in blocks:
+                self._observe(raw)
+            return chunk
+        return b"".join(raw for raw in blocks if not _is_usage_chunk(self._observe(raw)))
+
+    def close(self) -> bytes:
+        """At end of stream: observe the unterminated tail; return any bytes still held back."""
+        rest = self._sse.rest() if self._sse is not None else b""
+        if not rest:
+            return b""
+        obj = self._observe(rest)
+        return rest if self._strip and not _is_usage_chunk(obj) else b""
+
+    def _wanted(self, raw: bytes) -> bool:
+        """Whether this event/object may carry usage, model or an error (else skip decoding)."""
+        for marker in self._markers:
+            if marker in raw:
+                return True
+        if self._usage_object is not None and self._usage_object.search(raw):
+            return True
+        return self.model is None and self._model_key is not None and self._model_key in raw
+
+    def _observe(self, raw: bytes) -> Any:
+        """Count one event/object, decode it if wanted, record what it says; return the object."""
+        if self._sse is None:
+            self.chunks += 1
+            return self._record(_loads(raw)) if self._wanted(raw) else None
+        if b"data" in raw:
+            self.chunks += 1
+            if not self._wanted(raw):
+                return None
+            ev = _parse_block(raw)
+            if ev is not None and ev.data:
+                return self._record(_loads(ev.data))
+        if self._bare_json and raw.lstrip()[:1] in (b"{", b"["):
+            # Gemini writes a mid-stream error as bare (pretty-printed) JSON, without "data:".
+            obj = _loads(raw)
+            return self._record(obj[0] if isinstance(obj, list) and obj else obj)
+        return None
+
+    def _record(self, obj: Any) -> Any:
+        """Take usage, model and error from one decoded event/object."""
+        if not isinstance(obj, dict):
+            self.malformed += 1
+            return obj
+        wire = self.wire
+        if self.model is None:
+            self.model = response_model(wire, obj)
+        self.usage = usage_from_event(wire, obj, self.usage)
+        response = obj.get("response")
+        if (
+            obj.get("type") == "error"
+            or obj.get("error")
+            or (isinstance(response, dict) and response.get("error"))
+        ):
+            self.error = obj
+        return obj
+
+
+def _is_usage_chunk(obj: Any) -> bool:
+    """The chunk that only reports usage: no choices, a usage object."""
+    return isinstance(obj, dict) and not obj.get("choices") and isinstance(obj.get("usage"), dict)

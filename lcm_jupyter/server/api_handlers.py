@@ -1,0 +1,244 @@
+"""The management REST API (Jupyter-authenticated): keys, logs, pricing.
+
+Every handler requires the Jupyter login (`@web.authenticated`) and the
+authorizer's consent on an `lcm:*` resource. Client mistakes answer 4xx with
+`{"error": {"message", "code", "param"}}`, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..core.errors import BadRequest, LCMError, NotFound
+from ..core.keyspec import validate_key_fields
+from ..core.pricing import ModelPrice, PricingError
+from ..store import keys as key_table
+from ..store import logs as log_table
+from .services import LCMServices
+
+MAX_LOG_PAGE = 1000
+
+
+class LCMAPIHandler(APIHandler):
+    """Shared plumbing: the services, JSON in and out, errors as JSON."""
+
+    auth_resource = "lcm"
+
+    def initialize(self, lcm: LCMServices) -> None:
+        self.lcm = lcm
+
+    def json_body(self) -> Any:
+        """The request body as JSON; BadRequest if it is not."""
+        raw = self.request.body
+        if not raw or not raw.strip():
+            raise BadRequest("a JSON body is required")
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        """Answer `data` as JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def fail(self, err: LCMError) -> None:
+        """Answer an error as JSON with its status."""
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps({"error": {"message": err.message, "code": err.code, "param": err.param}})
+        )
+
+    def int_arg(self, name: str, default: int | None, *, lo: int = 0, hi: int | None = None):
+        """A whole-number query argument, checked."""
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be a whole number", param=name) from None
+        if value < lo or (hi is not None and value > hi):
+            raise BadRequest(f"{name} must be between {lo} and {hi}", param=name)
+        return value
+
+
+def _key_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound(f"no key {raw!r}")
+    return int(raw)
+
+
+class KeysHandler(LCMAPIHandler):
+    """`GET|POST lcm/api/keys`."""
+
+    auth_resource = "lcm:keys"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        include_revoked = self.get_argument("include_revoked", "true") != "false"
+        records = await self.lcm.store.run(
+            key_table.list_keys, self.lcm.box, include_revoked=include_revoked
+        )
+        self.reply({"keys": [r.public() for r in records]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            fields = validate_key_fields(self.json_body(), partial=False)
+        except LCMError as err:
+            return self.fail(err)
+        record, plain = await self.lcm.store.run(key_table.create_key, self.lcm.box, fields)
+        self.reply({**record.public(), "key": plain}, status=201)
+
+
+class KeyHandler(LCMAPIHandler):
+    """`GET|PATCH|DELETE lcm/api/keys/{id}`; DELETE revokes (the key's logs stay)."""
+
+    auth_resource = "lcm:keys"
+
+    @web.authenticated
+    @authorized
+    async def get(self, key_id: str) -> None:
+        try:
+            record = await self.lcm.store.run(key_table.get_key, self.lcm.box, _key_id(key_id))
+            if record is None:
+                raise NotFound(f"no key {key_id}")
+        except LCMError as err:
+            return self.fail(err)
+        self.reply(record.public())
+
+    @web.authenticated
+    @authorized
+    async def patch(self, key_id: str) -> None:
+        try:
+            kid = _key_id(key_id)
+            fields = validate_key_fields(self.json_body(), partial=True)
+            record = await self.lcm.store.run(key_table.update_key, self.lcm.box, kid, fields)
+            if record is None:
+                raise NotFound(f"no key {key_id}")
+        except LCMError as err:
+            return self.fail(err)
+        self.lcm.keys.forget(kid)
+        self.reply(record.public())
+
+    @web.authenticated
+    @authorized
+    async def delete(self, key_id: str) -> None:
+        try:
+            kid = _key_id(key_id)
+            record = await self.lcm.store.run(key_table.revoke_key, self.lcm.box, kid)
+            if record is None:
+                raise NotFound(f"no key {key_id}")
+        except LCMError as err:
+            return self.fail(err)
+        self.lcm.keys.forget(kid)
+        self.reply(record.public())
+
+
+class LogsHandler(LCMAPIHandler):
+    """`GET lcm/api/logs?key_id=&limit=&before=`: newest first."""
+
+    auth_resource = "lcm:logs"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        try:
+            key_id = self.int_arg("key_id", None)
+            limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
+        except LCMError as err:
+            return self.fail(err)
+        before = self.get_argument("before", None) or None
+        rows = await self.lcm.store.run(log_table.list_logs, key_id=key_id, limit=limit, before=before)
+        next_before = rows[-1]["id"] if len(rows) == limit else None
+        self.reply({"logs": rows, "next_before": next_before})
+
+
+class LogHandler(LCMAPIHandler):
+    """`GET lcm/api/logs/{id}`."""
+
+    auth_resource = "lcm:logs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, log_id: str) -> None:
+        row = await self.lcm.store.run(log_table.get_log, log_id)
+        if row is None:
+            return self.fail(NotFound(f"no log {log_id}"))
+        self.reply(row)
+
+
+class PricingHandler(LCMAPIHandler):
+    """`GET|PUT lcm/api/pricing`: the price table in force; PUT sets overrides."""
+
+    auth_resource = "lcm:pricing"
+
+    def _table(self) -> dict[str, Any]:
+        table = self.lcm.pricing.table
+        return {
+            "version": table.version,
+            "currency": "USD",
+            "unit": "per_million_tokens",
+            "models": [p.to_dict() | {"source": p.source} for p in table.rows()],
+        }
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(self._table())
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        """Body: one price object, a list of them, or {"models": [...]}."""
+        try:
+            body = self.json_body()
+            items = body.get("models") if isinstance(body, dict) and "models" in body else body
+            if isinstance(items, dict):
+                items = [items]
+            if not isinstance(items, list) or not items:
+                raise BadRequest("send a price object, a list of them, or {\"models\": [...]}")
+            try:
+                prices = [ModelPrice.from_dict(item, source="override") for item in items]
+            except PricingError as exc:
+                raise BadRequest(str(exc)) from exc
+        except LCMError as err:
+            return self.fail(err)
+        await self.lcm.pricing.set_prices(prices)
+        self.reply(self._table())
+
+
+class PricingModelHandler(LCMAPIHandler):
+    """`DELETE lcm/api/pricing/{model}`: drop an override, back to the bundled price."""
+
+    auth_resource = "lcm:pricing"
+
+    @web.authenticated
+    @authorized
+    async def delete(self, model: str) -> None:
+        if not await self.lcm.pricing.reset_price(model):
+            return self.fail(NotFound(f"no price override for {model!r}"))
+        self.reply({"model": model, "override": False})
+
+
+def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
+    """The URL rules of the REST API, relative to the server's base_url."""
+    kwargs = {"lcm": lcm}
+    return [
+        (rf"/{prefix}/keys", KeysHandler, kwargs),
+        (rf"/{prefix}/keys/([^/]+)", KeyHandler, kwargs),
+        (rf"/{prefix}/logs", LogsHandler, kwargs),
+        (rf"/{prefix}/logs/([^/]+)", LogHandler, kwargs),
+        (rf"/{prefix}/pricing", PricingHandler, kwargs),
+        (rf"/{prefix}/pricing/(.+)", PricingModelHandler, kwargs),
+    ]

@@ -1,0 +1,138 @@
+"""The Jupyter server extension: configuration, routes, start and stop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Integer, Unicode, default
+
+from ..core.settings import (
+    DEFAULT_BASE_URLS,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    Settings,
+)
+from .api_handlers import api_handlers
+from .proxy_handlers import proxy_handlers
+from .services import LCMServices
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+class LCMExtension(ExtensionApp):
+    """LLM cost manager: proxies, prices and logs every LLM call made from notebooks."""
+
+    name = "lcm_jupyter"
+    load_other_extensions = True
+
+    db_path = Unicode(
+        config=True, help="SQLite database of keys and call logs. Env: LCM_DB_PATH."
+    )
+    redis_url = Unicode(
+        "", config=True, help="Redis URL shared by all servers (empty: in-memory). Env: LCM_REDIS_URL."
+    )
+    openai_base_url = Unicode(config=True, help="OpenAI API origin. Env: LCM_OPENAI_BASE_URL.")
+    anthropic_base_url = Unicode(
+        config=True, help="Anthropic API origin. Env: LCM_ANTHROPIC_BASE_URL."
+    )
+    google_base_url = Unicode(config=True, help="Gemini API origin. Env: LCM_GOOGLE_BASE_URL.")
+    secret_key = Unicode(
+        "",
+        config=True,
+        help="Fernet key that encrypts provider API keys at rest. Env: LCM_SECRET_KEY. "
+        "Empty: a key generated once into secret_key_file.",
+    )
+    secret_key_file = Unicode(
+        config=True, help="Where the generated secret key lives (mode 0600). Env: LCM_SECRET_KEY_FILE."
+    )
+    upstream_connect_timeout = Float(
+        config=True, help="Seconds to connect to a provider. Env: LCM_UPSTREAM_CONNECT_TIMEOUT."
+    )
+    upstream_read_timeout = Float(
+        config=True,
+        help="Seconds a provider may stay silent (before its answer or between stream chunks)."
+        " Env: LCM_UPSTREAM_READ_TIMEOUT.",
+    )
+    max_request_body_bytes = Integer(
+        config=True, help="Largest request body accepted (413 above). Env: LCM_MAX_REQUEST_BODY_BYTES."
+    )
+
+    @default("db_path")
+    def _default_db_path(self) -> str:
+        return _env("LCM_DB_PATH") or str(Path(jupyter_data_dir()) / "lcm" / "lcm.sqlite3")
+
+    @default("redis_url")
+    def _default_redis_url(self) -> str:
+        return _env("LCM_REDIS_URL", "") or ""
+
+    @default("openai_base_url")
+    def _default_openai(self) -> str:
+        return _env("LCM_OPENAI_BASE_URL") or DEFAULT_BASE_URLS["openai"]
+
+    @default("anthropic_base_url")
+    def _default_anthropic(self) -> str:
+        return _env("LCM_ANTHROPIC_BASE_URL") or DEFAULT_BASE_URLS["anthropic"]
+
+    @default("google_base_url")
+    def _default_google(self) -> str:
+        return _env("LCM_GOOGLE_BASE_URL") or DEFAULT_BASE_URLS["google"]
+
+    @default("secret_key")
+    def _default_secret_key(self) -> str:
+        return _env("LCM_SECRET_KEY", "") or ""
+
+    @default("secret_key_file")
+    def _default_secret_key_file(self) -> str:
+        return _env("LCM_SECRET_KEY_FILE") or str(Path(jupyter_data_dir()) / "lcm" / "secret.key")
+
+    @default("upstream_connect_timeout")
+    def _default_connect_timeout(self) -> float:
+        return float(_env("LCM_UPSTREAM_CONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT)
+
+    @default("upstream_read_timeout")
+    def _default_read_timeout(self) -> float:
+        return float(_env("LCM_UPSTREAM_READ_TIMEOUT") or DEFAULT_READ_TIMEOUT)
+
+    @default("max_request_body_bytes")
+    def _default_max_body(self) -> int:
+        return int(_env("LCM_MAX_REQUEST_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+
+    def lcm_settings(self) -> Settings:
+        """The traits as one checked Settings value."""
+        return Settings(
+            db_path=Path(self.db_path).expanduser(),
+            secret_key_file=Path(self.secret_key_file).expanduser(),
+            secret_key=self.secret_key or None,
+            redis_url=self.redis_url or None,
+            base_urls={
+                "openai": self.openai_base_url,
+                "anthropic": self.anthropic_base_url,
+                "google": self.google_base_url,
+            },
+            connect_timeout=self.upstream_connect_timeout,
+            read_timeout=self.upstream_read_timeout,
+            max_body_bytes=self.max_request_body_bytes,
+        )
+
+    def initialize_settings(self) -> None:
+        self.lcm = LCMServices(self.lcm_settings())
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(proxy_handlers(self.lcm.pipeline))
+        self.handlers.extend(api_handlers(self.lcm))
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        await self.lcm.start()
+        self.log.info(
+            "lcm: proxy at %slcm/proxy/{openai,anthropic,google,v2}/", serverapp.connection_url
+        )
+
+    async def stop_extension(self) -> None:
+        await self.lcm.stop()

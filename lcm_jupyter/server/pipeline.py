@@ -1,0 +1,480 @@
+"""The request pipeline: every proxied call goes through `ProxyPipeline.handle`, in this order.
+
+authenticate proxy key -> parse body -> classify endpoint -> detect provider ->
+check key's provider -> (rate limit, budget, routing, cache: later stages) ->
+forward upstream (stream or not) -> extract usage -> price -> log.
+
+The pipeline knows nothing of tornado: it reads a `ProxyRequest` and answers
+through a `ResponseSink`, so the server extension and the kernel-hosted proxy
+share it. Whatever happens, exactly one log row is written per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode
+
+from ..core.detect import detect_provider
+from ..core.endpoints import Endpoint, classify, is_stream, request_model, stream_format
+from ..core.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    InvalidJSON,
+    LCMError,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProviderNotDetected,
+    render_error,
+    render_stream_error,
+)
+from ..core.ids import new_log_id
+from ..core.keys import key_from_request
+from ..core.pricing import cost_for
+from ..core.settings import Settings
+from ..core.streams import StreamMeter, ensure_stream_usage
+from ..core.usage import Usage, response_model, usage_from_body
+from ..store.keys import KeyRecord
+from ..store.logwriter import LogWriter
+from ..store.timeutil import utc_now_iso
+from .keyring import KeyRing
+from .pricing import PricingService
+from .upstream import Upstream, UpstreamResponse
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-lcm-request-id"
+STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+
+# Never forwarded upstream: hop-by-hop headers, what the HTTP client sets itself,
+# every place a proxy key may sit, and the notebook server's cookies.
+_DROP_REQUEST_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+        "x-xsrftoken",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
+# Never sent back: hop-by-hop headers, framing the server redoes (the body was
+# decompressed on the way in), and the provider's cookies.
+_DROP_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "set-cookie",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    }
+)
+_AUTH_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "google": "x-goog-api-key"}
+_JSON_HEADERS = (("content-type", "application/json"),)
+_ERROR_TEXT_LIMIT = 2000
+
+
+class ClientGone(Exception):
+    """The client went away before the answer was complete."""
+
+
+class ResponseSink(Protocol):
+    """Where the pipeline writes its answer (a tornado handler, in practice)."""
+
+    started: bool
+    client_gone: bool
+
+    def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        """Set the status and headers; nothing is sent yet."""
+
+    async def send(self, data: bytes) -> None:
+        """Send `data` now (a stream chunk); ClientGone if the client left."""
+
+    async def finish(self, data: bytes = b"") -> None:
+        """Send `data` and end the response."""
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    """One proxied request, as the pipeline sees it."""
+
+    route: str
+    """"openai", "anthropic", "google" or "v2" (detect)."""
+    method: str
+    path: str
+    """The path after the route, as the client sent it, without a leading slash."""
+    query: str
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: bytes
+    body_too_large: bool = False
+
+
+@dataclass(slots=True)
+class Call:
+    """What is learned about one call on its way through; becomes its log row."""
+
+    id: str
+    created_at: str
+    method: str
+    started: float = field(default_factory=time.perf_counter)
+    key_id: int | None = None
+    provider: str | None = None
+    endpoint: Endpoint | None = None
+    endpoint_name: str | None = None
+    requested_model: str | None = None
+    model: str | None = None
+    stream: bool = False
+    usage: Usage | None = None
+    status: int | None = None
+    error: str | None = None
+    ttfb_ms: float | None = None
+    upstream_called: bool = False
+
+
+class ProxyPipeline:
+    """Authenticates, forwards, meters, prices and logs proxied calls."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        keys: KeyRing,
+        pricing: PricingService,
+        upstream: Upstream,
+        log_writer: LogWriter,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.pricing = pricing
+        self.upstream = upstream
+        self.log_writer = log_writer
+        self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
+
+    async def handle(self, req: ProxyRequest, sink: ResponseSink, call_id: str | None = None) -> None:
+        """Answer one request through `sink`, and log it."""
+        call = Call(id=call_id or new_log_id(), created_at=utc_now_iso(), method=req.method)
+        if req.route != "v2":
+            call.provider = req.route
+        try:
+            await self._forward(req, sink, call)
+        except LCMError as err:
+            call.status, call.error = err.status, err.message
+            await self._answer_error(sink, call, err)
+        except ClientGone:
+            self._client_left(call)
+        except asyncio.CancelledError:
+            if not sink.client_gone:
+                raise  # the server is stopping: not ours to swallow
+            self._client_left(call)
+        except Exception as exc:  # a bug: still answer in the provider's shape, and log
+            log.exception("lcm proxy failed on %s %s", req.method, req.path)
+            err = LCMError(f"Internal error in the lcm proxy: {exc.__class__.__name__}: {exc}")
+            call.status, call.error = err.status, err.message
+            await self._answer_error(sink, call, err)
+        finally:
+            self._record(call)
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    async def _forward(self, req: ProxyRequest, sink: ResponseSink, call: Call) -> None:
+        if req.body_too_large:
+            raise PayloadTooLarge(
+                f"The request body is larger than this proxy's limit of "
+                f"{self.settings.max_body_bytes} bytes (LCMExtension.max_request_body_bytes)."
+            )
+        key = await self._authenticate(req, call)
+        body = _parse_body(req.body)
+        endpoint = classify(req.path)
+        call.endpoint, call.endpoint_name = endpoint, endpoint.name
+        if endpoint.wire is not None and body is not None and not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        jbody = body if isinstance(body, dict) else None
+        call.requested_model = call.model = request_model(endpoint, jbody)
+        provider = call.provider or self._detect(req, key, call.requested_model, jbody)
+        call.provider = provider
+        provider_key = _provider_key(key, provider)
+        call.stream = stream = is_stream(endpoint, jbody)
+
+        payload: bytes | None = req.body or None
+        strip_usage = False
+        if stream and endpoint.wire is not None and jbody is not None:
+            strip_usage = ensure_stream_usage(endpoint.wire, jbody)
+            if strip_usage:
+                payload = json.dumps(jbody, ensure_ascii=False).encode()
+
+        url = self._upstream_url(provider, req.path, req.query)
+        headers = _upstream_headers(req.headers, provider, provider_key)
+        sent = time.perf_counter()
+        call.upstream_called = True
+        resp = await self.upstream.send(req.method, url, headers, payload)
+        call.ttfb_ms = (time.perf_counter() - sent) * 1000
+        call.status = resp.status
+        out_headers = _response_headers(resp.headers)
+        ok = 200 <= resp.status < 300
+        if ok and (stream or _is_event_stream(resp.headers)):
+            await self._relay_stream(resp, sink, call, endpoint, req.query, strip_usage, out_headers)
+            return
+        data = await resp.read()
+        if ok and endpoint.wire is not None:
+            self._meter_body(call, endpoint.wire, data)
+        elif not ok:
+            call.error = _error_text(data)
+        sink.start(resp.status, out_headers)
+        await sink.finish(data)
+
+    async def _authenticate(self, req: ProxyRequest, call: Call) -> KeyRecord:
+        plain = key_from_request(req.headers, req.query)
+        if not plain:
+            raise AuthenticationFailed(
+                "No proxy key was sent. Use your lcm-... key as the SDK's api_key "
+                "(it is read from Authorization: Bearer, x-api-key, x-goog-api-key or ?key=)."
+            )
+        key = await self.keys.lookup(plain)
+        if key is None:
+            raise AuthenticationFailed(
+                "Invalid proxy key. Create one with the lcm keys API, `jupyter lcm keys create`"
+                " or the key form."
+            )
+        call.key_id = key.id
+        if key.revoked:
+            raise AuthenticationFailed(
+                f"The proxy key {key.key_prefix}... ({key.name!r}) was revoked at {key.revoked_at}."
+            )
+        return key
+
+    def _detect(
+        self, req: ProxyRequest, key: KeyRecord, model: str | None, body: dict | None
+    ) -> str:
+        detection = detect_provider(path=req.path, model=model, body=body, headers=req.headers)
+        if detection.provider is not None:
+            return detection.provider
+        if key.provider != "auto":
+            return key.provider
+        looked = "; ".join(detection.looked_at)
+        raise ProviderNotDetected(
+            f"Could not tell which provider this request is for. Looked at: {looked}. "
+            "Name a model with a known prefix (gpt-, o1, o3, o4, chatgpt-, text-embedding-, "
+            "claude-, gemini-, gemma), or use the provider's own route "
+            "lcm/proxy/openai/, lcm/proxy/anthropic/ or lcm/proxy/google/.",
+            param="model",
+        )
+
+    def _upstream_url(self, provider: str, path: str, query: str) -> str:
+        base = self._base_urls[provider]
+        # A base URL configured with the version segment (".../v1", as OPENAI_BASE_URL
+        # is usually written) must not double it: ".../v1" + "v1/chat" -> ".../v1/chat".
+        head, _, rest = path.partition("/")
+        if head and base.endswith("/" + head) and head[:1] == "v" and head[1:2].isdigit():
+            path = rest
+        url = f"{base}/{path}"
+        if query:
+            if "key=" in query:
+                query = urlencode([(k, v) for k, v in parse_qsl(query, True) if k != "key"])
+            if query:
+                url = f"{url}?{query}"
+        return url
+
+    async def _relay_stream(
+        self,
+        resp: UpstreamResponse,
+        sink: ResponseSink,
+        call: Call,
+        endpoint: Endpoint,
+        query: str,
+        strip_usage: bool,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        meter = (
+            StreamMeter(endpoint.wire, stream_format(endpoint, query), strip_usage_chunk=strip_usage)
+            if endpoint.wire is not None
+            else None
+        )
+        sink.start(resp.status, headers)
+        complete = False
+        try:
+            async for chunk in resp.iter_chunks():
+                out = meter.feed(chunk) if meter is not None else chunk
+                if out:
+                    await sink.send(out)
+            if meter is not None:
+                tail = meter.close()
+                if tail:
+                    await sink.send(tail)
+            complete = True
+        finally:
+            if not complete:
+                resp.abort()  # stop the provider generating what nobody will read
+            if meter is not None:
+                call.usage = meter.usage
+                call.model = meter.model or call.model
+                if meter.error is not None:
+                    call.error = _error_text(json.dumps(meter.error).encode())
+        await sink.finish()
+
+    def _meter_body(self, call: Call, wire: str, data: bytes) -> None:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            call.error = "The provider's answer was not JSON; usage unknown."
+            return
+        if isinstance(body, dict):
+            call.usage = usage_from_body(wire, body)
+            call.model = response_model(wire, body) or call.model
+
+    def _client_left(self, call: Call) -> None:
+        call.status = STATUS_CLIENT_CLOSED
+        call.error = "The client disconnected before the answer was complete."
+
+    async def _answer_error(self, sink: ResponseSink, call: Call, err: LCMError) -> None:
+        if sink.client_gone:
+            return
+        try:
+            if not sink.started:
+                sink.start(err.status, [*_JSON_HEADERS, *err.headers.items()])
+                await sink.finish(render_error(call.provider, err, call.id))
+            else:  # mid-stream: tell the SDK in-band, so it raises instead of stopping quietly
+                await sink.send(render_stream_error(call.provider, err, call.id))
+                await sink.finish()
+        except ClientGone:
+            pass
+
+    # -- the log row ---------------------------------------------------------------------------
+
+    def _record(self, call: Call) -> None:
+        try:
+            self.log_writer.submit(self._row(call))
+        except Exception:  # the row must not take the server down; say so loudly
+            log.exception("lcm could not build the log row of call %s", call.id)
+
+    def _row(self, call: Call) -> dict[str, Any]:
+        usage = call.usage
+        cost: float | None = 0.0
+        unpriced = False
+        version = None
+        metered = call.endpoint is not None and call.endpoint.wire is not None
+        if usage is not None:
+            table = self.pricing.table
+            version = table.version
+            price = table.resolve(call.model or "") or table.resolve(call.requested_model or "")
+            if price is None:
+                cost, unpriced = None, True
+            else:
+                cost = float(cost_for(price, usage))
+        elif metered and call.upstream_called and call.status is not None and (
+            200 <= call.status < 300 or call.status == STATUS_CLIENT_CLOSED
+        ):
+            # Tokens were spent but not reported: unknown, never a silent $0.
+            cost = None
+            if call.error is None:
+                call.error = "The provider reported no usage; cost unknown."
+        return {
+            "id": call.id,
+            "key_id": call.key_id,
+            "provider": call.provider,
+            "endpoint": call.endpoint_name,
+            "method": call.method,
+            "requested_model": call.requested_model,
+            "model": call.model,
+            "stream": int(call.stream),
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "cached_tokens": usage.cached_tokens if usage else 0,
+            "cache_write_tokens": usage.cache_write_tokens if usage else 0,
+            "reasoning_tokens": usage.reasoning_tokens if usage else 0,
+            "usage_json": json.dumps(usage.raw) if usage and usage.raw is not None else None,
+            "cost_usd": cost,
+            "unpriced": int(unpriced),
+            "pricing_version": version,
+            "savings_usd": 0.0,
+            "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            "ttfb_ms": round(call.ttfb_ms, 3) if call.ttfb_ms is not None else None,
+            "status": call.status,
+            "error": call.error,
+            "cache_hit": 0,
+            "routing_decision": None,
+            "created_at": call.created_at,
+        }
+
+
+def _parse_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {exc}") from exc
+
+
+def _provider_key(key: KeyRecord, provider: str) -> str:
+    if key.provider not in ("auto", provider):
+        raise PermissionDenied(
+            f"The proxy key {key.key_prefix}... ({key.name!r}) is for {key.provider}, "
+            f"not {provider}. Use a key whose provider is {provider} or auto."
+        )
+    secret = key.provider_api_keys.get(provider)
+    if not secret:
+        raise PermissionDenied(
+            f"The proxy key {key.key_prefix}... ({key.name!r}) has no {provider} API key. "
+            f"Add one with PATCH lcm/api/keys/{key.id} "
+            f'{{"provider_api_keys": {{"{provider}": "..."}}}}.'
+        )
+    return secret
+
+
+def _upstream_headers(
+    headers: Mapping[str, str], provider: str, secret: str
+) -> list[tuple[str, str]]:
+    out = [(k, v) for k, v in headers.items() if k not in _DROP_REQUEST_HEADERS]
+    name = _AUTH_HEADER[provider]
+    out.append((name, f"Bearer {secret}" if name == "authorization" else secret))
+    return out
+
+
+def _response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() not in _DROP_RESPONSE_HEADERS]
+
+
+def _is_event_stream(headers: Iterable[tuple[str, str]]) -> bool:
+    return any(
+        k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in headers
+    )
+
+
+def _error_text(data: bytes) -> str:
+    """The provider's error message if its body says one, else the body, shortened."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if isinstance(body, list) and body:
+        body = body[0]  # Gemini's JSON-array streams wrap errors in a list
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:_ERROR_TEXT_LIMIT]
+    return data[:_ERROR_TEXT_LIMIT].decode("utf-8", "replace")

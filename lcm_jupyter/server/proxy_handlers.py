@@ -1,0 +1,152 @@
+"""Tornado handlers of the proxy routes: a thin shell that hands each request to the pipeline.
+
+These are plain tornado handlers, not JupyterHandlers: the proxy key is the only
+credential (no Jupyter token, cookie or XSRF check), and skipping the notebook
+server's per-request auth machinery keeps the hot path short. The body is
+streamed in so that an oversized one is discarded as it arrives instead of held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from jupyter_server.auth.decorator import allow_unauthenticated
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..core.ids import new_log_id
+from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest
+
+ROUTES = ("openai", "anthropic", "google", "v2")
+
+
+@web.stream_request_body
+class ProxyHandler(web.RequestHandler):
+    """Forwards `lcm/proxy/{route}/{path}` through the pipeline."""
+
+    def initialize(self, pipeline: ProxyPipeline, route: str) -> None:
+        self.pipeline = pipeline
+        self.route = route
+        self.sink = _Sink(self)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self._task: asyncio.Future | None = None
+        self._call_id = new_log_id()
+
+    def check_xsrf_cookie(self) -> None:
+        """No XSRF check: these routes take no cookies, only the proxy key."""
+
+    def set_default_headers(self) -> None:
+        self._headers.pop("Content-Type", None)  # the provider's content type, or ours on errors
+
+    def compute_etag(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        self.set_header(REQUEST_ID_HEADER, self._call_id)
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self.pipeline.settings.max_body_bytes:
+            self._too_large = True
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return  # read and dropped, so the client still gets a clean 413
+        self._size += len(chunk)
+        if self._size > self.pipeline.settings.max_body_bytes:
+            self._too_large = True
+            self._chunks.clear()
+            return
+        self._chunks.append(chunk)
+
+    async def _proxy(self, path: str) -> None:
+        headers = {k.lower(): v for k, v in self.request.headers.get_all()}
+        request = ProxyRequest(
+            route=self.route,
+            method=self.request.method or "GET",
+            path=path,
+            query=self.request.query,
+            headers=headers,
+            body=b"".join(self._chunks),
+            body_too_large=self._too_large,
+        )
+        self._chunks = []
+        # A task of its own, so that a client leaving can cancel the upstream call.
+        self._task = asyncio.ensure_future(self.pipeline.handle(request, self.sink, self._call_id))
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if not self.sink.client_gone:
+                raise
+
+    def on_connection_close(self) -> None:
+        self.sink.client_gone = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    # -- methods --------------------------------------------------------------------------------
+
+    @allow_unauthenticated
+    async def get(self, path: str) -> None:
+        await self._proxy(path)
+
+    @allow_unauthenticated
+    async def post(self, path: str) -> None:
+        await self._proxy(path)
+
+    @allow_unauthenticated
+    async def put(self, path: str) -> None:
+        await self._proxy(path)
+
+    @allow_unauthenticated
+    async def patch(self, path: str) -> None:
+        await self._proxy(path)
+
+    @allow_unauthenticated
+    async def delete(self, path: str) -> None:
+        await self._proxy(path)
+
+
+class _Sink:
+    """The pipeline's ResponseSink over a tornado handler."""
+
+    __slots__ = ("_handler", "client_gone", "started")
+
+    def __init__(self, handler: web.RequestHandler) -> None:
+        self._handler = handler
+        self.started = False
+        self.client_gone = False
+
+    def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        self.started = True
+        self._handler.set_status(status)
+        for name, value in headers:
+            self._handler.add_header(name, value)
+
+    async def send(self, data: bytes) -> None:
+        if self.client_gone:
+            raise ClientGone
+        self._handler.write(data)
+        try:
+            await self._handler.flush()
+        except StreamClosedError as exc:
+            self.client_gone = True
+            raise ClientGone from exc
+
+    async def finish(self, data: bytes = b"") -> None:
+        if self.client_gone:
+            raise ClientGone
+        try:
+            await self._handler.finish(data or None)
+        except StreamClosedError as exc:
+            self.client_gone = True
+            raise ClientGone from exc
+
+
+def proxy_handlers(pipeline: ProxyPipeline, prefix: str = "lcm/proxy") -> list[tuple]:
+    """The URL rules of the proxy, relative to the server's base_url."""
+    return [
+        (rf"/{prefix}/{route}/(.*)", ProxyHandler, {"pipeline": pipeline, "route": route})
+        for route in ROUTES
+    ]

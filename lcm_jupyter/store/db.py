@@ -1,0 +1,36 @@
+"""Opening the SQLite database: one connection per thread, WAL, migrated on open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from .migrations import migrations
+
+
+def connect(path: Path | str) -> sqlite_utils.Database:
+    """A new connection to the database at `path`, for use by one thread only."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # check_same_thread off: each connection is confined to one thread by its owner,
+    # but may be closed from another at shutdown.
+    conn = sqlite3.connect(
+        str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+    )
+    db = sqlite_utils.Database(conn)
+    # WAL lets the API read while the log writer writes; NORMAL is durable across
+    # process crashes (only an OS crash can lose the last commits).
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def open_database(path: Path | str) -> sqlite_utils.Database:
+    """A connection to `path` with every pending migration applied."""
+    db = connect(path)
+    migrations.apply(db)
+    return db

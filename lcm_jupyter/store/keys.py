@@ -1,0 +1,165 @@
+"""The proxy_keys table: create, read, update, revoke, and lookup by hash.
+
+Plain functions over a sqlite-utils Database, run on the store's threads.
+Provider API keys are stored encrypted; records carry them decrypted in memory
+only, for forwarding, and `public()` never shows more than a mask.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..core.keys import display_prefix, generate_proxy_key, hash_key, mask_secret
+from ..core.secretbox import SecretBox
+from .timeutil import utc_now_iso
+
+_JSON_FIELDS = ("budget_alert_thresholds", "routing_rules")
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """One proxy key as the pipeline uses it."""
+
+    id: int
+    name: str
+    key_prefix: str
+    provider: str
+    monthly_budget_usd: float | None
+    budget_alerts_enabled: bool
+    budget_alert_thresholds: list[int]
+    rate_limit_rpm: int | None
+    routing_mode: str
+    routing_rules: list[dict[str, str]]
+    cache_ttl_seconds: int
+    created_at: str
+    updated_at: str
+    revoked_at: str | None
+    provider_api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def revoked(self) -> bool:
+        """True once the key has been revoked."""
+        return self.revoked_at is not None
+
+    def public(self) -> dict[str, Any]:
+        """The record as the REST API shows it: provider keys masked."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "key_prefix": self.key_prefix,
+            "provider": self.provider,
+            "provider_api_keys": {p: mask_secret(k) for p, k in self.provider_api_keys.items()},
+            "monthly_budget_usd": self.monthly_budget_usd,
+            "budget_alerts_enabled": self.budget_alerts_enabled,
+            "budget_alert_thresholds": self.budget_alert_thresholds,
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "routing_mode": self.routing_mode,
+            "routing_rules": self.routing_rules,
+            "cache_ttl_seconds": self.cache_ttl_seconds,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revoked_at": self.revoked_at,
+            "revoked": self.revoked,
+        }
+
+
+def _to_columns(fields: Mapping[str, Any], box: SecretBox) -> dict[str, Any]:
+    cols = dict(fields)
+    if "provider_api_keys" in cols:
+        cols["provider_api_keys"] = json.dumps(
+            {p: box.encrypt(k) for p, k in cols["provider_api_keys"].items()}
+        )
+    for name in _JSON_FIELDS:
+        if name in cols:
+            cols[name] = json.dumps(cols[name])
+    if "budget_alerts_enabled" in cols:
+        cols["budget_alerts_enabled"] = int(cols["budget_alerts_enabled"])
+    return cols
+
+
+def _from_row(row: Mapping[str, Any], box: SecretBox) -> KeyRecord:
+    encrypted = json.loads(row["provider_api_keys"] or "{}")
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        key_prefix=row["key_prefix"],
+        provider=row["provider"],
+        monthly_budget_usd=row["monthly_budget_usd"],
+        budget_alerts_enabled=bool(row["budget_alerts_enabled"]),
+        budget_alert_thresholds=json.loads(row["budget_alert_thresholds"]),
+        rate_limit_rpm=row["rate_limit_rpm"],
+        routing_mode=row["routing_mode"],
+        routing_rules=json.loads(row["routing_rules"]),
+        cache_ttl_seconds=row["cache_ttl_seconds"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        revoked_at=row["revoked_at"],
+        provider_api_keys={p: box.decrypt(t) for p, t in encrypted.items()},
+    )
+
+
+def create_key(db: Database, box: SecretBox, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
+    """Insert a key with validated `fields`; returns the record and the plain key (shown once)."""
+    plain = generate_proxy_key()
+    now = utc_now_iso()
+    cols = _to_columns(fields, box)
+    cols.update(
+        key_hash=hash_key(plain), key_prefix=display_prefix(plain), created_at=now, updated_at=now
+    )
+    key_id = db.table("proxy_keys").insert(cols).last_pk
+    return get_key(db, box, key_id), plain
+
+
+def get_key(db: Database, box: SecretBox, key_id: int) -> KeyRecord | None:
+    """The key with this id, revoked or not."""
+    rows = list(db.query("SELECT * FROM proxy_keys WHERE id = ?", [key_id]))
+    return _from_row(rows[0], box) if rows else None
+
+
+def find_key_by_hash(db: Database, box: SecretBox, key_hash: str) -> KeyRecord | None:
+    """The key whose plain form hashes to `key_hash`."""
+    rows = list(db.query("SELECT * FROM proxy_keys WHERE key_hash = ?", [key_hash]))
+    return _from_row(rows[0], box) if rows else None
+
+
+def list_keys(db: Database, box: SecretBox, *, include_revoked: bool = True) -> list[KeyRecord]:
+    """All keys, oldest first."""
+    where = "" if include_revoked else "WHERE revoked_at IS NULL"
+    return [_from_row(r, box) for r in db.query(f"SELECT * FROM proxy_keys {where} ORDER BY id")]
+
+
+def update_key(
+    db: Database, box: SecretBox, key_id: int, fields: Mapping[str, Any]
+) -> KeyRecord | None:
+    """Apply validated `fields` to a key; None when it does not exist.
+
+    `provider_api_keys` merges per provider, so that a client which only knows
+    the masked keys can change one without resending the others.
+    """
+    current = get_key(db, box, key_id)
+    if current is None:
+        return None
+    fields = dict(fields)
+    if "provider_api_keys" in fields:
+        fields["provider_api_keys"] = {**current.provider_api_keys, **fields["provider_api_keys"]}
+    if fields:
+        cols = _to_columns(fields, box)
+        cols["updated_at"] = utc_now_iso()
+        db.table("proxy_keys").update(key_id, cols)
+    return get_key(db, box, key_id)
+
+
+def revoke_key(db: Database, box: SecretBox, key_id: int) -> KeyRecord | None:
+    """Mark a key revoked (its logs stay); None when it does not exist."""
+    current = get_key(db, box, key_id)
+    if current is None:
+        return None
+    if current.revoked_at is None:
+        now = utc_now_iso()
+        db.table("proxy_keys").update(key_id, {"revoked_at": now, "updated_at": now})
+    return get_key(db, box, key_id)

@@ -1,0 +1,137 @@
+"""The batched call-log writer: rows go in from the event loop, SQLite writes happen on one thread.
+
+`submit` never blocks (a queue put). The writer thread owns its own connection,
+gathers what has queued up (at most `batch_size` rows, or whatever came within
+`interval`), and inserts it in one transaction. A failed write is retried; a batch
+that a bad row spoils is written row by row so that the good rows land. `close`
+drains everything, so no row is lost when the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .db import open_database
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class _Flush:
+    """A marker in the queue: set once every row queued before it is written."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class LogWriter:
+    """Writes proxy_logs rows in batches on a background thread."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        *,
+        batch_size: int = 500,
+        interval: float = 0.25,
+        table: str = "proxy_logs",
+    ) -> None:
+        self._db_path = db_path
+        self._batch_size = batch_size
+        self._interval = interval
+        self._table = table
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lcm-log-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, row: Mapping[str, Any]) -> None:
+        """Queue one row; returns at once."""
+        self._queue.put(row)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Block until every row submitted so far is written; False on timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._queue.empty()
+        marker = _Flush()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write everything still queued, then stop the thread."""
+        if self._thread is None:
+            self.start()  # rows may have been queued before start: write them too
+        assert self._thread is not None
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("lcm log writer did not finish within %ss; rows may be unwritten", timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        db = open_database(self._db_path)
+        try:
+            stopping = False
+            while not stopping:
+                batch, markers, stopping = self._gather()
+                if batch:
+                    self._write(db, batch)
+                for marker in markers:
+                    marker.done.set()
+        finally:
+            db.conn.close()
+
+    def _gather(self) -> tuple[list[Mapping[str, Any]], list[_Flush], bool]:
+        batch: list[Mapping[str, Any]] = []
+        markers: list[_Flush] = []
+        item = self._queue.get()
+        deadline = time.monotonic() + self._interval
+        while True:
+            if item is _STOP:
+                return batch, markers, True
+            if isinstance(item, _Flush):
+                # Written at once: whoever flushes is waiting for it.
+                markers.append(item)
+                return batch, markers, False
+            batch.append(item)
+            if len(batch) >= self._batch_size:
+                return batch, markers, False
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return batch, markers, False
+
+    def _write(self, db, batch: list[Mapping[str, Any]]) -> None:
+        for attempt in range(5):
+            try:
+                with db.atomic():
+                    db.table(self._table).insert_all(batch, batch_size=len(batch))
+                self.written += len(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: retry, then row by row
+                # Locked or busy database: wait and retry the same batch.
+                log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    break
+                time.sleep(0.05 * 2**attempt)
+        for row in batch:
+            try:
+                with db.atomic():
+                    db.table(self._table).insert(row)
+                self.written += 1
+            except Exception:
+                self.failed += 1
+                log.exception("lcm could not write log row %s", row.get("id"))

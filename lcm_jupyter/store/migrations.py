@@ -1,0 +1,97 @@
+"""Numbered schema migrations. Never renumber or edit one that has shipped: add a new one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("lcm_jupyter")
+
+
+@migrations(name="0001_initial")
+def m0001_initial(db: Database) -> None:
+    """Keys, the call log, price overrides and alerts."""
+    db.execute(
+        """
+        CREATE TABLE proxy_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            key_prefix TEXT NOT NULL,
+            provider TEXT NOT NULL DEFAULT 'auto'
+                CHECK (provider IN ('openai', 'anthropic', 'google', 'auto')),
+            provider_api_keys TEXT NOT NULL DEFAULT '{}',
+            monthly_budget_usd REAL,
+            budget_alerts_enabled INTEGER NOT NULL DEFAULT 1,
+            budget_alert_thresholds TEXT NOT NULL DEFAULT '[80, 90, 100]',
+            rate_limit_rpm INTEGER,
+            routing_mode TEXT NOT NULL DEFAULT 'auto'
+                CHECK (routing_mode IN ('auto', 'manual', 'off')),
+            routing_rules TEXT NOT NULL DEFAULT '[]',
+            cache_ttl_seconds INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE proxy_logs (
+            id TEXT PRIMARY KEY,
+            key_id INTEGER,
+            provider TEXT,
+            endpoint TEXT,
+            method TEXT,
+            requested_model TEXT,
+            model TEXT,
+            stream INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            usage_json TEXT,
+            cost_usd REAL,
+            unpriced INTEGER NOT NULL DEFAULT 0,
+            pricing_version TEXT,
+            savings_usd REAL NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            ttfb_ms REAL,
+            status INTEGER,
+            error TEXT,
+            cache_hit INTEGER NOT NULL DEFAULT 0,
+            routing_decision TEXT,
+            feedback INTEGER CHECK (feedback IN (-1, 1)),
+            feedback_comment TEXT,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_proxy_logs_created ON proxy_logs (created_at)")
+    db.execute("CREATE INDEX idx_proxy_logs_key_created ON proxy_logs (key_id, created_at)")
+    db.execute(
+        """
+        CREATE TABLE model_pricing (
+            model TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            price_json TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key_id INTEGER NOT NULL,
+            month TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            severity TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            read_at TEXT,
+            UNIQUE (key_id, month, threshold)
+        )
+        """
+    )

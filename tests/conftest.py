@@ -1,0 +1,142 @@
+"""Fixtures: a simulated provider, a real Jupyter server with the extension, SDK clients.
+
+Async tests run on pytest-jupyter's event loop, the same one the server and the
+simulated provider use; fixtures are sync and drive that loop themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from lcm_jupyter.testing import SimulatedProvider
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+PROVIDER_KEY = "sk-upstream-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def sim(jp_asyncio_loop):
+    """A simulated OpenAI/Anthropic/Gemini upstream that accepts only PROVIDER_KEY."""
+    provider = SimulatedProvider(api_keys=[PROVIDER_KEY])
+    jp_asyncio_loop.run_until_complete(provider.start())
+    yield provider
+    jp_asyncio_loop.run_until_complete(provider.stop())
+
+
+@pytest.fixture
+def lcm_config(sim, tmp_path):
+    """The extension's config: a fresh database and secret, upstreams at the simulator."""
+    return {
+        "db_path": str(tmp_path / "lcm.sqlite3"),
+        "secret_key_file": str(tmp_path / "secret.key"),
+        "openai_base_url": sim.url,
+        "anthropic_base_url": sim.url,
+        "google_base_url": sim.url,
+        "upstream_read_timeout": 2.0,
+        "max_request_body_bytes": 1024 * 1024,
+    }
+
+
+@pytest.fixture
+def jp_server_config(lcm_config):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"lcm_jupyter": True},
+            "allow_unauthenticated_access": False,
+        },
+        "LCMExtension": lcm_config,
+    }
+
+
+@pytest.fixture
+def lcm(jp_serverapp, http_server, jp_asyncio_loop):
+    """The running extension's services (the server listens on a real port)."""
+    (app,) = jp_serverapp.extension_manager.extension_apps["lcm_jupyter"]
+    # start() normally runs once the server's loop spins; run it now, deterministically.
+    jp_asyncio_loop.run_until_complete(app.lcm.start())
+    return app.lcm
+
+
+@pytest.fixture
+def base_url(lcm, jp_http_port, jp_base_url):
+    """The server's URL, e.g. http://127.0.0.1:PORT/a%40b/."""
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call the REST API as the logged-in Jupyter user; returns (status, json)."""
+
+    async def call(method: str, path: str, body=None, **params):
+        resp = await jp_fetch(
+            "lcm",
+            "api",
+            *path.split("/"),
+            method=method,
+            body=None if body is None else json.dumps(body),
+            params=params or None,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+        )
+        data = json.loads(resp.body) if resp.body else None
+        return resp.code, data
+
+    return call
+
+
+@pytest.fixture
+def make_key(api, jp_asyncio_loop):
+    """Create a proxy key through the REST API; returns the created record with `key`."""
+
+    async def make(**fields):
+        fields.setdefault("name", "test key")
+        fields.setdefault(
+            "provider_api_keys",
+            {p: PROVIDER_KEY for p in ("openai", "anthropic", "google")},
+        )
+        status, record = await api("POST", "keys", fields)
+        assert status == 201, record
+        return record
+
+    return make
+
+
+@pytest.fixture
+def logs(lcm, api):
+    """Flush the log writer, then return the newest log rows (newest first)."""
+
+    async def fetch(**params):
+        assert await lcm.flush_logs()
+        status, body = await api("GET", "logs", **params)
+        assert status == 200, body
+        return body["logs"]
+
+    return fetch
+
+
+async def settle():
+    """Let callbacks scheduled by a finished request run."""
+    await asyncio.sleep(0.05)
+
+
+def expected_cost(model: str, *, uncached: int, cached: int = 0, cache_write: int = 0, out: int):
+    """The cost a call must be logged with, from the bundled prices, computed independently."""
+    from decimal import Decimal
+
+    from lcm_jupyter.core.pricing import PriceTable
+
+    price = PriceTable.bundled().resolve(model)
+    assert price is not None, model
+    cached_price = price.cached_input if price.cached_input is not None else price.input
+    write_price = price.cache_write if price.cache_write is not None else price.input
+    total = (
+        Decimal(uncached) * price.input
+        + Decimal(cached) * cached_price
+        + Decimal(cache_write) * write_price
+        + Decimal(out) * price.output
+    ) / Decimal(1_000_000)
+    return float(total)
