@@ -12,7 +12,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from .conftest import expected_cost
+from .conftest import PROVIDER_KEY, expected_cost
 
 
 def _openai(base_url, key, route="openai"):
@@ -101,17 +101,31 @@ async def test_oversized_body_is_413(base_url, make_key, logs, lcm_config):
 
 
 async def test_undetectable_provider_is_400_with_hints(base_url, make_key, logs):
-    record = await make_key()
-    with pytest.raises(openai.BadRequestError) as exc:
-        await _openai(base_url, record["key"], route="v2").chat.completions.create(
-            model="my-private-model", messages=[{"role": "user", "content": "hi"}]
+    record = await make_key()  # provider "auto": nothing to fall back on
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(
+            f"{base_url}lcm/proxy/v2/v1/generate",
+            json={"model": "my-private-model", "text": "hi"},
+            headers={"authorization": f"Bearer {record['key']}"},
         )
-    message = exc.value.message
-    assert "Could not tell which provider" in message
-    assert "my-private-model" in message
-    assert "lcm/proxy/openai/" in message
+    assert resp.status_code == 400
+    error = resp.json()["error"]  # OpenAI's shape
+    assert error["code"] == "provider_not_detected"
+    assert "Could not tell which provider" in error["message"]
+    assert "my-private-model" in error["message"]  # says what it looked at
+    assert "lcm/proxy/openai/" in error["message"]  # and how to fix it
     (row,) = await logs()
     assert (row["status"], row["provider"]) == (400, None)
+
+
+async def test_v2_falls_back_to_the_keys_own_provider(base_url, make_key, logs):
+    record = await make_key(provider="openai", provider_api_keys={"openai": PROVIDER_KEY})
+    resp = await _openai(base_url, record["key"], route="v2").chat.completions.create(
+        model="my-fine-tune", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert resp.choices
+    (row,) = await logs()
+    assert (row["provider"], row["status"]) == ("openai", 200)
 
 
 async def test_key_for_another_provider_is_403(base_url, make_key, logs):

@@ -151,7 +151,7 @@ _HEADER_HELP = (
     "anthropic-version/anthropic-beta or x-api-key alone -> anthropic; "
     "x-goog-api-key -> google; openai-organization/openai-project -> openai"
 )
-_ROUTE_HELP = "or call the provider route lcm/proxy/{openai|anthropic|google}/..."
+_ROUTE_HELP = "to choose, call the provider route lcm/proxy/{openai|anthropic|google}/..."
 
 
 def _model_match(model: str) -> tuple[str, str] | None:
@@ -303,12 +303,12 @@ def detect_provider(
         return Detection("google", "query parameter 'key' holds a Google API key", tuple(looked))
     if hint:
         return Detection(hint, f"path {endpoint.name!r} is {hint}'s API shape", tuple(looked))
-    looked.append(f"path {path!r} is shared by several providers")
+    looked.append(f"path {path!r} does not imply a provider ({_ROUTE_HELP})")
 
     agent = h.get("user-agent", "").lower()
     for marker, provider in _AGENTS:
         if marker in agent:
             reason = f"user-agent {h['user-agent']!r} is {provider}'s SDK"
             return Detection(provider, reason, tuple(looked))
-    looked.append(f"user-agent names no provider SDK; {_ROUTE_HELP}")
+    looked.append("user-agent names no provider SDK")
     return Detection(None, "no signal identifies the provider", tuple(looked))

@@ -23,16 +23,44 @@ __all__ = [
     "ensure_stream_usage",
 ]
 
-# A blank line: one line ending directly followed by another. CR, LF and CRLF all end a
-# line; a lone CR must not be the first half of a CRLF (that is a single line ending).
-_BLOCK_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 _BOM = b"\xef\xbb\xbf"
+_LF = 10
 _LINE_END_BYTES = (10, 13)
 
 # Bytes that matter to the JSON object scanner: braces, and quotes/backslashes that
 # start, end or escape inside strings (where braces do not count).
 _JSON_TOKENS = re.compile(rb'[{}"\\]')
 _QUOTE, _BACKSLASH, _OPEN, _CLOSE = 0x22, 0x5C, 0x7B, 0x7D
+
+
+def _line_end(data: bytes | bytearray, i: int) -> int:
+    """Index just past the line ending (CR, LF or CRLF) at `i`; -1 if it is still unknown."""
+    if data[i] == _LF:
+        return i + 1
+    if i + 1 == len(data):
+        return -1  # a final CR may be the first half of a CRLF: wait for the next byte
+    return i + 2 if data[i + 1] == _LF else i + 1
+
+
+def _blank_line_end(data: bytes | bytearray, start: int) -> int:
+    """Index just past the first complete blank line in `data` from `start`, or -1."""
+    # Walk line endings with bytes.find (memchr): a regex would step through every byte.
+    size = len(data)
+    lf = data.find(b"\n", start)
+    cr = data.find(b"\r", start)
+    while True:
+        at = cr if lf == -1 or (cr != -1 and cr < lf) else lf
+        if at == -1:
+            return -1
+        end = _line_end(data, at)
+        if end == -1 or end == size:
+            return -1
+        if data[end] in _LINE_END_BYTES:  # the next line is empty: a blank line
+            return _line_end(data, end)
+        if lf != -1 and lf < end:
+            lf = data.find(b"\n", end)
+        if cr != -1 and cr < end:
+            cr = data.find(b"\r", end)
 
 
 @dataclass(slots=True)
@@ -87,10 +115,11 @@ class SSEParser:
         out = []
         pos = 0
         scan = self._scan
-        search = _BLOCK_END.search
-        while (m := search(data, scan)) is not None:
-            end = m.end()
-            out.append(bytes(data[pos:end]))
+        while (end := _blank_line_end(data, scan)) != -1:
+            # The common case, one whole event per chunk, needs no copy.
+            out.append(
+                data if end == len(data) and data is chunk and not pos else bytes(data[pos:end])
+            )
             pos = scan = end
         if data is chunk:
             self._buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
@@ -183,6 +212,16 @@ class JSONArrayParser:
 _NOT_JSON = object()
 
 
+def _loads_tail(raw: bytes, keys: tuple[bytes, ...]) -> Any:
+    """The members of a JSON object from the first of top-level `keys` on, or `_NOT_JSON`."""
+    starts = [i for i in map(raw.rfind, keys) if i > 0]
+    if not starts:
+        return _NOT_JSON
+    # Had the key been nested, the tail's extra closing brackets would make this invalid.
+    obj = _loads(b"{" + raw[min(starts) :].rstrip())
+    return obj if isinstance(obj, dict) else _NOT_JSON
+
+
 def _loads(raw: bytes | str) -> Any:
     """json.loads that returns `_NOT_JSON` instead of raising on a bad upstream."""
     try:
@@ -231,6 +270,9 @@ _USAGE_OBJECT = {
     "google.stream": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
     "google.generate": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
 }
+# Gemini sends usage and model after the candidates (which may hold megabytes of inline
+# image data): decode a chunk from the first of these top-level keys on.
+_TAIL_KEYS = (b'"usageMetadata"', b'"modelVersion"')
 # Wires that name the model in every chunk: decode chunks until it is known.
 _MODEL_KEY = {
     "openai.chat": b'"model"',
@@ -250,6 +292,7 @@ class StreamMeter:
         "_split",
         "_sse",
         "_strip",
+        "_tail_keys",
         "_usage_object",
         "chunks",
         "error",
@@ -280,6 +323,7 @@ class StreamMeter:
         self._markers = _MARKERS.get(wire, (b'"error"', b'"usage"'))
         self._usage_object = _USAGE_OBJECT.get(wire)
         self._model_key = _MODEL_KEY.get(wire)
+        self._tail_keys = _TAIL_KEYS if self._bare_json else ()
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe `chunk`; return the bytes to send to the client now."""
@@ -311,21 +355,25 @@ class StreamMeter:
 
     def _observe(self, raw: bytes) -> Any:
         """Count one event/object, decode it if wanted, record what it says; return the object."""
-        if self._sse is None:
-            self.chunks += 1
-            return self._record(_loads(raw)) if self._wanted(raw) else None
-        if b"data" in raw:
-            self.chunks += 1
-            if not self._wanted(raw):
-                return None
-            ev = _parse_block(raw)
-            if ev is not None and ev.data:
-                return self._record(_loads(ev.data))
-        if self._bare_json and raw.lstrip()[:1] in (b"{", b"["):
-            # Gemini writes a mid-stream error as bare (pretty-printed) JSON, without "data:".
-            obj = _loads(raw)
-            return self._record(obj[0] if isinstance(obj, list) and obj else obj)
-        return None
+        if self._sse is not None and b"data" not in raw:
+            if self._bare_json and raw.lstrip()[:1] in (b"{", b"["):
+                # Gemini writes a mid-stream error as bare (pretty-printed) JSON, without "data:".
+                obj = _loads(raw)
+                return self._record(obj[0] if isinstance(obj, list) and obj else obj)
+            return None  # a comment, keep-alive or stray blank line
+        self.chunks += 1
+        if not self._wanted(raw):
+            return None
+        obj = _NOT_JSON
+        if self._tail_keys and b'"error"' not in raw:
+            obj = _loads_tail(raw, self._tail_keys)
+        if obj is _NOT_JSON:
+            if self._sse is None:
+                obj = _loads(raw)
+            else:
+                ev = _parse_block(raw)
+                obj = _loads(ev.data) if ev is not None else _NOT_JSON
+        return self._record(obj)
 
     def _record(self, obj: Any) -> Any:
         """Take usage, model and error from one decoded event/object."""

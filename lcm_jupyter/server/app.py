@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -127,6 +129,20 @@ class LCMExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(proxy_handlers(self.lcm.pipeline))
         self.handlers.extend(api_handlers(self.lcm))
+
+    def _prepare_handlers(self) -> None:
+        super()._prepare_handlers()
+        # A base_url with escapes (JupyterHub's /user/a%40b/ for e-mail user names) reaches
+        # the server unescaped from clients that normalize URLs (aiohttp, so google-genai):
+        # route that spelling to the proxy too.
+        base = self.serverapp.web_app.settings["base_url"]
+        plain = unquote(base)
+        if plain != base:
+            rules = [
+                (re.escape(plain.rstrip("/")) + pattern, handler, kwargs)
+                for pattern, handler, kwargs in proxy_handlers(self.lcm.pipeline)
+            ]
+            self.serverapp.web_app.add_handlers(".*$", rules)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         await self.lcm.start()

@@ -18,11 +18,14 @@ request log, error injection and the shared text model.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -109,6 +112,13 @@ def split_text(text: str, parts: int) -> list[str]:
     parts = max(1, min(parts, len(text)))
     bounds = [len(text) * i // parts for i in range(parts + 1)]
     return [text[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for `text`."""
+    raw = array.array("h", hashlib.shake_256(text.encode()).digest(dimensions * 2))
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [v / norm for v in raw]
 
 
 def new_id(prefix: str, length: int = 24) -> str:
@@ -524,6 +534,7 @@ __all__ = [
     "Reply",
     "SimulatedProvider",
     "count_tokens",
+    "embedding_vector",
     "fit",
     "json_reply",
     "message_tokens",

@@ -1,0 +1,110 @@
+"""The store: schema from migrations, the batched log writer, keys at rest."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+from lcm_jupyter.core.keys import hash_key
+from lcm_jupyter.core.keyspec import validate_key_fields
+from lcm_jupyter.core.secretbox import SecretBox, load_or_create_key
+from lcm_jupyter.store import keys as key_table
+from lcm_jupyter.store.db import open_database
+from lcm_jupyter.store.logwriter import LogWriter
+
+
+def _row(i: int) -> dict:
+    return {"id": f"{i:032x}", "created_at": "2026-11-26T00:00:00.000Z", "status": 200, "cost_usd": 0.5}
+
+
+def test_migrations_build_the_expected_schema_once(tmp_path):
+    db = open_database(tmp_path / "a.db")
+    tables = set(db.table_names())
+    assert {"proxy_keys", "proxy_logs", "model_pricing", "alerts"} <= tables
+    cols = {c.name for c in db.table("proxy_logs").columns}
+    assert {
+        "id", "key_id", "provider", "endpoint", "requested_model", "model", "stream",
+        "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
+        "savings_usd", "latency_ms", "status", "error", "cache_hit", "routing_decision",
+        "feedback", "feedback_comment", "created_at", "pricing_version", "unpriced",
+    } <= cols
+    db.conn.close()
+    again = open_database(tmp_path / "a.db")  # re-applying is a no-op
+    assert list(again.query("SELECT count(*) AS n FROM _sqlite_migrations"))[0]["n"] == 1
+
+
+def test_log_writer_batches_and_flushes(tmp_path):
+    writer = LogWriter(tmp_path / "a.db", batch_size=50, interval=5.0)
+    writer.start()
+    for i in range(120):
+        writer.submit(_row(i))
+    assert writer.flush(timeout=10)
+    db = open_database(tmp_path / "a.db")
+    assert db.table("proxy_logs").count == 120
+    writer.close()
+
+
+def test_close_writes_every_row_even_if_never_started(tmp_path):
+    writer = LogWriter(tmp_path / "a.db", interval=60.0)
+    for i in range(10):
+        writer.submit(_row(i))
+    writer.close()
+    assert open_database(tmp_path / "a.db").table("proxy_logs").count == 10
+
+
+def test_a_bad_row_does_not_take_its_batch_with_it(tmp_path):
+    writer = LogWriter(tmp_path / "a.db", interval=0.05)
+    writer.start()
+    writer.submit(_row(1))
+    writer.submit({"id": "bad", "created_at": None})  # NOT NULL violated
+    writer.submit(_row(2))
+    writer.close()
+    db = open_database(tmp_path / "a.db")
+    assert [r["id"] for r in db.query("SELECT id FROM proxy_logs ORDER BY id")] == [
+        _row(1)["id"], _row(2)["id"]
+    ]
+    assert (writer.written, writer.failed) == (2, 1)
+
+
+def test_concurrent_submitters_lose_nothing(tmp_path):
+    writer = LogWriter(tmp_path / "a.db", batch_size=64, interval=0.01)
+    writer.start()
+
+    def submit(start: int) -> None:
+        for i in range(start, start + 500):
+            writer.submit(_row(i))
+
+    threads = [threading.Thread(target=submit, args=(n * 1000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert open_database(tmp_path / "a.db").table("proxy_logs").count == 2000
+
+
+def test_secret_file_is_created_once_with_mode_0600(tmp_path):
+    path = tmp_path / "sub" / "secret.key"
+    key = load_or_create_key(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_or_create_key(path) == key
+    box = SecretBox(key)
+    token = box.encrypt("sk-secret")
+    assert "sk-secret" not in token and box.decrypt(token) == "sk-secret"
+
+
+def test_key_records_round_trip_encrypted(tmp_path):
+    db = open_database(tmp_path / "a.db")
+    box = SecretBox(load_or_create_key(tmp_path / "k"))
+    fields = validate_key_fields(
+        {"name": "k", "provider_api_keys": {"google": "AIzaSyA-very-secret-key"}}, partial=False
+    )
+    record, plain = key_table.create_key(db, box, fields)
+    assert record.provider_api_keys == {"google": "AIzaSyA-very-secret-key"}
+    assert record.public()["provider_api_keys"] == {"google": "AIza...-key"}
+    assert key_table.find_key_by_hash(db, box, hash_key(plain)).id == record.id
+    assert key_table.find_key_by_hash(db, box, hash_key(plain + "x")) is None
+    raw = db.execute("SELECT provider_api_keys FROM proxy_keys").fetchone()[0]
+    assert "AIzaSyA" not in raw
+    assert key_table.revoke_key(db, box, record.id).revoked
