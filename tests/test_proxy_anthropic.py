@@ -108,3 +108,22 @@ async def test_count_tokens_is_passed_through_free(claude, logs):
     (row,) = await logs()
     assert row["endpoint"] == "v1/messages/count_tokens"
     assert row["cost_usd"] == 0
+
+
+async def test_stream_chunks_reach_the_client_as_they_arrive(claude, sim):
+    """Nothing is buffered: with the provider pausing between events, so does the client."""
+    import time
+
+    client, _ = await claude()
+    sim.chunk_delay = 0.15
+    arrivals = []
+    async with client.messages.stream(
+        model="claude-3-5-haiku-latest", max_tokens=200,
+        messages=[{"role": "user", "content": "stream slowly"}],
+    ) as stream:
+        async for _ in stream.text_stream:
+            arrivals.append(time.monotonic())
+    sim.chunk_delay = 0
+    assert len(arrivals) >= 3
+    # Buffered, every text delta would arrive at once at the end.
+    assert arrivals[-1] - arrivals[0] >= 0.15 * (len(arrivals) - 1) * 0.8

@@ -27,10 +27,9 @@ _BOM = b"\xef\xbb\xbf"
 _LF = 10
 _LINE_END_BYTES = (10, 13)
 
-# Bytes that matter to the JSON object scanner: braces, and quotes/backslashes that
-# start, end or escape inside strings (where braces do not count).
-_JSON_TOKENS = re.compile(rb'[{}"\\]')
-_QUOTE, _BACKSLASH, _OPEN, _CLOSE = 0x22, 0x5C, 0x7B, 0x7D
+# Outside strings, the bytes that matter to the JSON object scanner (inside, only quotes).
+_JSON_STRUCTURE = re.compile(rb'[{}"]')
+_QUOTE, _BACKSLASH, _OPEN = 0x22, 0x5C, 0x7B
 
 
 def _line_end(data: bytes | bytearray, i: int) -> int:
@@ -152,13 +151,13 @@ class SSEParser:
 class JSONArrayParser:
     """Incremental parser for a JSON array of objects (Gemini streaming without ``alt=sse``)."""
 
-    __slots__ = ("_buf", "_depth", "_in_str", "_skip", "_start", "malformed")
+    __slots__ = ("_buf", "_depth", "_in_str", "_pos", "_start", "malformed")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._depth = 0
         self._in_str = False
-        self._skip = 0  # index in _buf of a character escaped by a backslash
+        self._pos = 0  # where scanning resumes in _buf
         self._start = 0  # index in _buf of the current top-level object's "{"
         self.malformed = 0
         """Complete objects that were not valid JSON."""
@@ -166,35 +165,47 @@ class JSONArrayParser:
     def spans(self, chunk: bytes) -> list[bytes]:
         """Raw bytes of every top-level object `chunk` completes (array syntax is skipped)."""
         buf = self._buf
-        base = len(buf)
         buf += chunk
-        depth, in_str, skip, start = self._depth, self._in_str, self._skip, self._start
+        size = len(buf)
+        depth, in_str, i, start = self._depth, self._in_str, self._pos, self._start
         out = []
-        for m in _JSON_TOKENS.finditer(buf, base):
-            i = m.start()
-            if i < skip:
-                continue
-            c = buf[i]
+        find, structure = buf.find, _JSON_STRUCTURE.search
+        while i < size:
             if in_str:
-                if c == _BACKSLASH:
-                    skip = i + 2
-                elif c == _QUOTE:
-                    in_str = False
-            elif c == _QUOTE:
+                # Jump to the closing quote with memchr: strings can be megabytes of base64.
+                q = find(b'"', i)
+                if q == -1:
+                    i = size
+                    break
+                i = q + 1
+                b = q - 1
+                while b >= 0 and buf[b] == _BACKSLASH:
+                    b -= 1
+                in_str = (q - 1 - b) % 2 == 1  # an odd run of backslashes escapes the quote
+                continue
+            m = structure(buf, i)
+            if m is None:
+                i = size
+                break
+            i = m.end()
+            c = buf[i - 1]
+            if c == _QUOTE:
                 in_str = True
             elif c == _OPEN:
                 if depth == 0:
-                    start = i
+                    start = i - 1
                 depth += 1
             elif depth:  # "}"; a stray one at top level is ignored
                 depth -= 1
                 if depth == 0:
-                    out.append(bytes(buf[start : i + 1]))
-        # Keep only the unfinished object (or nothing between objects).
-        cut = start if depth else len(buf)
+                    out.append(bytes(buf[start:i]))
+        # Keep only the unfinished object; between objects keep just a trailing backslash
+        # run, which a string outside any object would need to tell if its quote is escaped.
+        cut = start if depth else size
+        while not depth and cut and buf[cut - 1] == _BACKSLASH:
+            cut -= 1
         del buf[:cut]
-        self._depth, self._in_str = depth, in_str
-        self._skip, self._start = max(skip - cut, 0), 0
+        self._depth, self._in_str, self._pos, self._start = depth, in_str, i - cut, 0
         return out
 
     def feed(self, chunk: bytes) -> list[dict]:

@@ -223,7 +223,7 @@ class SimulatedProvider:
         self.api_keys = frozenset(api_keys) if api_keys is not None else None
         self.requests: list[RecordedRequest] = []
         self._requested_port = port
-        self._defaults = (latency, chunk_delay)
+        self._defaults = (latency, chunk_delay, stream_chunks)
         self._errors: list[_InjectedError] = []
         self._lock = threading.Lock()
         self._state: dict[str, dict[str, Any]] = {name: {} for name in PROVIDERS}
@@ -330,13 +330,13 @@ class SimulatedProvider:
             self._errors.append(_InjectedError(int(status), int(times), provider, message))
 
     def reset(self) -> None:
-        """Forget requests, injected errors and prompt caches; restore latency and chunk_delay."""
+        """Forget requests, injected errors and caches; restore the constructor's timings."""
         with self._lock:
             self.requests.clear()
             self._errors.clear()
             for state in self._state.values():
                 state.clear()
-        self.latency, self.chunk_delay = self._defaults
+        self.latency, self.chunk_delay, self.stream_chunks = self._defaults
 
     def _take_error(self, provider: str) -> _InjectedError | None:
         with self._lock:

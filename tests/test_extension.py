@@ -1,0 +1,59 @@
+"""Installation and configuration: the extension is enabled by `pip install`, env fallbacks, the demo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcm_jupyter.server.app import LCMExtension
+
+
+def _jupyter() -> str:
+    exe = Path(sys.executable).with_name("jupyter")
+    return str(exe) if exe.exists() else (shutil.which("jupyter") or "jupyter")
+
+
+def test_pip_install_enables_the_extension():
+    out = subprocess.run(
+        [_jupyter(), "server", "extension", "list"], capture_output=True, text=True, timeout=60
+    )
+    text = out.stdout + out.stderr
+    line = next(line for line in text.splitlines() if "lcm_jupyter" in line and "enabled" in line)
+    assert "enabled" in line
+    assert "lcm_jupyter 0." in text and "OK" in text.split("lcm_jupyter 0.", 1)[1].splitlines()[0]
+
+
+def test_traits_fall_back_to_lcm_environment_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("LCM_DB_PATH", str(tmp_path / "x.db"))
+    monkeypatch.setenv("LCM_OPENAI_BASE_URL", "http://upstream.invalid/v1")
+    monkeypatch.setenv("LCM_UPSTREAM_READ_TIMEOUT", "7.5")
+    monkeypatch.setenv("LCM_MAX_REQUEST_BODY_BYTES", "1234")
+    monkeypatch.setenv("LCM_REDIS_URL", "redis://localhost:6379/3")
+    settings = LCMExtension().lcm_settings()
+    assert settings.db_path == tmp_path / "x.db"
+    assert settings.base_urls["openai"] == "http://upstream.invalid/v1"
+    assert settings.base_urls["anthropic"] == "https://api.anthropic.com"
+    assert settings.read_timeout == 7.5
+    assert settings.max_body_bytes == 1234
+    assert settings.redis_url == "redis://localhost:6379/3"
+    # config beats the environment
+    app = LCMExtension(db_path=str(tmp_path / "y.db"))
+    assert app.lcm_settings().db_path == tmp_path / "y.db"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="spawns processes the POSIX way")
+def test_demo_runs_offline_end_to_end(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    out = subprocess.run(
+        [_jupyter(), "lcm", "demo", "--check", "--server-only", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "demo check: OK" in out.stdout
+    for provider in ("openai", "anthropic", "google"):
+        assert f"logged {provider}" in out.stdout
