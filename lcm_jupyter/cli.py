@@ -83,8 +83,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen] = []
     try:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "lcm_jupyter.testing", "--port", str(sim_port),
-             "--latency", str(args.latency), "--api-key", DEMO_PROVIDER_KEY],
+            [
+                sys.executable,
+                "-m",
+                "lcm_jupyter.testing",
+                "--port",
+                str(sim_port),
+                "--latency",
+                str(args.latency),
+                "--api-key",
+                DEMO_PROVIDER_KEY,
+            ],
             env=env,
         )
         procs.append(sim)
@@ -99,11 +108,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         token = args.token if args.token is not None else os.urandom(16).hex()
         use_lab = not args.server_only and shutil.which("jupyter-lab") is not None
-        cmd = [sys.executable, "-m", "jupyterlab" if use_lab else "jupyter_server",
-               f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-               f"--IdentityProvider.token={token}",
-               "--ServerApp.jpserver_extensions={'lcm_jupyter': True}",
-               f"--ServerApp.root_dir={args.notebook_dir or os.getcwd()}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab" if use_lab else "jupyter_server",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.jpserver_extensions={'lcm_jupyter': True}",
+            f"--ServerApp.root_dir={args.notebook_dir or os.getcwd()}",
+        ]
         if args.no_browser or args.check:
             cmd.append("--no-browser")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -134,7 +148,7 @@ def _print_demo(base: str, token: str, key: str, key_id: int, sim: str, lab: boo
         f"""
 lcm-jupyter demo is running (offline: every provider is simulated at {sim}).
 
-  {'JupyterLab' if lab else 'Jupyter Server'}: {base}{'lab' if lab else ''}?token={token}
+  {"JupyterLab" if lab else "Jupyter Server"}: {base}{"lab" if lab else ""}?token={token}
   Demo proxy key (id {key_id}, shown once): {key}
 
 In a notebook:
@@ -160,19 +174,39 @@ Press Ctrl-C to stop.
 def _demo_check(base: str, key: str, token: str) -> int:
     """One call per provider through the proxy, then the log: the demo works end to end."""
     calls = [
-        ("lcm/proxy/openai/v1/chat/completions", "Authorization", f"Bearer {key}",
-         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}),
-        ("lcm/proxy/anthropic/v1/messages", "x-api-key", key,
-         {"model": "claude-3-5-haiku-latest", "max_tokens": 64,
-          "messages": [{"role": "user", "content": "Hello"}]}),
-        ("lcm/proxy/google/v1beta/models/gemini-2.0-flash:generateContent", "x-goog-api-key", key,
-         {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}),
+        (
+            "lcm/proxy/openai/v1/chat/completions",
+            "Authorization",
+            f"Bearer {key}",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+        ),
+        (
+            "lcm/proxy/anthropic/v1/messages",
+            "x-api-key",
+            key,
+            {
+                "model": "claude-3-5-haiku-latest",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Hello"}],
+            },
+        ),
+        (
+            "lcm/proxy/google/v1beta/models/gemini-2.0-flash:generateContent",
+            "x-goog-api-key",
+            key,
+            {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]},
+        ),
     ]
     for path, header, value, body in calls:
         req = urllib.request.Request(
-            base + path, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", header: value,
-                     "anthropic-version": "2023-06-01"},
+            base + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                header: value,
+                "anthropic-version": "2023-06-01",
+            },
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             print(f"  {path}: {resp.status}, request id {resp.headers['x-lcm-request-id']}")
@@ -183,8 +217,10 @@ def _demo_check(base: str, key: str, token: str) -> int:
             logs = json.load(resp)["logs"]
         time.sleep(0.3)
     for row in logs:
-        print(f"  logged {row['provider']:9} {row['model']:28} in={row['input_tokens']:4} "
-              f"out={row['output_tokens']:4} cost=${row['cost_usd']:.8f}")
+        print(
+            f"  logged {row['provider']:9} {row['model']:28} in={row['input_tokens']:4} "
+            f"out={row['output_tokens']:4} cost=${row['cost_usd']:.8f}"
+        )
     ok = len(logs) == len(calls) and all(r["cost_usd"] for r in logs)
     print("demo check:", "OK" if ok else "FAILED")
     return 0 if ok else 1
@@ -205,8 +241,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         provider_keys = dict(kv.split("=", 1) for kv in args.provider_key or [])
         try:
             record, plain = _create_key(
-                settings, name=args.name, provider=args.provider,
-                provider_api_keys=provider_keys, monthly_budget_usd=args.budget,
+                settings,
+                name=args.name,
+                provider=args.provider,
+                provider_api_keys=provider_keys,
+                monthly_budget_usd=args.budget,
             )
         except LCMError as err:
             print(f"error: {err.message}", file=sys.stderr)
@@ -252,7 +291,8 @@ def cmd_pricing(args: argparse.Namespace) -> int:
         cached = "-" if p.cached_input is None else f"{p.cached_input}"
         write = "-" if p.cache_write is None else f"{p.cache_write}"
         mark = " *" if p.source == "override" else ""
-        print(f"{p.provider:10} {p.model:28} {p.input!s:>9} {p.output!s:>9} {cached:>9} {write:>9}{mark}")
+        prices = f"{p.input!s:>9} {p.output!s:>9} {cached:>9} {write:>9}"
+        print(f"{p.provider:10} {p.model:28} {prices}{mark}")
     return 0
 
 
@@ -265,14 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="Jupyter port (default: a free one)")
     demo.add_argument("--sim-port", type=int, default=0, help="simulated provider port")
     demo.add_argument("--latency", type=float, default=0.05, help="simulated latency, seconds")
-    demo.add_argument("--data-dir", default=str(Path.home() / ".local/share/jupyter/lcm-demo"),
-                      help="where the demo database lives (not your real one)")
+    demo.add_argument(
+        "--data-dir",
+        default=str(Path.home() / ".local/share/jupyter/lcm-demo"),
+        help="where the demo database lives (not your real one)",
+    )
     demo.add_argument("--notebook-dir", default=None, help="Jupyter root directory")
     demo.add_argument("--token", default=None, help="Jupyter token (default: random)")
     demo.add_argument("--server-only", action="store_true", help="Jupyter Server, not Lab")
     demo.add_argument("--no-browser", action="store_true")
-    demo.add_argument("--check", action="store_true",
-                      help="make one call per provider, show the log, and stop")
+    demo.add_argument(
+        "--check", action="store_true", help="make one call per provider, show the log, and stop"
+    )
     demo.set_defaults(func=cmd_demo)
 
     keys = sub.add_parser("keys", help="list, create or revoke proxy keys")
@@ -281,10 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list")
     create = keys_sub.add_parser("create")
     create.add_argument("name")
-    create.add_argument("--provider", default="auto",
-                        choices=["openai", "anthropic", "google", "auto"])
-    create.add_argument("--provider-key", action="append", metavar="PROVIDER=KEY",
-                        help="a provider API key, e.g. openai=sk-... (repeatable)")
+    create.add_argument(
+        "--provider", default="auto", choices=["openai", "anthropic", "google", "auto"]
+    )
+    create.add_argument(
+        "--provider-key",
+        action="append",
+        metavar="PROVIDER=KEY",
+        help="a provider API key, e.g. openai=sk-... (repeatable)",
+    )
     create.add_argument("--budget", type=float, default=None, help="monthly budget, USD")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("id", type=int)

@@ -15,7 +15,12 @@ from .conftest import PROVIDER_KEY
 
 async def test_api_refuses_requests_without_the_jupyter_token(base_url):
     async with httpx.AsyncClient() as http:
-        for method, path in [("GET", "keys"), ("POST", "keys"), ("GET", "logs"), ("PUT", "pricing")]:
+        for method, path in [
+            ("GET", "keys"),
+            ("POST", "keys"),
+            ("GET", "logs"),
+            ("PUT", "pricing"),
+        ]:
             resp = await http.request(method, f"{base_url}lcm/api/{path}", json={"name": "x"})
             assert resp.status_code == 403, (method, path)
         # the proxy itself needs no Jupyter token, only a proxy key
@@ -49,7 +54,7 @@ async def test_create_key_shows_plain_key_once_and_stores_only_its_hash(api, lcm
     assert again["monthly_budget_usd"] == 25.5
 
     db = sqlite3.connect(lcm_config["db_path"])
-    (stored_hash, stored_provider_keys), = db.execute(
+    ((stored_hash, stored_provider_keys),) = db.execute(
         "SELECT key_hash, provider_api_keys FROM proxy_keys"
     ).fetchall()
     assert stored_hash == hashlib.sha256(key.encode()).hexdigest()
@@ -82,7 +87,9 @@ async def test_patch_and_delete_key(api, make_key, base_url):
     record = await make_key(provider="auto")
     kid = record["id"]
     status, patched = await api(
-        "PATCH", f"keys/{kid}", {"name": "renamed", "provider_api_keys": {"openai": "sk-new-key-000000"}}
+        "PATCH",
+        f"keys/{kid}",
+        {"name": "renamed", "provider_api_keys": {"openai": "sk-new-key-000000"}},
     )
     assert status == 200
     assert patched["name"] == "renamed"
@@ -109,7 +116,9 @@ async def test_provider_key_change_takes_effect_at_once(api, make_key, base_url,
     client = openai.AsyncOpenAI(
         base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
     )
-    await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}])
+    await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
+    )
     await api("PATCH", f"keys/{record['id']}", {"provider_api_keys": {"openai": "sk-wrong-000000"}})
     with pytest.raises(openai.AuthenticationError):  # the simulator refuses the new upstream key
         await client.chat.completions.create(
@@ -156,7 +165,9 @@ async def test_pricing_override_changes_new_costs_not_old_ones(api, make_key, ba
         model="gpt-4o-mini", messages=[{"role": "user", "content": "price me"}]
     )
     status, table = await api(
-        "PUT", "pricing", {"model": "gpt-4o-mini", "provider": "openai", "input": "1", "output": "2"}
+        "PUT",
+        "pricing",
+        {"model": "gpt-4o-mini", "provider": "openai", "input": "1", "output": "2"},
     )
     assert status == 200
     assert table["version"] != bundled_version
@@ -172,7 +183,11 @@ async def test_pricing_override_changes_new_costs_not_old_ones(api, make_key, ba
     assert new["cost_usd"] == (u.prompt_tokens * 1 + u.completion_tokens * 2) / 1_000_000
     assert old["cost_usd"] != new["cost_usd"] and before.usage.prompt_tokens == u.prompt_tokens
 
-    assert (await api("PUT", "pricing", {"model": "x", "provider": "openai", "input": "-1", "output": "1"}))[0] == 400
+    assert (
+        await api(
+            "PUT", "pricing", {"model": "x", "provider": "openai", "input": "-1", "output": "1"}
+        )
+    )[0] == 400
     assert (await api("DELETE", "pricing/gpt-4o-mini"))[0] == 200
     assert (await api("GET", "pricing"))[1]["version"] == bundled_version
     assert (await api("DELETE", "pricing/gpt-4o-mini"))[0] == 404

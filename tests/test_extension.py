@@ -1,4 +1,4 @@
-"""Installation and configuration: the extension is enabled by `pip install`, env fallbacks, the demo."""
+"""Installation and configuration: enabled by `pip install`, env fallbacks, the offline demo."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
     out = subprocess.run(
         [_jupyter(), "lcm", "demo", "--check", "--server-only", "--data-dir", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo check: OK" in out.stdout

@@ -28,7 +28,10 @@ def _check_row(row, usage, model):
     assert row["cache_write_tokens"] == cache_write
     assert row["output_tokens"] == usage.output_tokens
     assert row["cost_usd"] == expected_cost(
-        model, uncached=usage.input_tokens, cached=cache_read, cache_write=cache_write,
+        model,
+        uncached=usage.input_tokens,
+        cached=cache_read,
+        cache_write=cache_write,
         out=usage.output_tokens,
     )
 
@@ -60,11 +63,15 @@ async def test_prompt_cache_tokens_are_priced_at_cache_rates(claude, logs):
         }
     ]
     first = await client.messages.create(
-        model="claude-sonnet-4-20250514", max_tokens=50, system=system,
+        model="claude-sonnet-4-20250514",
+        max_tokens=50,
+        system=system,
         messages=[{"role": "user", "content": "first"}],
     )
     second = await client.messages.create(
-        model="claude-sonnet-4-20250514", max_tokens=50, system=system,
+        model="claude-sonnet-4-20250514",
+        max_tokens=50,
+        system=system,
         messages=[{"role": "user", "content": "second"}],
     )
     assert first.usage.cache_creation_input_tokens > 0
@@ -118,7 +125,8 @@ async def test_stream_chunks_reach_the_client_as_they_arrive(claude, sim):
     sim.chunk_delay = 0.15
     arrivals = []
     async with client.messages.stream(
-        model="claude-3-5-haiku-latest", max_tokens=200,
+        model="claude-3-5-haiku-latest",
+        max_tokens=200,
         messages=[{"role": "user", "content": "stream slowly"}],
     ) as stream:
         async for _ in stream.text_stream:

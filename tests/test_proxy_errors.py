@@ -39,7 +39,8 @@ async def test_missing_and_invalid_keys_are_401_in_each_shape(base_url, logs, lc
     )
     with pytest.raises(anthropic.AuthenticationError):
         await claude.messages.create(
-            model="claude-3-5-haiku-latest", max_tokens=10,
+            model="claude-3-5-haiku-latest",
+            max_tokens=10,
             messages=[{"role": "user", "content": "hi"}],
         )
 
@@ -84,7 +85,11 @@ async def test_malformed_json_is_400(base_url, make_key, logs):
     assert "not valid JSON" in body["error"]["message"]
     assert resp.headers["x-lcm-request-id"]
     (row,) = await logs()
-    assert (row["status"], row["key_id"], row["id"]) == (400, record["id"], resp.headers["x-lcm-request-id"])
+    assert (row["status"], row["key_id"], row["id"]) == (
+        400,
+        record["id"],
+        resp.headers["x-lcm-request-id"],
+    )
 
 
 async def test_oversized_body_is_413(base_url, make_key, logs, lcm_config):
@@ -149,7 +154,8 @@ async def test_upstream_error_is_passed_through_and_logged(base_url, make_key, s
     )
     with pytest.raises(anthropic.RateLimitError):
         await claude.messages.create(
-            model="claude-3-5-haiku-latest", max_tokens=10,
+            model="claude-3-5-haiku-latest",
+            max_tokens=10,
             messages=[{"role": "user", "content": "hi"}],
         )
     rate_limited, failed = await logs()
@@ -198,15 +204,19 @@ async def test_client_disconnect_mid_stream_is_logged_with_partial_usage(
         "stream": True,
         "messages": [{"role": "user", "content": "a long streamed answer please"}],
     }
-    async with httpx.AsyncClient() as http:
-        async with http.stream(
-            "POST", f"{base_url}lcm/proxy/anthropic/v1/messages", json=body,
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream(
+            "POST",
+            f"{base_url}lcm/proxy/anthropic/v1/messages",
+            json=body,
             headers={"x-api-key": record["key"], "anthropic-version": "2023-06-01"},
-        ) as resp:
-            assert resp.status_code == 200
-            async for chunk in resp.aiter_bytes():
-                assert b"message_start" in chunk
-                break  # hang up after the first chunk
+        ) as resp,
+    ):
+        assert resp.status_code == 200
+        async for chunk in resp.aiter_bytes():
+            assert b"message_start" in chunk
+            break  # hang up after the first chunk
     await asyncio.sleep(0.5)
     sim.chunk_delay = 0
     (row,) = await logs()

@@ -89,7 +89,9 @@ async def test_stream_generate_content_json_array(make_key, base_url, logs):
     (row,) = await logs()
     assert row["stream"] is True
     assert row["input_tokens"] == usage["promptTokenCount"]
-    assert row["output_tokens"] == usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+    assert row["output_tokens"] == usage["candidatesTokenCount"] + usage.get(
+        "thoughtsTokenCount", 0
+    )
     assert row["cost_usd"] == expected_cost(
         "gemini-2.0-flash", uncached=usage["promptTokenCount"], out=row["output_tokens"]
     )

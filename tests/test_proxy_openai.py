@@ -81,8 +81,10 @@ async def test_stream_without_usage_requested_hides_usage_chunk(client, logs, si
     assert row["stream"] is True
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0
     assert row["cost_usd"] == expected_cost(
-        "gpt-4o", uncached=row["input_tokens"] - row["cached_tokens"],
-        cached=row["cached_tokens"], out=row["output_tokens"],
+        "gpt-4o",
+        uncached=row["input_tokens"] - row["cached_tokens"],
+        cached=row["cached_tokens"],
+        out=row["output_tokens"],
     )
 
 
@@ -111,7 +113,9 @@ async def test_responses_api(client, logs):
     assert row["output_tokens"] == resp.usage.output_tokens
     cached = resp.usage.input_tokens_details.cached_tokens
     assert row["cost_usd"] == expected_cost(
-        "gpt-4.1", uncached=resp.usage.input_tokens - cached, cached=cached,
+        "gpt-4.1",
+        uncached=resp.usage.input_tokens - cached,
+        cached=cached,
         out=resp.usage.output_tokens,
     )
 
@@ -127,8 +131,10 @@ async def test_responses_api_stream(client, logs):
     assert row["stream"] is True
     assert (row["input_tokens"], row["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
     assert row["cost_usd"] == expected_cost(
-        "gpt-4.1-mini", uncached=usage.input_tokens - usage.input_tokens_details.cached_tokens,
-        cached=usage.input_tokens_details.cached_tokens, out=usage.output_tokens,
+        "gpt-4.1-mini",
+        uncached=usage.input_tokens - usage.input_tokens_details.cached_tokens,
+        cached=usage.input_tokens_details.cached_tokens,
+        out=usage.output_tokens,
     )
 
 

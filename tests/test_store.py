@@ -15,7 +15,12 @@ from lcm_jupyter.store.logwriter import LogWriter
 
 
 def _row(i: int) -> dict:
-    return {"id": f"{i:032x}", "created_at": "2026-11-26T00:00:00.000Z", "status": 200, "cost_usd": 0.5}
+    return {
+        "id": f"{i:032x}",
+        "created_at": "2026-11-26T00:00:00.000Z",
+        "status": 200,
+        "cost_usd": 0.5,
+    }
 
 
 def test_migrations_build_the_expected_schema_once(tmp_path):
@@ -24,14 +29,34 @@ def test_migrations_build_the_expected_schema_once(tmp_path):
     assert {"proxy_keys", "proxy_logs", "model_pricing", "alerts"} <= tables
     cols = {c.name for c in db.table("proxy_logs").columns}
     assert {
-        "id", "key_id", "provider", "endpoint", "requested_model", "model", "stream",
-        "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
-        "savings_usd", "latency_ms", "status", "error", "cache_hit", "routing_decision",
-        "feedback", "feedback_comment", "created_at", "pricing_version", "unpriced",
+        "id",
+        "key_id",
+        "provider",
+        "endpoint",
+        "requested_model",
+        "model",
+        "stream",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+        "savings_usd",
+        "latency_ms",
+        "status",
+        "error",
+        "cache_hit",
+        "routing_decision",
+        "feedback",
+        "feedback_comment",
+        "created_at",
+        "pricing_version",
+        "unpriced",
     } <= cols
     db.conn.close()
     again = open_database(tmp_path / "a.db")  # re-applying is a no-op
-    assert list(again.query("SELECT count(*) AS n FROM _sqlite_migrations"))[0]["n"] == 1
+    (row,) = again.query("SELECT count(*) AS n FROM _sqlite_migrations")
+    assert row["n"] == 1
 
 
 def test_log_writer_batches_and_flushes(tmp_path):
@@ -62,7 +87,8 @@ def test_a_bad_row_does_not_take_its_batch_with_it(tmp_path):
     writer.close()
     db = open_database(tmp_path / "a.db")
     assert [r["id"] for r in db.query("SELECT id FROM proxy_logs ORDER BY id")] == [
-        _row(1)["id"], _row(2)["id"]
+        _row(1)["id"],
+        _row(2)["id"],
     ]
     assert (writer.written, writer.failed) == (2, 1)
 

@@ -140,7 +140,12 @@ def _routing_rules(value: Any) -> list[dict[str, str]]:
             raise BadRequest(f"routing_rules[{i}] must be an object", param="routing_rules")
         from_model, to_model = rule.get("from_model"), rule.get("to_model")
         condition = rule.get("condition", "always")
-        if not isinstance(from_model, str) or not from_model or not isinstance(to_model, str) or not to_model:
+        if (
+            not isinstance(from_model, str)
+            or not from_model
+            or not isinstance(to_model, str)
+            or not to_model
+        ):
             raise BadRequest(
                 f"routing_rules[{i}] needs from_model and to_model", param="routing_rules"
             )

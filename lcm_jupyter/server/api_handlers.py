@@ -159,7 +159,9 @@ class LogsHandler(LCMAPIHandler):
         except LCMError as err:
             return self.fail(err)
         before = self.get_argument("before", None) or None
-        rows = await self.lcm.store.run(log_table.list_logs, key_id=key_id, limit=limit, before=before)
+        rows = await self.lcm.store.run(
+            log_table.list_logs, key_id=key_id, limit=limit, before=before
+        )
         next_before = rows[-1]["id"] if len(rows) == limit else None
         self.reply({"logs": rows, "next_before": next_before})
 
@@ -207,7 +209,7 @@ class PricingHandler(LCMAPIHandler):
             if isinstance(items, dict):
                 items = [items]
             if not isinstance(items, list) or not items:
-                raise BadRequest("send a price object, a list of them, or {\"models\": [...]}")
+                raise BadRequest('send a price object, a list of them, or {"models": [...]}')
             try:
                 prices = [ModelPrice.from_dict(item, source="override") for item in items]
             except PricingError as exc:

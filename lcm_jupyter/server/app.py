@@ -34,11 +34,11 @@ class LCMExtension(ExtensionApp):
     name = "lcm_jupyter"
     load_other_extensions = True
 
-    db_path = Unicode(
-        config=True, help="SQLite database of keys and call logs. Env: LCM_DB_PATH."
-    )
+    db_path = Unicode(config=True, help="SQLite database of keys and call logs. Env: LCM_DB_PATH.")
     redis_url = Unicode(
-        "", config=True, help="Redis URL shared by all servers (empty: in-memory). Env: LCM_REDIS_URL."
+        "",
+        config=True,
+        help="Redis URL shared by all servers (empty: in-memory). Env: LCM_REDIS_URL.",
     )
     openai_base_url = Unicode(config=True, help="OpenAI API origin. Env: LCM_OPENAI_BASE_URL.")
     anthropic_base_url = Unicode(
@@ -52,7 +52,8 @@ class LCMExtension(ExtensionApp):
         "Empty: a key generated once into secret_key_file.",
     )
     secret_key_file = Unicode(
-        config=True, help="Where the generated secret key lives (mode 0600). Env: LCM_SECRET_KEY_FILE."
+        config=True,
+        help="Where the generated secret key lives (mode 0600). Env: LCM_SECRET_KEY_FILE.",
     )
     upstream_connect_timeout = Float(
         config=True, help="Seconds to connect to a provider. Env: LCM_UPSTREAM_CONNECT_TIMEOUT."
@@ -63,7 +64,8 @@ class LCMExtension(ExtensionApp):
         " Env: LCM_UPSTREAM_READ_TIMEOUT.",
     )
     max_request_body_bytes = Integer(
-        config=True, help="Largest request body accepted (413 above). Env: LCM_MAX_REQUEST_BODY_BYTES."
+        config=True,
+        help="Largest request body accepted (413 above). Env: LCM_MAX_REQUEST_BODY_BYTES.",
     )
 
     @default("db_path")

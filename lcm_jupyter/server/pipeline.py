@@ -175,7 +175,9 @@ class ProxyPipeline:
         self.log_writer = log_writer
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
 
-    async def handle(self, req: ProxyRequest, sink: ResponseSink, call_id: str | None = None) -> None:
+    async def handle(
+        self, req: ProxyRequest, sink: ResponseSink, call_id: str | None = None
+    ) -> None:
         """Answer one request through `sink`, and log it."""
         call = Call(id=call_id or new_log_id(), created_at=utc_now_iso(), method=req.method)
         if req.route != "v2":
@@ -237,7 +239,9 @@ class ProxyPipeline:
         out_headers = _response_headers(resp.headers)
         ok = 200 <= resp.status < 300
         if ok and (stream or _is_event_stream(resp.headers)):
-            await self._relay_stream(resp, sink, call, endpoint, req.query, strip_usage, out_headers)
+            await self._relay_stream(
+                resp, sink, call, endpoint, req.query, strip_usage, out_headers
+            )
             return
         data = await resp.read()
         if ok and endpoint.wire is not None:
@@ -310,7 +314,9 @@ class ProxyPipeline:
         headers: list[tuple[str, str]],
     ) -> None:
         meter = (
-            StreamMeter(endpoint.wire, stream_format(endpoint, query), strip_usage_chunk=strip_usage)
+            StreamMeter(
+                endpoint.wire, stream_format(endpoint, query), strip_usage_chunk=strip_usage
+            )
             if endpoint.wire is not None
             else None
         )
@@ -385,8 +391,11 @@ class ProxyPipeline:
                 cost, unpriced = None, True
             else:
                 cost = float(cost_for(price, usage))
-        elif metered and call.upstream_called and call.status is not None and (
-            200 <= call.status < 300 or call.status == STATUS_CLIENT_CLOSED
+        elif (
+            metered
+            and call.upstream_called
+            and call.status is not None
+            and (200 <= call.status < 300 or call.status == STATUS_CLIENT_CLOSED)
         ):
             # Tokens were spent but not reported: unknown, never a silent $0.
             cost = None

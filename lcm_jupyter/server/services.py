@@ -46,7 +46,9 @@ class LCMServices:
         """Start the log writer and load the price overrides."""
         self.log_writer.start()
         await self.pricing.reload()
-        log.info("lcm: database %s, price table %s", self.settings.db_path, self.pricing.table.version)
+        log.info(
+            "lcm: database %s, price table %s", self.settings.db_path, self.pricing.table.version
+        )
 
     async def flush_logs(self, timeout: float = 10.0) -> bool:
         """Wait until every call so far is in the database."""

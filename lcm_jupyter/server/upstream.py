@@ -51,8 +51,7 @@ def _translate(url: str, read_timeout: float):
         ) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable(
-            f"The provider at {_origin(url)} could not be reached: {exc.__class__.__name__}: "
-            f"{exc}"
+            f"The provider at {_origin(url)} could not be reached: {exc.__class__.__name__}: {exc}"
         ) from exc
     except OSError as exc:
         raise UpstreamUnavailable(

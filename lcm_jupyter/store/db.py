@@ -16,9 +16,7 @@ def connect(path: Path | str) -> sqlite_utils.Database:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread off: each connection is confined to one thread by its owner,
     # but may be closed from another at shutdown.
-    conn = sqlite3.connect(
-        str(path), timeout=10.0, isolation_level=None, check_same_thread=False
-    )
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
     db = sqlite_utils.Database(conn)
     # WAL lets the API read while the log writer writes; NORMAL is durable across
     # process crashes (only an OS crash can lose the last commits).

@@ -110,7 +110,11 @@ class LogWriter:
                 return batch, markers, False
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 return batch, markers, False
 
@@ -121,7 +125,7 @@ class LogWriter:
                     db.table(self._table).insert_all(batch, batch_size=len(batch))
                 self.written += len(batch)
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure: retry, then row by row
+            except Exception as exc:
                 # Locked or busy database: wait and retry the same batch.
                 log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
                 if "locked" not in str(exc) and "busy" not in str(exc):
