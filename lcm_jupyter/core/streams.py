@@ -116,9 +116,10 @@ class SSEParser:
         scan = self._scan
         while (end := _blank_line_end(data, scan)) != -1:
             # The common case, one whole event per chunk, needs no copy.
-            out.append(
-                data if end == len(data) and data is chunk and not pos else bytes(data[pos:end])
-            )
+            if data is chunk and not pos and end == len(chunk):
+                out.append(chunk)  # the common case, one whole event per chunk: no copy
+            else:
+                out.append(bytes(memoryview(data)[pos:end]))
             pos = scan = end
         if data is chunk:
             self._buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
@@ -198,7 +199,7 @@ class JSONArrayParser:
             elif depth:  # "}"; a stray one at top level is ignored
                 depth -= 1
                 if depth == 0:
-                    out.append(bytes(buf[start:i]))
+                    out.append(bytes(memoryview(buf)[start:i]))  # one copy, not two
         # Keep only the unfinished object; between objects keep just a trailing backslash
         # run, which a string outside any object would need to tell if its quote is escaped.
         cut = start if depth else size
@@ -271,15 +272,13 @@ _MARKERS: dict[str, tuple[bytes, ...]] = {
         b'"error"',
     ),
     "anthropic.messages": (b"message_start", b"message_delta", b'"error"'),
-    "google.stream": (b'"error"',),
-    "google.generate": (b'"error"',),
+    "google.stream": (b'"error"', b'"usageMetadata"', b'"usage_metadata"'),
+    "google.generate": (b'"error"', b'"usageMetadata"', b'"usage_metadata"'),
 }
 # Usage as a JSON object (OpenAI sends "usage": null in every chunk once usage is on).
 _USAGE_OBJECT = {
     "openai.chat": re.compile(rb'"usage"\s*:\s*\{'),
     "openai.completions": re.compile(rb'"usage"\s*:\s*\{'),
-    "google.stream": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
-    "google.generate": re.compile(rb'"usage_?[mM]etadata"\s*:\s*\{'),
 }
 # Gemini sends usage and model after the candidates (which may hold megabytes of inline
 # image data): decode a chunk from the first of these top-level keys on.
