@@ -7,6 +7,7 @@ authorizer's consent on an `lcm:*` resource. Client mistakes answer 4xx with
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -22,6 +23,25 @@ from ..store import logs as log_table
 from .services import LCMServices
 
 MAX_LOG_PAGE = 1000
+
+
+def answers_errors(method):
+    """Render an LCMError raised by a handler method as its JSON error (not a 500)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: LCMAPIHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except LCMError as err:
+            self.fail(err)
+
+    return wrapper
+
+
+def _found(value, what: str):
+    if value is None:
+        raise NotFound(f"no {what}")
+    return value
 
 
 class LCMAPIHandler(APIHandler):
@@ -92,11 +112,9 @@ class KeysHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def post(self) -> None:
-        try:
-            fields = validate_key_fields(self.json_body(), partial=False)
-        except LCMError as err:
-            return self.fail(err)
+        fields = validate_key_fields(self.json_body(), partial=False)
         record, plain = await self.lcm.store.run(key_table.create_key, self.lcm.box, fields)
         self.reply({**record.public(), "key": plain}, status=201)
 
@@ -108,41 +126,29 @@ class KeyHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def get(self, key_id: str) -> None:
-        try:
-            record = await self.lcm.store.run(key_table.get_key, self.lcm.box, _key_id(key_id))
-            if record is None:
-                raise NotFound(f"no key {key_id}")
-        except LCMError as err:
-            return self.fail(err)
-        self.reply(record.public())
+        record = await self.lcm.store.run(key_table.get_key, self.lcm.box, _key_id(key_id))
+        self.reply(_found(record, f"key {key_id}").public())
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def patch(self, key_id: str) -> None:
-        try:
-            kid = _key_id(key_id)
-            fields = validate_key_fields(self.json_body(), partial=True)
-            record = await self.lcm.store.run(key_table.update_key, self.lcm.box, kid, fields)
-            if record is None:
-                raise NotFound(f"no key {key_id}")
-        except LCMError as err:
-            return self.fail(err)
+        kid = _key_id(key_id)
+        fields = validate_key_fields(self.json_body(), partial=True)
+        record = await self.lcm.store.run(key_table.update_key, self.lcm.box, kid, fields)
         self.lcm.keys.forget(kid)
-        self.reply(record.public())
+        self.reply(_found(record, f"key {key_id}").public())
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def delete(self, key_id: str) -> None:
-        try:
-            kid = _key_id(key_id)
-            record = await self.lcm.store.run(key_table.revoke_key, self.lcm.box, kid)
-            if record is None:
-                raise NotFound(f"no key {key_id}")
-        except LCMError as err:
-            return self.fail(err)
+        kid = _key_id(key_id)
+        record = await self.lcm.store.run(key_table.revoke_key, self.lcm.box, kid)
         self.lcm.keys.forget(kid)
-        self.reply(record.public())
+        self.reply(_found(record, f"key {key_id}").public())
 
 
 class LogsHandler(LCMAPIHandler):
@@ -152,12 +158,10 @@ class LogsHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def get(self) -> None:
-        try:
-            key_id = self.int_arg("key_id", None)
-            limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
-        except LCMError as err:
-            return self.fail(err)
+        key_id = self.int_arg("key_id", None)
+        limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
         before = self.get_argument("before", None) or None
         rows = await self.lcm.store.run(
             log_table.list_logs, key_id=key_id, limit=limit, before=before
@@ -173,11 +177,10 @@ class LogHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def get(self, log_id: str) -> None:
         row = await self.lcm.store.run(log_table.get_log, log_id)
-        if row is None:
-            return self.fail(NotFound(f"no log {log_id}"))
-        self.reply(row)
+        self.reply(_found(row, f"log {log_id}"))
 
 
 class PricingHandler(LCMAPIHandler):
@@ -201,21 +204,19 @@ class PricingHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def put(self) -> None:
         """Body: one price object, a list of them, or {"models": [...]}."""
+        body = self.json_body()
+        items = body.get("models") if isinstance(body, dict) and "models" in body else body
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list) or not items:
+            raise BadRequest('send a price object, a list of them, or {"models": [...]}')
         try:
-            body = self.json_body()
-            items = body.get("models") if isinstance(body, dict) and "models" in body else body
-            if isinstance(items, dict):
-                items = [items]
-            if not isinstance(items, list) or not items:
-                raise BadRequest('send a price object, a list of them, or {"models": [...]}')
-            try:
-                prices = [ModelPrice.from_dict(item, source="override") for item in items]
-            except PricingError as exc:
-                raise BadRequest(str(exc)) from exc
-        except LCMError as err:
-            return self.fail(err)
+            prices = [ModelPrice.from_dict(item, source="override") for item in items]
+        except PricingError as exc:
+            raise BadRequest(str(exc)) from exc
         await self.lcm.pricing.set_prices(prices)
         self.reply(self._table())
 
@@ -227,9 +228,10 @@ class PricingModelHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def delete(self, model: str) -> None:
         if not await self.lcm.pricing.reset_price(model):
-            return self.fail(NotFound(f"no price override for {model!r}"))
+            raise NotFound(f"no price override for {model!r}")
         self.reply({"model": model, "override": False})
 
 
