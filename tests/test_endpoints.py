@@ -96,6 +96,18 @@ from lcm_jupyter.core.endpoints import (
             Endpoint("v1/chat/completions/chatcmpl-1", None, None, "openai"),
         ),
         ("v1beta/models", Endpoint("v1beta/models", None, None, "google")),
+        (
+            "v1/threads/thread_abc/messages",
+            Endpoint("v1/threads/thread_abc/messages", None, None, "openai"),
+        ),
+        (
+            "v1/organization/usage/completions",
+            Endpoint("v1/organization/usage/completions", None, None, "openai"),
+        ),
+        (
+            "v1/organizations/usage_report/messages",
+            Endpoint("v1/organizations/usage_report/messages", None, None, "anthropic"),
+        ),
         ("v1beta/cachedContents", Endpoint("v1beta/cachedContents", None, None, "google")),
         ("v1/models", Endpoint("v1/models", None, None, None)),
         ("v1/files", Endpoint("v1/files", None, None, None)),

@@ -537,6 +537,9 @@ def test_responses_incomplete_carries_usage():
 GEMINI_ERROR = {
     "error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}
 }
+GEMINI_DATA_ERROR = {
+    "error": {"code": 400, "message": "Invalid data: bad part", "status": "INVALID_ARGUMENT"}
+}
 
 
 @pytest.mark.parametrize("how", SPLITS)
@@ -550,13 +553,14 @@ def test_gemini_json_array_error(how):
 
 
 @pytest.mark.parametrize("how", SPLITS)
-def test_gemini_sse_error_as_bare_json_lines(how):
+@pytest.mark.parametrize("error", [GEMINI_ERROR, GEMINI_DATA_ERROR])
+def test_gemini_sse_error_as_bare_json_lines(how, error):
     # Mid-stream, Google writes the error as plain pretty-printed JSON, without "data:".
     data = sse("data: " + json.dumps(GEMINI_CHUNKS[0]), end="\r\n")
-    data += json.dumps(GEMINI_ERROR, indent=2).encode() + b"\n"
+    data += json.dumps(error, indent=2).encode() + b"\n"
     meter = StreamMeter("google.stream", "sse")
     assert run(meter, pieces(data, how)) == data
-    assert meter.error == GEMINI_ERROR
+    assert meter.error == error
     assert meter.usage == Usage(input_tokens=9)
 
 
@@ -678,3 +682,54 @@ def test_sse_parser_agrees_with_openai_sdk_decoder(seed):
     ours = [(e.event, e.data) for c in pieces(data, "bytes") for e in parser.feed(c)]
     ours += [(e.event, e.data) for e in parser.flush()]
     assert ours == sdk
+
+
+# --- big events: only their ends are searched, Gemini chunks decoded from the usage on ------
+
+BIG_TEXT = "lorem ipsum " * 5000  # 60 KB of content in one event
+
+
+def big_gemini_chunk() -> dict:
+    image = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo" * 150_000}}
+    chunk = dict(GEMINI_CHUNKS[1])
+    chunk["candidates"] = [{"content": {"parts": [image], "role": "model"}, "index": 0}]
+    return chunk
+
+
+@pytest.mark.parametrize("fmt", ["sse", "json-array"])
+@pytest.mark.parametrize("sort_keys", [False, True])
+def test_gemini_megabyte_image_chunk(fmt, sort_keys):
+    chunk = big_gemini_chunk()
+    text = json.dumps(chunk, sort_keys=sort_keys)
+    data = sse("data: " + text, end="\r\n") if fmt == "sse" else f"[{text}]".encode()
+    meter = StreamMeter("google.stream", fmt)
+    assert run(meter, [data[i : i + 65536] for i in range(0, len(data), 65536)]) == data
+    assert meter.usage == GEMINI_USAGE
+    assert meter.model == "gemini-2.5-flash"
+
+
+def test_gemini_usage_before_candidates_still_decoded():
+    chunk = {"usageMetadata": GEMINI_CHUNKS[1]["usageMetadata"], **GEMINI_CHUNKS[1]}
+    meter = StreamMeter("google.stream")
+    run(meter, [sse("data: " + json.dumps(chunk))])
+    assert meter.usage == GEMINI_USAGE
+
+
+def test_gemini_nested_usage_key_falls_back_to_a_full_decode():
+    chunk = {
+        "candidates": [{"content": {"parts": [{"functionCall": {"args": {"usageMetadata": {}}}}]}}],
+    }
+    meter = StreamMeter("google.stream", "json-array")
+    run(meter, [json.dumps([chunk, GEMINI_CHUNKS[1]]).encode()])
+    assert meter.usage == GEMINI_USAGE
+    assert meter.malformed == 0
+
+
+def test_big_responses_event_with_type_last_and_no_event_line():
+    done = {**_RESPONSE, "status": "completed", "usage": RESPONSES_USAGE}
+    done["output"] = [{"type": "message", "content": [{"type": "output_text", "text": BIG_TEXT}]}]
+    event = {"type": "response.completed", "sequence_number": 9, "response": done}
+    data = sse("data: " + json.dumps(event, sort_keys=True))
+    meter = StreamMeter("openai.responses")
+    assert run(meter, pieces(data, "random-3")) == data
+    assert meter.usage == Usage(input_tokens=37, output_tokens=11)

@@ -64,8 +64,12 @@ _OPENAI_SEGMENTS = frozenset(
         "vector_stores",
         "realtime",
         "conversations",
+        "organization",
     }
 )
+# Prefixes under which an inference-like suffix is something else: Assistants thread
+# messages, OpenAI's usage API (organization/usage/completions), Anthropic's admin API.
+_NOT_INFERENCE = frozenset({"threads", "organization", "organizations"})
 
 
 def _normalize(path: str) -> str:
@@ -86,10 +90,11 @@ def _hint_for_other(segments: list[str]) -> str | None:
     present = set(segments)
     if present & _GOOGLE_VERSIONS:
         return "google"
-    if present & _ANTHROPIC_SEGMENTS:
-        return "anthropic"
+    # OpenAI first: its thread messages (threads/{id}/messages) are not Anthropic's.
     if present & _OPENAI_SEGMENTS:
         return "openai"
+    if present & _ANTHROPIC_SEGMENTS:
+        return "anthropic"
     # e.g. v1/models, v1/files: every provider has them.
     return None
 
@@ -124,6 +129,8 @@ def classify(path: str) -> Endpoint:
         n = len(suffix)
         if tuple(segments[-n:]) == suffix:
             prefix = segments[:-n]
+            if _NOT_INFERENCE.intersection(prefix):
+                break
             deployment = None
             if len(prefix) >= 2 and prefix[-2] == "deployments":
                 # Azure OpenAI names the deployment (usually the model) in the path.

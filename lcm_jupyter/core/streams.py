@@ -27,8 +27,9 @@ _BOM = b"\xef\xbb\xbf"
 _LF = 10
 _LINE_END_BYTES = (10, 13)
 
-# Outside strings, the bytes that matter to the JSON object scanner (inside, only quotes).
-_JSON_STRUCTURE = re.compile(rb'[{}"]')
+# Outside strings, what matters to the JSON object scanner: braces, and strings. A short
+# string without escapes is skipped whole; other strings are entered at their quote.
+_JSON_STRUCTURE = re.compile(rb'"[^"\\]{0,200}"|[{}"]')
 _QUOTE, _BACKSLASH, _OPEN = 0x22, 0x5C, 0x7B
 
 
@@ -115,7 +116,6 @@ class SSEParser:
         pos = 0
         scan = self._scan
         while (end := _blank_line_end(data, scan)) != -1:
-            # The common case, one whole event per chunk, needs no copy.
             if data is chunk and not pos and end == len(chunk):
                 out.append(chunk)  # the common case, one whole event per chunk: no copy
             else:
@@ -191,7 +191,7 @@ class JSONArrayParser:
             i = m.end()
             c = buf[i - 1]
             if c == _QUOTE:
-                in_str = True
+                in_str = i - m.start() == 1  # an opening quote, unless a whole string matched
             elif c == _OPEN:
                 if depth == 0:
                     start = i - 1
@@ -280,6 +280,8 @@ _USAGE_OBJECT = {
     "openai.chat": re.compile(rb'"usage"\s*:\s*\{'),
     "openai.completions": re.compile(rb'"usage"\s*:\s*\{'),
 }
+_SCAN_ALL = 16384
+_SCAN_ENDS = 1024
 # Gemini sends usage and model after the candidates (which may hold megabytes of inline
 # image data): decode a chunk from the first of these top-level keys on.
 _TAIL_KEYS = (b'"usageMetadata"', b'"modelVersion"')
@@ -296,7 +298,6 @@ class StreamMeter:
     """Watches a streamed response go by and extracts its usage, model and in-stream error."""
 
     __slots__ = (
-        "_bare_json",
         "_markers",
         "_model_key",
         "_split",
@@ -329,11 +330,11 @@ class StreamMeter:
             self._split = self._sse.blocks
         # Stripping needs whole events, so it is only for the SSE wires that have the chunk.
         self._strip = strip_usage_chunk and self._sse is not None and wire in _USAGE_ON
-        self._bare_json = wire.startswith("google.")
         self._markers = _MARKERS.get(wire, (b'"error"', b'"usage"'))
         self._usage_object = _USAGE_OBJECT.get(wire)
         self._model_key = _MODEL_KEY.get(wire)
-        self._tail_keys = _TAIL_KEYS if self._bare_json else ()
+        # Gemini only: decode chunks from their usage on; accept bare JSON errors.
+        self._tail_keys = _TAIL_KEYS if wire.startswith("google.") else ()
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe `chunk`; return the bytes to send to the client now."""
@@ -354,36 +355,44 @@ class StreamMeter:
         obj = self._observe(rest)
         return rest if self._strip and not _is_usage_chunk(obj) else b""
 
-    def _wanted(self, raw: bytes) -> bool:
-        """Whether this event/object may carry usage, model or an error (else skip decoding)."""
+    def _wanted(self, head: bytes) -> bool:
+        """Whether an event/object may carry usage, model or an error (else skip decoding)."""
         for marker in self._markers:
-            if marker in raw:
+            if marker in head:
                 return True
-        if self._usage_object is not None and self._usage_object.search(raw):
+        if self._usage_object is not None and self._usage_object.search(head):
             return True
-        return self.model is None and self._model_key is not None and self._model_key in raw
+        return self.model is None and self._model_key is not None and self._model_key in head
 
     def _observe(self, raw: bytes) -> Any:
         """Count one event/object, decode it if wanted, record what it says; return the object."""
         if self._sse is not None and b"data" not in raw:
-            if self._bare_json and raw.lstrip()[:1] in (b"{", b"["):
-                # Gemini writes a mid-stream error as bare (pretty-printed) JSON, without "data:".
-                obj = _loads(raw)
-                return self._record(obj[0] if isinstance(obj, list) and obj else obj)
-            return None  # a comment, keep-alive or stray blank line
+            return self._bare_json(raw)
         self.chunks += 1
-        if not self._wanted(raw):
+        # Event types, usage and errors sit at the ends of an event; the middle of a big one
+        # is content (Gemini's inline images run to megabytes): search only the ends.
+        head = raw if len(raw) <= _SCAN_ALL else raw[:_SCAN_ENDS] + raw[-_SCAN_ENDS:]
+        if not self._wanted(head):
             return None
         obj = _NOT_JSON
-        if self._tail_keys and b'"error"' not in raw:
+        if self._tail_keys and b'"error"' not in head:
             obj = _loads_tail(raw, self._tail_keys)
         if obj is _NOT_JSON:
             if self._sse is None:
                 obj = _loads(raw)
             else:
                 ev = _parse_block(raw)
-                obj = _loads(ev.data) if ev is not None else _NOT_JSON
+                if ev is None or not ev.data:
+                    return self._bare_json(raw)
+                obj = _loads(ev.data)
         return self._record(obj)
+
+    def _bare_json(self, raw: bytes) -> Any:
+        """Record a block of bare JSON lines: how Gemini writes an error mid-stream."""
+        if not self._tail_keys or raw.lstrip()[:1] not in (b"{", b"["):
+            return None  # a comment, keep-alive or stray blank line
+        obj = _loads(raw)
+        return self._record(obj[0] if isinstance(obj, list) and obj else obj)
 
     def _record(self, obj: Any) -> Any:
         """Take usage, model and error from one decoded event/object."""
