@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ class LogWriter:
         self._table = table
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._sql: dict[tuple[str, ...], str] = {}
         self.written = 0
         self.failed = 0
 
@@ -122,20 +124,35 @@ class LogWriter:
         for attempt in range(5):
             try:
                 with db.atomic():
-                    db.table(self._table).insert_all(batch, batch_size=len(batch))
+                    self._insert(db, batch)
                 self.written += len(batch)
                 return
-            except Exception as exc:
-                # Locked or busy database: wait and retry the same batch.
+            except sqlite3.OperationalError as exc:
+                # Locked or busy database (another process writing): wait and retry.
                 log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    break
                 time.sleep(0.05 * 2**attempt)
+            except sqlite3.Error as exc:
+                log.warning("lcm log batch refused (%s); writing its rows one by one", exc)
+                break
         for row in batch:
             try:
                 with db.atomic():
-                    db.table(self._table).insert(row)
+                    self._insert(db, [row])
                 self.written += 1
-            except Exception:
+            except sqlite3.Error:
                 self.failed += 1
                 log.exception("lcm could not write log row %s", row.get("id"))
+
+    def _insert(self, db, rows: list[Mapping[str, Any]]) -> None:
+        # Plain executemany, one statement per column set: the pipeline's rows all share
+        # one, and sqlite-utils' per-row work would hold the GIL the event loop needs.
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(tuple(row.values()))
+        for columns, values in groups.items():
+            sql = self._sql.get(columns)
+            if sql is None:
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join("?" * len(columns))
+                sql = self._sql[columns] = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
+            db.conn.executemany(sql, values)
