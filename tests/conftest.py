@@ -13,7 +13,7 @@ import pytest
 
 from lcm_jupyter.testing import SimulatedProvider
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.redis_fixtures"]
 
 PROVIDER_KEY = "sk-upstream-secret-0123456789abcdef"
 

@@ -37,6 +37,14 @@ class Settings:
     key_cache_seconds: float = 5.0
     log_batch_size: int = 500
     log_flush_interval: float = 0.25
+    # Tens of ms: a slow Redis must not stall calls; not less, or a GC pause trips the breaker.
+    redis_timeout: float = 0.1
+    budget_mode: str = "hard"
+    locale: str = "en"
+    alert_webhook_url: str | None = None
+    default_max_output_tokens: int = 4096
+    unpriced_reserve_usd: float = 0.0
+    reconcile_interval_seconds: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         missing = [p for p in PROVIDERS if not self.base_urls.get(p)]
@@ -46,3 +54,7 @@ class Settings:
             raise ValueError("max_body_bytes must be positive")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("upstream timeouts must be positive")
+        if self.budget_mode not in ("hard", "soft"):
+            raise ValueError("budget_mode must be 'hard' or 'soft'")
+        if self.redis_timeout <= 0 or self.reconcile_interval_seconds <= 0:
+            raise ValueError("redis_timeout and reconcile_interval_seconds must be positive")

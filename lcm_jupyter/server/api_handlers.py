@@ -18,6 +18,8 @@ from tornado import web
 from ..core.errors import BadRequest, LCMError, NotFound
 from ..core.keyspec import validate_key_fields
 from ..core.pricing import ModelPrice, PricingError
+from ..core.budget import current_month, to_usd
+from ..store import alerts as alert_table
 from ..store import keys as key_table
 from ..store import logs as log_table
 from .services import LCMServices
@@ -139,7 +141,11 @@ class KeyHandler(LCMAPIHandler):
         fields = validate_key_fields(self.json_body(), partial=True)
         record = await self.lcm.store.run(key_table.update_key, self.lcm.box, kid, fields)
         self.lcm.keys.forget(kid)
-        self.reply(_found(record, f"key {key_id}").public())
+        record = _found(record, f"key {key_id}")
+        if "monthly_budget_usd" in fields:
+            # Spend of keys without a budget is not counted live: count it now.
+            await self.lcm.reconcile(key_id=kid)
+        self.reply(record.public())
 
     @web.authenticated
     @authorized
@@ -235,6 +241,91 @@ class PricingModelHandler(LCMAPIHandler):
         self.reply({"model": model, "override": False})
 
 
+class BudgetHandler(LCMAPIHandler):
+    """`GET lcm/api/budgets/{key_id}`: this month's budget, spend, reservations, remainder."""
+
+    auth_resource = "lcm:budgets"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self, key_id: str) -> None:
+        kid = _key_id(key_id)
+        record = _found(
+            await self.lcm.store.run(key_table.get_key, self.lcm.box, kid), f"key {key_id}"
+        )
+        month = current_month()
+        state = await self.lcm.counters.budget(key_id=kid, month=month)
+        budget = record.monthly_budget_usd
+        spent, reserved = to_usd(state.spent), to_usd(state.reserved)
+        self.reply(
+            {
+                "key_id": kid,
+                "month": month,
+                "budget_usd": budget,
+                "spent_usd": spent,
+                "reserved_usd": reserved,
+                "remaining_usd": None if budget is None else max(budget - spent - reserved, 0.0),
+                "budget_mode": self.lcm.settings.budget_mode,
+                "counters": self.lcm.counters.name,
+            }
+        )
+
+
+class ReconcileHandler(LCMAPIHandler):
+    """`POST lcm/api/reconcile` `{key_id?}`: rebuild budget counters from the log; the drift."""
+
+    auth_resource = "lcm:budgets"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        body = self.json_body() if self.request.body.strip() else {}
+        key_id = body.get("key_id") if isinstance(body, dict) else None
+        if key_id is not None and (not isinstance(key_id, int) or isinstance(key_id, bool)):
+            raise BadRequest("key_id must be a whole number", param="key_id")
+        self.reply(await self.lcm.reconcile(key_id=key_id))
+
+
+class AlertsHandler(LCMAPIHandler):
+    """`GET lcm/api/alerts?unread=&key_id=&limit=`; `POST lcm/api/alerts/read {ids?}`."""
+
+    auth_resource = "lcm:alerts"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        key_id = self.int_arg("key_id", None)
+        limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
+        unread = self.get_argument("unread", "false") in ("1", "true", "yes")
+        alerts = await self.lcm.store.run(
+            alert_table.list_alerts, key_id=key_id, unread=unread, limit=limit
+        )
+        self.reply({"alerts": alerts, "unread": sum(1 for a in alerts if not a["read"])})
+
+
+class AlertsReadHandler(LCMAPIHandler):
+    """`POST lcm/api/alerts/read` `{"ids": [...]}` (no ids: all): mark alerts read."""
+
+    auth_resource = "lcm:alerts"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        body = self.json_body() if self.request.body.strip() else {}
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if ids is not None and (
+            not isinstance(ids, list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise BadRequest("ids must be a list of alert ids", param="ids")
+        changed = await self.lcm.store.run(alert_table.mark_read, ids)
+        self.reply({"marked_read": changed})
+
+
 def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
     """The URL rules of the REST API, relative to the server's base_url."""
     kwargs = {"lcm": lcm}
@@ -245,4 +336,8 @@ def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
         (rf"/{prefix}/logs/([^/]+)", LogHandler, kwargs),
         (rf"/{prefix}/pricing", PricingHandler, kwargs),
         (rf"/{prefix}/pricing/(.+)", PricingModelHandler, kwargs),
+        (rf"/{prefix}/budgets/([^/]+)", BudgetHandler, kwargs),
+        (rf"/{prefix}/reconcile", ReconcileHandler, kwargs),
+        (rf"/{prefix}/alerts", AlertsHandler, kwargs),
+        (rf"/{prefix}/alerts/read", AlertsReadHandler, kwargs),
     ]

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Enum, Float, Integer, Unicode, default
 
 from ..core.settings import (
     DEFAULT_BASE_URLS,
@@ -68,6 +68,67 @@ class LCMExtension(ExtensionApp):
         help="Largest request body accepted (413 above). Env: LCM_MAX_REQUEST_BODY_BYTES.",
     )
 
+    redis_timeout = Float(
+        config=True,
+        help="Seconds a Redis call may take before the in-memory fallback answers. "
+        "Env: LCM_REDIS_TIMEOUT.",
+    )
+    budget_mode = Enum(
+        ["hard", "soft"],
+        config=True,
+        help="hard: reserve each call's worst-case cost so concurrent calls cannot overspend; "
+        "soft: check settled spend only. Env: LCM_BUDGET_MODE.",
+    )
+    locale = Enum(["en", "ko"], config=True, help="Language of budget alerts. Env: LCM_LOCALE.")
+    alert_webhook_url = Unicode(
+        config=True,
+        help="Slack-compatible webhook that budget alerts are POSTed to (empty: none). "
+        "Env: LCM_ALERT_WEBHOOK_URL.",
+    )
+    default_max_output_tokens = Integer(
+        config=True,
+        help="Output tokens reserved for a call that sets no max_tokens. "
+        "Env: LCM_DEFAULT_MAX_OUTPUT_TOKENS.",
+    )
+    unpriced_reserve_usd = Float(
+        config=True,
+        help="USD held against the budget while a call to a model without a price runs. "
+        "Env: LCM_UNPRICED_RESERVE_USD.",
+    )
+    reconcile_interval_hours = Float(
+        config=True,
+        help="How often budget counters are rebuilt from the call log. "
+        "Env: LCM_RECONCILE_INTERVAL_HOURS.",
+    )
+
+    @default("redis_timeout")
+    def _default_redis_timeout(self) -> float:
+        return float(_env("LCM_REDIS_TIMEOUT") or 0.1)
+
+    @default("budget_mode")
+    def _default_budget_mode(self) -> str:
+        return _env("LCM_BUDGET_MODE") or "hard"
+
+    @default("locale")
+    def _default_locale(self) -> str:
+        return _env("LCM_LOCALE") or "en"
+
+    @default("alert_webhook_url")
+    def _default_webhook(self) -> str:
+        return _env("LCM_ALERT_WEBHOOK_URL") or ""
+
+    @default("default_max_output_tokens")
+    def _default_max_output(self) -> int:
+        return int(_env("LCM_DEFAULT_MAX_OUTPUT_TOKENS") or 4096)
+
+    @default("unpriced_reserve_usd")
+    def _default_unpriced_reserve(self) -> float:
+        return float(_env("LCM_UNPRICED_RESERVE_USD") or 0.0)
+
+    @default("reconcile_interval_hours")
+    def _default_reconcile_interval(self) -> float:
+        return float(_env("LCM_RECONCILE_INTERVAL_HOURS") or 24.0)
+
     @default("db_path")
     def _default_db_path(self) -> str:
         return _env("LCM_DB_PATH") or str(Path(jupyter_data_dir()) / "lcm" / "lcm.sqlite3")
@@ -123,6 +184,13 @@ class LCMExtension(ExtensionApp):
             connect_timeout=self.upstream_connect_timeout,
             read_timeout=self.upstream_read_timeout,
             max_body_bytes=self.max_request_body_bytes,
+            redis_timeout=self.redis_timeout,
+            budget_mode=self.budget_mode,
+            locale=self.locale,
+            alert_webhook_url=self.alert_webhook_url or None,
+            default_max_output_tokens=self.default_max_output_tokens,
+            unpriced_reserve_usd=self.unpriced_reserve_usd,
+            reconcile_interval_seconds=self.reconcile_interval_hours * 3600,
         )
 
     def initialize_settings(self) -> None:

@@ -1,8 +1,9 @@
 """The request pipeline: every proxied call goes through `ProxyPipeline.handle`, in this order.
 
 authenticate proxy key -> parse body -> classify endpoint -> detect provider ->
-check key's provider -> (rate limit, budget, routing, cache: later stages) ->
-forward upstream (stream or not) -> extract usage -> price -> log.
+check key's provider -> rate limit + budget reserve (one round trip) -> (routing:
+later) -> response cache -> forward upstream (stream or not) -> extract usage ->
+price -> log -> settle the budget (alerts follow, off the request path).
 
 The pipeline knows nothing of tornado: it reads a `ProxyRequest` and answers
 through a `ResponseSink`, so the server extension and the kernel-hosted proxy
@@ -42,6 +43,8 @@ from ..core.usage import Usage, response_model, usage_from_body
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
 from ..store.timeutil import utc_now_iso
+from .budgets import Guard, Hold
+from .cache import ResponseCache, cache_digest, wants_no_cache
 from .keyring import KeyRing
 from .pricing import PricingService
 from .upstream import Upstream, UpstreamResponse
@@ -91,6 +94,15 @@ _DROP_RESPONSE_HEADERS = frozenset(
         "proxy-authenticate",
         "trailer",
         "upgrade",
+    }
+)
+_OUR_RATE_HEADERS = frozenset(
+    {
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "retry-after",
+        "retry-after-ms",
     }
 )
 _AUTH_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "google": "x-goog-api-key"}
@@ -154,6 +166,8 @@ class Call:
     error: str | None = None
     ttfb_ms: float | None = None
     upstream_called: bool = False
+    hold: Hold | None = None
+    cache_hit: bool = False
 
 
 class ProxyPipeline:
@@ -167,12 +181,16 @@ class ProxyPipeline:
         pricing: PricingService,
         upstream: Upstream,
         log_writer: LogWriter,
+        guard: Guard | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.pricing = pricing
         self.upstream = upstream
         self.log_writer = log_writer
+        self.guard = guard
+        self.cache = cache
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
 
     async def handle(
@@ -199,7 +217,11 @@ class ProxyPipeline:
             call.status, call.error = err.status, err.message
             await self._answer_error(sink, call, err)
         finally:
-            self._record(call)
+            row = self._record(call)
+            if call.hold is not None and self.guard is not None:
+                # A cache hit or an unknown cost spends nothing: release the reservation.
+                cost = None if row is None or call.cache_hit else row["cost_usd"]
+                await self.guard.settle(call.hold, cost)
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -222,6 +244,31 @@ class ProxyPipeline:
         provider_key = _provider_key(key, provider)
         call.stream = stream = is_stream(endpoint, jbody)
 
+        if self.guard is not None:
+            price = self.pricing.table.resolve(call.requested_model or "")
+            embeds = endpoint.wire in ("openai.embeddings", "google.embed")
+            call.hold = await self.guard.admit(key, call.id, price, jbody, generates=not embeds)
+        extra = call.hold.headers() if call.hold is not None else []
+
+        digest = None
+        if (
+            self.cache is not None
+            and key.cache_ttl_seconds
+            and not stream
+            and endpoint.wire is not None
+            and jbody is not None
+            and not wants_no_cache(req.headers)
+        ):
+            query = _strip_key(req.query)
+            digest = cache_digest(key.id, provider, req.path, query, jbody)
+            hit = await self.cache.get(digest)
+            if hit is not None:
+                call.cache_hit, call.usage, call.model = True, hit.usage, hit.model
+                call.status = hit.status
+                sink.start(hit.status, [*hit.headers, *extra, ("x-lcm-cache", "hit")])
+                await sink.finish(hit.body)
+                return
+
         payload: bytes | None = req.body or None
         strip_usage = False
         if stream and endpoint.wire is not None and jbody is not None:
@@ -236,7 +283,8 @@ class ProxyPipeline:
         resp = await self.upstream.send(req.method, url, headers, payload)
         call.ttfb_ms = (time.perf_counter() - sent) * 1000
         call.status = resp.status
-        out_headers = _response_headers(resp.headers)
+        out_headers = _response_headers(resp.headers, ours=bool(extra))
+        out_headers.extend(extra)
         ok = 200 <= resp.status < 300
         if ok and (stream or _is_event_stream(resp.headers)):
             await self._relay_stream(
@@ -246,6 +294,16 @@ class ProxyPipeline:
         data = await resp.read()
         if ok and endpoint.wire is not None:
             self._meter_body(call, endpoint.wire, data)
+            if digest is not None and call.usage is not None:
+                await self.cache.put(
+                    digest,
+                    status=resp.status,
+                    headers=out_headers,
+                    body=data,
+                    model=call.model,
+                    usage=call.usage,
+                    ttl=key.cache_ttl_seconds,
+                )
         elif not ok:
             call.error = _error_text(data)
         sink.start(resp.status, out_headers)
@@ -296,12 +354,8 @@ class ProxyPipeline:
         if head and base.endswith("/" + head) and head[:1] == "v" and head[1:2].isdigit():
             path = rest
         url = f"{base}/{path}"
-        if query:
-            if "key=" in query:
-                query = urlencode([(k, v) for k, v in parse_qsl(query, True) if k != "key"])
-            if query:
-                url = f"{url}?{query}"
-        return url
+        query = _strip_key(query)
+        return f"{url}?{query}" if query else url
 
     async def _relay_stream(
         self,
@@ -361,7 +415,10 @@ class ProxyPipeline:
             return
         try:
             if not sink.started:
-                sink.start(err.status, [*_JSON_HEADERS, *err.headers.items()])
+                headers = [*_JSON_HEADERS, *err.headers.items()]
+                if call.hold is not None and not err.headers:
+                    headers.extend(call.hold.headers())
+                sink.start(err.status, headers)
                 await sink.finish(render_error(call.provider, err, call.id))
             else:  # mid-stream: tell the SDK in-band, so it raises instead of stopping quietly
                 await sink.send(render_stream_error(call.provider, err, call.id))
@@ -371,11 +428,14 @@ class ProxyPipeline:
 
     # -- the log row ---------------------------------------------------------------------------
 
-    def _record(self, call: Call) -> None:
+    def _record(self, call: Call) -> dict[str, Any] | None:
         try:
-            self.log_writer.submit(self._row(call))
+            row = self._row(call)
+            self.log_writer.submit(row)
+            return row
         except Exception:  # the row must not take the server down; say so loudly
             log.exception("lcm could not build the log row of call %s", call.id)
+            return None
 
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage
@@ -401,6 +461,10 @@ class ProxyPipeline:
             cost = None
             if call.error is None:
                 call.error = "The provider reported no usage; cost unknown."
+        savings = 0.0
+        if call.cache_hit:
+            # Nothing was spent; what the call would have cost was saved.
+            savings, cost = cost or 0.0, 0.0
         return {
             "id": call.id,
             "key_id": call.key_id,
@@ -419,12 +483,12 @@ class ProxyPipeline:
             "cost_usd": cost,
             "unpriced": int(unpriced),
             "pricing_version": version,
-            "savings_usd": 0.0,
+            "savings_usd": savings,
             "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
             "ttfb_ms": round(call.ttfb_ms, 3) if call.ttfb_ms is not None else None,
             "status": call.status,
             "error": call.error,
-            "cache_hit": 0,
+            "cache_hit": int(call.cache_hit),
             "routing_decision": None,
             "created_at": call.created_at,
         }
@@ -464,8 +528,18 @@ def _upstream_headers(
     return out
 
 
-def _response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers if k.lower() not in _DROP_RESPONSE_HEADERS]
+def _response_headers(headers: Iterable[tuple[str, str]], *, ours: bool) -> list[tuple[str, str]]:
+    """The provider's headers that go back; with `ours`, the key's rate-limit headers replace
+    the provider's request-count ones."""
+    drop = _DROP_RESPONSE_HEADERS | _OUR_RATE_HEADERS if ours else _DROP_RESPONSE_HEADERS
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def _strip_key(query: str) -> str:
+    """The query string without a `key=` parameter (where Gemini REST clients put the key)."""
+    if "key=" not in query:
+        return query
+    return urlencode([(k, v) for k, v in parse_qsl(query, True) if k != "key"])
 
 
 def _is_event_stream(headers: Iterable[tuple[str, str]]) -> bool:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from ..core.secretbox import SecretBox, load_or_create_key
 from ..core.settings import Settings
+from ..store.counters import Counters
+from ..store.counters_memory import MemoryCounters
 from ..store.logwriter import LogWriter
 from ..store.store import Store
+from .alerts import AlertService
+from .breaker import FailoverCounters
+from .budgets import Guard
+from .cache import ResponseCache
 from .keyring import KeyRing
 from .pipeline import ProxyPipeline
 from .pricing import PricingService
@@ -34,21 +42,82 @@ class LCMServices:
             batch_size=settings.log_batch_size,
             interval=settings.log_flush_interval,
         )
+        self.counters: Counters = self._make_counters(settings)
+        self.alerts = AlertService(
+            store=self.store,
+            counters=self.counters,
+            locale=settings.locale,
+            webhook_url=settings.alert_webhook_url,
+        )
+        self.guard = Guard(
+            counters=self.counters,
+            store=self.store,
+            box=self.box,
+            alerts=self.alerts,
+            soft_budgets=settings.budget_mode == "soft",
+            default_output_tokens=settings.default_max_output_tokens,
+            unpriced_reserve_usd=settings.unpriced_reserve_usd,
+        )
+        if isinstance(self.counters, FailoverCounters):
+            self.counters.set_resync(self._resync)
         self.pipeline = ProxyPipeline(
             settings=settings,
             keys=self.keys,
             pricing=self.pricing,
             upstream=self.upstream,
             log_writer=self.log_writer,
+            guard=self.guard,
+            cache=ResponseCache(self.counters),
+        )
+        self._reconciler: asyncio.Task | None = None
+        self._started = False
+
+    @staticmethod
+    def _make_counters(settings: Settings) -> Counters:
+        if not settings.redis_url:
+            return MemoryCounters()
+        from ..store.counters_redis import RedisCounters  # only when Redis is configured
+
+        return FailoverCounters(
+            RedisCounters(settings.redis_url, timeout=settings.redis_timeout), MemoryCounters()
         )
 
+    async def _resync(self, counters: Counters) -> None:
+        # Rows still queued would be missing from the sums: write them first.
+        await self.flush_logs()
+        await self.guard.reconcile(counters=counters)
+
+    async def reconcile(self, *, key_id: int | None = None) -> dict:
+        """Make the budget counters equal to the logged spend; the drift per key."""
+        await self.flush_logs()
+        return await self.guard.reconcile(key_id=key_id)
+
     async def start(self) -> None:
-        """Start the log writer and load the price overrides."""
+        """Start the log writer, load price overrides, rebuild the counters, start reconciling."""
+        if self._started:
+            return
+        self._started = True
         self.log_writer.start()
         await self.pricing.reload()
+        try:
+            await self.reconcile()
+        except Exception:
+            log.exception("lcm: initial reconcile failed; counters start from zero")
+        self._reconciler = asyncio.ensure_future(self._reconcile_periodically())
         log.info(
-            "lcm: database %s, price table %s", self.settings.db_path, self.pricing.table.version
+            "lcm: database %s, counters %s, price table %s",
+            self.settings.db_path,
+            self.counters.name,
+            self.pricing.table.version,
         )
+
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("lcm: scheduled reconcile failed")
 
     async def flush_logs(self, timeout: float = 10.0) -> bool:
         """Wait until every call so far is in the database."""
@@ -56,6 +125,13 @@ class LCMServices:
 
     async def stop(self) -> None:
         """Close the upstream pool, write every queued log row, close the database."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+            self._reconciler = None
         await self.upstream.close()
+        await self.guard.drain()
+        await self.counters.close()
         self.log_writer.close()
         self.store.close()

@@ -1,0 +1,507 @@
+"""Pure budget rules: months, money units, worst-case reservations and alert texts.
+
+Money moves through the counters as integer units of 1e-10 USD (`MONEY_SCALE`),
+so every conversion from a Decimal cost or a configured float budget happens
+here, once, with explicit rounding. A call is admitted against its worst case
+(estimated prompt at the input price plus its output cap at the output price)
+and settled later at its real cost.
+
+Nothing here does I/O: the server layer owns the counters, the clock it passes
+in, and the webhook POST.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from .pricing import ModelPrice
+
+MONEY_SCALE = 10**10
+"""Money counter units per US dollar (1e-10 USD each): see store/counters.py for why."""
+
+__all__ = [
+    "MEDIA_TOKENS",
+    "Threshold",
+    "alert_message",
+    "budget_exceeded_message",
+    "crossed_thresholds",
+    "current_month",
+    "estimate_input_tokens",
+    "max_output_tokens",
+    "month_bounds",
+    "month_of",
+    "reservation_units",
+    "severity_for",
+    "to_units",
+    "to_usd",
+    "webhook_payload",
+]
+
+# --- months -------------------------------------------------------------------------------
+
+_MONTH_RE = re.compile(r"(\d{4})-(\d{2})")
+
+
+def month_of(moment: datetime) -> str:
+    """The UTC calendar month of `moment` as "YYYY-MM" (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def current_month() -> str:
+    """The current UTC calendar month as "YYYY-MM"."""
+    return month_of(datetime.now(timezone.utc))
+
+
+def month_bounds(month: str) -> tuple[str, str]:
+    """[start, next month's start) of "YYYY-MM" as stored UTC timestamps (they sort as text)."""
+    match = _MONTH_RE.fullmatch(month) if isinstance(month, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"month must look like 'YYYY-MM', got {month!r}")
+    year, mon = int(match.group(1)), int(match.group(2))
+    nyear, nmon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    # Same shape as timeutil.to_iso, so `start <= created_at < end` works on the text column.
+    return f"{year:04d}-{mon:02d}-01T00:00:00.000Z", f"{nyear:04d}-{nmon:02d}-01T00:00:00.000Z"
+
+
+# --- money --------------------------------------------------------------------------------
+
+_ONE = Decimal(1)
+_CENT = Decimal("0.01")
+_SCALE_EXP = 10  # MONEY_SCALE == 10**10; scaleb shifts the exponent without rounding noise
+assert 10**_SCALE_EXP == MONEY_SCALE
+
+
+def to_units(usd: Decimal | float | int | str | None) -> int:
+    """USD -> counter units (1e-10 USD), rounded half-up; None -> 0."""
+    if usd is None:
+        return 0
+    if isinstance(usd, bool):
+        raise TypeError("a USD amount must be a number, not a bool")
+    if isinstance(usd, int):
+        return usd * MONEY_SCALE
+    if isinstance(usd, Decimal):
+        value = usd
+    elif isinstance(usd, (float, str)):
+        # str(float) is the shortest repr: 0.1 -> Decimal("0.1"), not 0.1000000000000000055...
+        try:
+            value = Decimal(str(usd).strip())
+        except InvalidOperation:
+            raise ValueError(f"not a USD amount: {usd!r}") from None
+    else:
+        raise TypeError(f"a USD amount must be a number, got {type(usd).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"a USD amount must be finite, got {usd!r}")
+    return int(value.scaleb(_SCALE_EXP).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def to_usd(units: int) -> float:
+    """Counter units -> USD as a float (for JSON and messages)."""
+    # int / int true division is correctly rounded, unlike units * 1e-10.
+    return units / MONEY_SCALE
+
+
+def _money(usd: float | Decimal) -> str:
+    """Dollars with two decimals ("$1,234.57"), rounded half-up on the decimal a person reads."""
+    try:
+        value = Decimal(str(usd)).quantize(_CENT, rounding=ROUND_HALF_UP)
+    except (InvalidOperation, ValueError):
+        return f"${usd}"
+    if value < 0:
+        return f"-${-value:,.2f}"
+    return f"${value:,.2f}"
+
+
+# --- prompt estimate ----------------------------------------------------------------------
+
+MEDIA_TOKENS = 1600
+"""Tokens counted for each image, audio clip or file part (their size is not knowable here)."""
+
+CHARS_PER_TOKEN = 3
+"""Conservative: English averages ~4 characters per token, code and CJK fewer."""
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role and delimiter tokens each message adds."""
+
+# Request keys holding prompt content, per provider: OpenAI chat/completions/Responses/
+# embeddings, Anthropic messages, Gemini generate/embed/batchEmbed.
+# Lists of messages (4 tokens of overhead per object in them), single messages (4 tokens),
+# and definitions the provider serializes into the prompt (keys count too).
+_MESSAGES, _SINGLE, _SCHEMA = 1, 2, 3
+_PROMPT_KEYS = {
+    **dict.fromkeys(("messages", "input", "prompt", "contents", "requests"), _MESSAGES),
+    **dict.fromkeys(
+        ("system", "instructions", "systemInstruction", "system_instruction", "content"), _SINGLE
+    ),
+    **dict.fromkeys(("tools", "functions", "response_format", "text"), _SCHEMA),
+}
+
+# Parts whose payload is binary (base64) or a reference: a fixed count, never its length.
+_MEDIA_TYPES = frozenset(
+    {
+        "image",
+        "image_url",
+        "input_image",
+        "image_file",
+        "audio",
+        "input_audio",
+        "file",
+        "input_file",
+        "document",
+    }
+)
+_MEDIA_KEYS = frozenset({"inlineData", "inline_data", "fileData", "file_data"})
+# Metadata strings that are not prompt text (or are covered by the per-message overhead);
+# Anthropic's thinking signature is a long opaque blob that is not billed as text.
+_SKIP_KEYS = frozenset(
+    {"role", "type", "signature", "cache_control", "mimeType", "mime_type", "media_type"}
+)
+# Far above any real request (a 10,000-message chat with parts is ~30,000 containers); a
+# cyclic structure gives up after ~0.1 s.
+_MAX_CONTAINERS = 200_000
+
+
+def _is_media(node: Mapping[str, Any]) -> bool:
+    """Whether a content part is an image/audio/file rather than text."""
+    kind = node.get("type")
+    if not isinstance(kind, str) or kind not in _MEDIA_TYPES:
+        return False
+    if kind == "document":
+        # Anthropic plain-text documents carry their text inline: count it as text.
+        source = node.get("source")
+        if isinstance(source, Mapping) and source.get("type") in ("text", "content"):
+            return False
+    return True
+
+
+def _text(value: str) -> tuple[int, int]:
+    """(characters, tokens) of one string: a base64 data URL is media, not text."""
+    if value.startswith("data:") and ";base64," in value[:256]:
+        return 0, MEDIA_TOKENS
+    return len(value), 0
+
+
+def _measure(root: Any, schema: bool) -> tuple[int, int]:
+    """(characters of text, tokens counted directly) under `root`; never raises."""
+    if isinstance(root, str):
+        return _text(root)
+    if not isinstance(root, (dict, list, tuple, Mapping)):
+        return 0, 0
+    chars = tokens = 0
+    # Iterative walk: deep nesting cannot hit the recursion limit, and the visit cap makes
+    # a (non-JSON) self-referencing structure finite. No seen-set: a body built in Python
+    # may legitimately repeat one object, and each repetition is sent and billed.
+    stack: list[Any] = [root]
+    visits = 0
+    try:
+        while stack:
+            node = stack.pop()
+            visits += 1
+            if visits > _MAX_CONTAINERS:
+                break
+            # Concrete type checks first: isinstance against the Mapping ABC is slower.
+            if type(node) is dict or isinstance(node, Mapping):
+                if schema:
+                    # Tool/schema definitions are serialized into the prompt, keys included.
+                    for key, value in node.items():
+                        if type(key) is str:
+                            chars += len(key)
+                        if type(value) is str:
+                            chars += len(value)
+                        elif isinstance(value, (dict, list, tuple, Mapping)):
+                            stack.append(value)
+                    continue
+                if _is_media(node):
+                    tokens += MEDIA_TOKENS
+                    continue
+                for key, value in node.items():
+                    if key in _SKIP_KEYS:
+                        continue
+                    if key in _MEDIA_KEYS:
+                        tokens += MEDIA_TOKENS
+                    elif type(value) is str or isinstance(value, str):
+                        c, t = _text(value)
+                        chars += c
+                        tokens += t
+                    elif isinstance(value, (dict, list, tuple, Mapping)):
+                        stack.append(value)
+            else:
+                for item in node:
+                    if type(item) is str or isinstance(item, str):
+                        c, t = _text(item)
+                        chars += c
+                        tokens += t
+                    elif type(item) is int:
+                        # Token-id arrays (embeddings/completions `input`/`prompt`).
+                        tokens += 1
+                    elif isinstance(item, (dict, list, tuple, Mapping)):
+                        stack.append(item)
+    except Exception:
+        # An exotic Mapping that fails on access: keep what was counted, never fail a call.
+        pass
+    return chars, tokens
+
+
+def estimate_input_tokens(body: Mapping | None) -> int:
+    """Cheap, deliberately high estimate of a request's prompt tokens (any provider)."""
+    if isinstance(body, (list, tuple)):
+        chars, tokens = _measure(body, schema=False)
+        return -(-chars // CHARS_PER_TOKEN) + tokens
+    if not isinstance(body, Mapping):
+        return 0
+    chars = tokens = 0
+    try:
+        # One pass over the body's own keys: cheaper than probing every known name.
+        for name, value in body.items():
+            kind = _PROMPT_KEYS.get(name)
+            if kind is None or value is None:
+                continue
+            if kind == _SCHEMA:
+                if not isinstance(value, (dict, list, tuple, Mapping)):
+                    continue
+            elif kind == _MESSAGES and isinstance(value, (list, tuple)):
+                for item in value:
+                    if type(item) is dict or isinstance(item, Mapping):
+                        tokens += MESSAGE_OVERHEAD_TOKENS
+            elif isinstance(value, (str, dict, list, tuple, Mapping)):
+                tokens += MESSAGE_OVERHEAD_TOKENS
+            c, t = _measure(value, schema=kind == _SCHEMA)
+            chars += c
+            tokens += t
+    except Exception:
+        pass  # a Mapping whose iteration fails: what was counted so far stands
+    return -(-chars // CHARS_PER_TOKEN) + tokens
+
+
+# --- output cap and reservation -----------------------------------------------------------
+
+_OUTPUT_KEYS = (
+    "max_completion_tokens",  # OpenAI chat (current)
+    "max_tokens",  # OpenAI chat (legacy), completions, Anthropic
+    "max_output_tokens",  # OpenAI Responses
+    "maxOutputTokens",
+)
+_GENERATION_CONFIG_KEYS = ("generationConfig", "generation_config")
+_GENERATION_OUTPUT_KEYS = ("maxOutputTokens", "max_output_tokens")
+_MAX_CHOICES = 128  # OpenAI caps n at 128
+
+
+def _positive_int(value: Any) -> int | None:
+    """A positive integer from an int, an integral float or a digit string (proto3 JSON)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value >= 1 and value.is_integer() else None
+    if isinstance(value, str) and value.strip().isdigit():
+        parsed = int(value.strip())
+        return parsed if parsed > 0 else None
+    return None
+
+
+def _generation_config(body: Mapping) -> Mapping:
+    """Gemini's generationConfig object (camelCase or snake_case), else empty."""
+    for name in _GENERATION_CONFIG_KEYS:
+        value = body.get(name)
+        if isinstance(value, Mapping):
+            return value
+    return {}
+
+
+def max_output_tokens(body: Mapping | None, default: int) -> int:
+    """The request's output cap (the largest one it names), else `default`."""
+    if not isinstance(body, Mapping):
+        return default
+    try:
+        found = [_positive_int(body.get(k)) for k in _OUTPUT_KEYS]
+        config = _generation_config(body)
+        found += [_positive_int(config.get(k)) for k in _GENERATION_OUTPUT_KEYS]
+    except Exception:
+        return default
+    caps = [v for v in found if v is not None]
+    # Worst case: if a client sends two spellings, the larger one may be the one honoured.
+    return max(caps) if caps else default
+
+
+def _choices(body: Mapping | None) -> int:
+    """How many completions one call generates (OpenAI n/best_of, Gemini candidateCount)."""
+    if not isinstance(body, Mapping):
+        return 1
+    try:
+        config = _generation_config(body)
+        found = (
+            _positive_int(body.get("n")),
+            _positive_int(body.get("best_of")),
+            _positive_int(config.get("candidateCount")),
+            _positive_int(config.get("candidate_count")),
+        )
+    except Exception:
+        return 1
+    return min(max([v for v in found if v is not None] or [1]), _MAX_CHOICES)
+
+
+def reservation_units(
+    price: ModelPrice | None,
+    body: Mapping | None,
+    *,
+    default_output_tokens: int,
+    unpriced_units: int,
+) -> int:
+    """Worst-case cost of a call in counter units; `unpriced_units` when it has no price."""
+    if price is None:
+        return unpriced_units
+    prompt = estimate_input_tokens(body)
+    output = max_output_tokens(body, default_output_tokens) * _choices(body)
+    threshold = price.long_context_threshold
+    # Same tier rule as cost_for: the whole call is billed long once the prompt exceeds it.
+    if threshold is not None and prompt > threshold:
+        in_p: Decimal = price.input_long  # type: ignore[assignment]
+        out_p: Decimal = price.output_long  # type: ignore[assignment]
+    else:
+        in_p, out_p = price.input, price.output
+    # Prices are per 1e6 tokens and units are 1e-10 USD: a net shift of 10 - 6 = 4 digits.
+    worst = (prompt * in_p + max(output, 0) * out_p).scaleb(_SCALE_EXP - 6)
+    return int(worst.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+# --- thresholds and alert texts -----------------------------------------------------------
+
+
+def severity_for(percent: int) -> str:
+    """Alert severity: "info" below 90%, "warning" from 90% to 99%, "critical" from 100%."""
+    if percent >= 100:
+        return "critical"
+    if percent >= 90:
+        return "warning"
+    return "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A budget threshold (percent of the monthly budget) and its alert severity."""
+
+    percent: int
+    severity: str
+
+
+def crossed_thresholds(
+    before_units: int, after_units: int, budget_units: int, thresholds: Iterable[int]
+) -> list[Threshold]:
+    """Thresholds spend crossed going from `before` to `after` (reaching one counts), ascending."""
+    if budget_units <= 0 or after_units <= before_units:
+        return []
+    crossed = []
+    for percent in sorted({t for t in thresholds if type(t) is int and t > 0}):
+        # Integer arithmetic: "spend reaches percent% of budget" is spend*100 >= percent*budget.
+        line = percent * budget_units
+        if before_units * 100 < line <= after_units * 100:
+            crossed.append(Threshold(percent, severity_for(percent)))
+    return crossed
+
+
+def alert_message(
+    *,
+    key_name: str,
+    percent: int,
+    spent_usd: float,
+    budget_usd: float,
+    month: str,
+    locale: str = "en",
+) -> str:
+    """A one-line budget alert in English, or Korean when `locale` starts with "ko"."""
+    figures = f"{_money(spent_usd)} / {_money(budget_usd)}"
+    korean = isinstance(locale, str) and locale.strip().lower().startswith("ko")
+    if percent >= 100:
+        if korean:
+            return (
+                f"예산 소진: '{key_name}' 키가 {month} 월 예산을 모두 사용했습니다 "
+                f"({percent}%, {figures})."
+            )
+        return (
+            f"Budget exhausted for key '{key_name}': {percent}% of the monthly budget used "
+            f"({figures}) in {month}."
+        )
+    if korean:
+        return (
+            f"예산 알림: '{key_name}' 키가 {month} 월 예산의 {percent}%를 사용했습니다 ({figures})."
+        )
+    return (
+        f"Budget alert for key '{key_name}': {percent}% of the monthly budget used "
+        f"({figures}) in {month}."
+    )
+
+
+def budget_exceeded_message(
+    *, spent_usd: float, reserved_usd: float, budget_usd: float, month: str
+) -> str:
+    """The 429 budget_exceeded error text: spend, holds of calls in flight, and the limit."""
+    in_flight = (
+        f" (+{_money(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
+    )
+    figures = f"{_money(spent_usd)} spent{in_flight} of {_money(budget_usd)}"
+    if spent_usd >= budget_usd:
+        head = f"Monthly budget exhausted for {month}: {figures}."
+    else:
+        # Under budget but this call's worst case does not fit in what is left.
+        head = f"Monthly budget for {month} has too little left for this call: {figures}."
+    return f"{head} Raise monthly_budget_usd or wait for next month."
+
+
+_SLACK_COLORS = {"info": "#439FE0", "warning": "warning", "critical": "danger"}
+
+
+def _slack_escape(text: str) -> str:
+    """Escape Slack's control characters so a key name cannot @-mention or link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def webhook_payload(
+    *,
+    key_name: str,
+    key_id: int,
+    percent: int,
+    severity: str,
+    message: str,
+    spent_usd: float,
+    budget_usd: float,
+    month: str,
+) -> dict:
+    """A Slack-compatible incoming-webhook body with the alert's fields under "lcm"."""
+    text = _slack_escape(message)
+    return {
+        "text": text,
+        "attachments": [
+            {
+                "fallback": text,
+                "color": _SLACK_COLORS.get(severity, "#439FE0"),
+                "fields": [
+                    {"title": "Key", "value": _slack_escape(key_name), "short": True},
+                    {"title": "Month", "value": month, "short": True},
+                    {"title": "Spent", "value": _money(spent_usd), "short": True},
+                    {"title": "Budget", "value": _money(budget_usd), "short": True},
+                    {"title": "Threshold", "value": f"{percent}%", "short": True},
+                    {"title": "Severity", "value": severity, "short": True},
+                ],
+            }
+        ],
+        # Raw values for non-Slack consumers (Slack ignores unknown top-level fields).
+        "lcm": {
+            "event": "budget_alert",
+            "key_id": key_id,
+            "key_name": key_name,
+            "month": month,
+            "percent": percent,
+            "severity": severity,
+            "spent_usd": spent_usd,
+            "budget_usd": budget_usd,
+            "message": message,
+        },
+    }

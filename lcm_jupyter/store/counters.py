@@ -1,0 +1,150 @@
+"""The guardrail counters: one interface, a Redis implementation and an in-memory one.
+
+Rate-limit windows, monthly budget spend and reservations, alert dedup and the
+response cache all live behind `Counters`. Redis is the shared view of every
+server process (JupyterHub: many servers, one Redis); the in-memory twin is the
+embedded default and the fallback while Redis is away. Either way, proxy_logs in
+SQLite stays the source of truth that `set_spent` (reconcile) restores.
+
+Money is counted in integer units of 1e-10 USD (`MONEY_SCALE` per dollar): every
+price in the table (at most 4 decimals per million tokens) is then exact, INCRBY
+is exact and atomic where INCRBYFLOAT would accumulate float error, and an int64
+still holds budgets up to about $900 million.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.budget import MONEY_SCALE
+
+__all__ = ["MONEY_SCALE", "Admission", "BudgetState", "Counters", "RateState"]
+
+BUDGET_TTL_SECONDS = 45 * 24 * 3600
+"""How long a month's budget counter and alert marks live (a month and a half)."""
+
+RESERVATION_TTL_SECONDS = 15 * 60
+"""A reservation not settled by then is dropped (its call's process died)."""
+
+RATE_WINDOW_SECONDS = 60.0
+
+SETTLED_TTL_SECONDS = 24 * 3600
+"""How long a settled call id is remembered, so that a retried settle counts once."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """The outcome of a rate-limit check."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float
+    """Until the oldest call in the window leaves it (one more is admitted then)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The outcome of `admit`: rate limit and budget reservation, decided together."""
+
+    allowed: bool
+    reason: str | None
+    """None when allowed; else "rate_limit" or "budget"."""
+    rate: RateState | None
+    """None when the key has no rate limit."""
+    spent: int
+    """Settled spend this month, in money units."""
+    reserved: int
+    """Reserved by calls in flight (this one included when allowed), in money units."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A key's month: settled spend and what calls in flight hold."""
+
+    spent: int
+    reserved: int
+
+
+class Counters(Protocol):
+    """Atomic read-modify-write operations the pipeline needs, each one round trip."""
+
+    name: str
+    """"redis" or "memory"."""
+
+    async def admit(
+        self,
+        *,
+        key_id: int,
+        call_id: str,
+        rpm: int | None,
+        month: str,
+        budget: int | None,
+        reserve: int,
+        soft: bool = False,
+    ) -> Admission:
+        """Check the sliding window and reserve `reserve` units against `budget`, atomically.
+
+        Rejected on rate limit: nothing is recorded. Rejected on budget: the call
+        does not count in the window either. `budget` None: no budget check and no
+        reservation. `soft`: admit while settled spend is under the budget,
+        reserving nothing.
+        """
+        ...
+
+    async def settle(self, *, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
+        """Release the call's reservation (if any) and add its actual `cost`."""
+        ...
+
+    async def release(self, *, key_id: int, call_id: str, month: str) -> None:
+        """Drop the call's reservation without spending (a failed or cached call)."""
+        ...
+
+    async def budget(self, *, key_id: int, month: str) -> BudgetState:
+        """Settled spend and live reservations of a key's month."""
+        ...
+
+    async def set_spent(self, *, key_id: int, month: str, spent: int) -> int:
+        """Make the month's settled spend `spent` (reconcile); returns the old value."""
+        ...
+
+    async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
+        """True the first time this (key, month, threshold) is marked, False after."""
+        ...
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """A cached response, or None."""
+        ...
+
+    async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
+        """Cache a response for `ttl` seconds."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def budget_key(key_id: int, month: str) -> str:
+    """The Redis key of a month's settled spend, as DESIGN.md names it."""
+    return f"lcm:budget:{key_id}:{month}"
+
+
+def alert_key(key_id: int, month: str, threshold: int) -> str:
+    """The Redis key that dedups one budget alert."""
+    return f"lcm:budget-alert:{key_id}:{month}:{threshold}"
+
+
+def rate_key(key_id: int) -> str:
+    """The Redis key of a key's sliding window."""
+    return f"lcm:rl:{key_id}"
+
+
+def cache_key(digest: str) -> str:
+    """The Redis key of a cached response."""
+    return f"lcm:cache:{digest}"

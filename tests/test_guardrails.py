@@ -1,0 +1,263 @@
+"""Rate limits, budgets, alerts, the response cache and reconcile, through a real server.
+
+Budget tests run twice: with the in-memory counters and with a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import anthropic
+import openai
+import pytest
+import tornado.web
+
+from lcm_jupyter.core.budget import reservation_units, to_units
+from lcm_jupyter.core.pricing import PriceTable
+
+from .conftest import PROVIDER_KEY
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def lcm_config(lcm_config, backend, request):
+    if backend == "redis":
+        lcm_config["redis_url"] = request.getfixturevalue("redis_url")
+    return lcm_config
+
+
+def _client(base_url, key):
+    return openai.AsyncOpenAI(base_url=base_url + "lcm/proxy/openai/v1", api_key=key, max_retries=0)
+
+
+def _chat(i=0, max_tokens=50):
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"question number {i}"}],
+        "max_tokens": max_tokens,
+    }
+
+
+async def test_rate_limit_headers_and_429(base_url, make_key, logs, backend):
+    record = await make_key(rate_limit_rpm=3)
+    client = _client(base_url, record["key"])
+    remaining = []
+    for i in range(3):
+        raw = await client.chat.completions.with_raw_response.create(**_chat(i))
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        remaining.append(raw.headers["x-ratelimit-remaining-requests"])
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(openai.RateLimitError) as exc:
+        await client.chat.completions.create(**_chat(9))
+    resp = exc.value.response
+    assert int(resp.headers["retry-after"]) >= 1
+    assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+    assert exc.value.code == "rate_limit_exceeded"
+    claude = anthropic.AsyncAnthropic(
+        base_url=f"{base_url}lcm/proxy/anthropic", api_key=record["key"], max_retries=0
+    )
+    with pytest.raises(anthropic.RateLimitError):
+        await claude.messages.create(
+            model="claude-3-5-haiku-latest",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    rows = await logs()
+    assert [r["status"] for r in rows] == [429, 429, 200, 200, 200]
+
+
+async def test_concurrent_calls_cannot_overspend(base_url, make_key, logs, sim, lcm, api):
+    body = _chat(0, max_tokens=100)
+    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    per_call = reservation_units(price, body, default_output_tokens=4096, unpriced_units=0)
+    budget_usd = per_call * 10 / 10**10  # room for exactly 10 worst-case calls
+    record = await make_key(monthly_budget_usd=budget_usd)
+    client = _client(base_url, record["key"])
+    sim.latency = 0.3  # all 50 are in flight at once
+
+    async def one(i):
+        try:
+            await client.chat.completions.create(**{**body, "messages": body["messages"]})
+            return "ok"
+        except openai.RateLimitError as exc:
+            assert exc.code == "budget_exceeded"
+            return "budget"
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    sim.latency = 0
+    assert results.count("ok") == 10
+    rows = await logs(limit="100")
+    assert len(rows) == 50
+    logged = sum(to_units(r["cost_usd"]) for r in rows if r["status"] == 200)
+    assert logged <= to_units(budget_usd)
+    status, budget = await api("GET", f"budgets/{record['id']}")
+    assert status == 200
+    assert to_units(budget["spent_usd"]) == logged
+    assert budget["reserved_usd"] == 0
+    refused = [r for r in rows if r["status"] == 429]
+    assert len(refused) == 40 and all("budget" in r["error"].lower() for r in refused)
+
+
+async def test_budget_exceeded_says_spend_and_limit(base_url, make_key, api):
+    record = await make_key(monthly_budget_usd=0.0000001)
+    with pytest.raises(openai.RateLimitError) as exc:
+        await _client(base_url, record["key"]).chat.completions.create(**_chat())
+    assert exc.value.code == "budget_exceeded"
+    assert "$0.00" in exc.value.message and "of $0.00" in exc.value.message
+
+
+async def _one_call_cost(base_url, make_key, logs, **key_fields):
+    record = await make_key(**key_fields)
+    client = _client(base_url, record["key"])
+    await client.chat.completions.create(**_chat(0, max_tokens=20))
+    (row,) = await logs()
+    return record, client, row["cost_usd"]
+
+
+async def test_alerts_once_per_threshold(base_url, make_key, api, lcm, logs):
+    record, client, cost = await _one_call_cost(
+        base_url, make_key, logs, budget_alert_thresholds=[50, 80, 100]
+    )
+    # Set after the first call: the reconcile on PATCH counts it (25% of 4 calls).
+    status, _ = await api("PATCH", f"keys/{record['id']}", {"monthly_budget_usd": cost * 3.99})
+    assert status == 200
+    refused = 0
+    for _ in range(5):  # 50% at the 2nd call, then the budget runs out
+        try:
+            await client.chat.completions.create(**_chat(0, max_tokens=12))
+        except openai.RateLimitError as exc:
+            assert exc.code == "budget_exceeded"
+            refused += 1
+    assert refused >= 2  # refused again and again: still one alert per threshold
+    await lcm.guard.drain()
+    status, body = await api("GET", "alerts")
+    alerts = sorted(body["alerts"], key=lambda a: a["threshold"])
+    assert [(a["threshold"], a["severity"]) for a in alerts] == [
+        (50, "info"),
+        (80, "info"),
+        (100, "critical"),
+    ]
+    assert all(a["key_id"] == record["id"] and not a["read"] for a in alerts)
+    assert " / $" in alerts[0]["message"] and "50%" in alerts[0]["message"]
+    assert body["unread"] == 3
+    status, marked = await api("POST", "alerts/read", {"ids": [alerts[0]["id"]]})
+    assert marked == {"marked_read": 1}
+    status, body = await api("GET", "alerts", unread="true")
+    assert len(body["alerts"]) == 2
+    rows = await logs()
+    logged = sum(to_units(r["cost_usd"]) for r in rows if r["status"] == 200)
+    assert logged <= to_units(cost * 3.99)  # hard mode: never over
+
+
+async def test_concurrent_crossings_make_one_alert(make_key, lcm, api):
+    record = await make_key(monthly_budget_usd=1.0)
+    key = await lcm.keys.lookup(record["key"])
+    results = await asyncio.gather(
+        *(lcm.alerts.check(key, "2026-11", to_units(0.7), to_units(0.95)) for _ in range(20))
+    )
+    assert sorted(i for ids in results for i in ids) == sorted(
+        a["id"] for a in (await api("GET", "alerts"))[1]["alerts"]
+    )
+    assert sum(len(ids) for ids in results) == 2  # 80% and 90%, once each
+
+
+async def test_cache_hit_costs_nothing_and_logs_savings(base_url, make_key, logs, api, sim):
+    record = await make_key(cache_ttl_seconds=60, monthly_budget_usd=10.0)
+    client = _client(base_url, record["key"])
+    body = _chat(1)
+    first = await client.chat.completions.with_raw_response.create(**body)
+    second = await client.chat.completions.with_raw_response.create(**body)
+    bypass = await client.chat.completions.with_raw_response.create(
+        **body, extra_headers={"cache-control": "no-cache"}
+    )
+    other = await client.chat.completions.with_raw_response.create(**_chat(2))
+    assert "x-lcm-cache" not in first.headers
+    assert second.headers["x-lcm-cache"] == "hit"
+    assert "x-lcm-cache" not in bypass.headers and "x-lcm-cache" not in other.headers
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert len(sim.requests) == 3  # the hit never reached the provider
+    rows = {r["id"]: r for r in await logs()}
+    miss, hit = rows[first.headers["x-lcm-request-id"]], rows[second.headers["x-lcm-request-id"]]
+    assert hit["cache_hit"] is True and hit["cost_usd"] == 0
+    assert hit["savings_usd"] == miss["cost_usd"] > 0
+    assert hit["input_tokens"] == miss["input_tokens"]
+    status, budget = await api("GET", f"budgets/{record['id']}")
+    paid = [r["cost_usd"] for r in rows.values() if not r["cache_hit"]]
+    assert to_units(budget["spent_usd"]) == sum(to_units(c) for c in paid)
+
+
+async def test_streams_are_not_cached(base_url, make_key, sim):
+    record = await make_key(cache_ttl_seconds=60)
+    client = _client(base_url, record["key"])
+    for _ in range(2):
+        stream = await client.chat.completions.create(**_chat(3), stream=True)
+        _ = [c async for c in stream]
+    assert len(sim.requests) == 2
+
+
+async def test_reconcile_reports_and_fixes_drift(base_url, make_key, lcm, api, logs):
+    record, client, cost = await _one_call_cost(base_url, make_key, logs, monthly_budget_usd=5.0)
+    from lcm_jupyter.core.budget import current_month
+
+    month = current_month()
+    await lcm.counters.set_spent(key_id=record["id"], month=month, spent=to_units(1.5))
+    status, report = await api("POST", "reconcile", {"key_id": record["id"]})
+    assert status == 200 and report["month"] == month
+    (entry,) = report["keys"]
+    assert entry["counter_usd"] == 1.5
+    assert entry["logged_usd"] == cost
+    assert to_units(entry["drift_usd"]) == to_units(1.5) - to_units(cost)
+    status, budget = await api("GET", f"budgets/{record['id']}")
+    assert budget["spent_usd"] == cost and budget["remaining_usd"] == pytest.approx(5.0 - cost)
+    assert (await api("POST", "reconcile", {"key_id": "x"}))[0] == 400
+
+
+async def test_month_rollover_starts_a_fresh_budget(base_url, make_key, monkeypatch, lcm):
+    import lcm_jupyter.server.budgets as budgets
+
+    record = await make_key(monthly_budget_usd=1.0)
+    client = _client(base_url, record["key"])
+    await lcm.counters.set_spent(
+        key_id=record["id"], month=budgets.current_month(), spent=to_units(1.0)
+    )
+    with pytest.raises(openai.RateLimitError):  # this month is spent
+        await client.chat.completions.create(**_chat(0, max_tokens=20))
+    monkeypatch.setattr(budgets, "current_month", lambda: "2099-01")
+    resp = await client.chat.completions.create(**_chat(0, max_tokens=20))
+    assert resp.choices
+    state = await lcm.counters.budget(key_id=record["id"], month="2099-01")
+    assert state.spent > 0 and state.reserved == 0
+
+
+async def test_webhook_receives_alerts(base_url, make_key, api, lcm, logs, jp_asyncio_loop):
+    received = []
+
+    class Hook(tornado.web.RequestHandler):
+        def post(self):
+            received.append(json.loads(self.request.body))
+
+    app = tornado.web.Application([(r"/hook", Hook)])
+    server = app.listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    lcm.alerts.webhook_url = f"http://127.0.0.1:{port}/hook"
+    lcm.alerts.locale = "ko"
+    try:
+        record, client, cost = await _one_call_cost(base_url, make_key, logs)
+        await api("PATCH", f"keys/{record['id']}", {"monthly_budget_usd": cost * 1.5})
+        with pytest.raises(openai.RateLimitError):  # the next worst case does not fit
+            await client.chat.completions.create(**_chat(0, max_tokens=20))
+        await lcm.guard.drain()
+    finally:
+        server.stop()
+    assert len(received) == 3  # 80, 90 and 100%: the refusal counts as reaching the budget
+    texts = [r["text"] for r in received]
+    assert all("예산" in t and " / $" in t for t in texts)
+    db = sqlite3.connect(lcm.settings.db_path)
+    assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
+    assert PROVIDER_KEY not in json.dumps(received)
