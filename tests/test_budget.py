@@ -14,6 +14,7 @@ import pytest
 from lcm_jupyter.core import budget
 from lcm_jupyter.core.budget import (
     MEDIA_TOKENS,
+    MONEY_SCALE,
     Threshold,
     alert_message,
     budget_exceeded_message,
@@ -30,7 +31,6 @@ from lcm_jupyter.core.budget import (
     webhook_payload,
 )
 from lcm_jupyter.core.pricing import ModelPrice, PriceTable
-from lcm_jupyter.core.budget import MONEY_SCALE
 from lcm_jupyter.store.timeutil import to_iso
 
 D = Decimal

@@ -188,6 +188,7 @@ async def test_cache_hit_costs_nothing_and_logs_savings(base_url, make_key, logs
     assert hit["savings_usd"] == miss["cost_usd"] > 0
     assert hit["input_tokens"] == miss["input_tokens"]
     status, budget = await api("GET", f"budgets/{record['id']}")
+    assert status == 200
     paid = [r["cost_usd"] for r in rows.values() if not r["cache_hit"]]
     assert to_units(budget["spent_usd"]) == sum(to_units(c) for c in paid)
 
@@ -202,7 +203,7 @@ async def test_streams_are_not_cached(base_url, make_key, sim):
 
 
 async def test_reconcile_reports_and_fixes_drift(base_url, make_key, lcm, api, logs):
-    record, client, cost = await _one_call_cost(base_url, make_key, logs, monthly_budget_usd=5.0)
+    record, _, cost = await _one_call_cost(base_url, make_key, logs, monthly_budget_usd=5.0)
     from lcm_jupyter.core.budget import current_month
 
     month = current_month()

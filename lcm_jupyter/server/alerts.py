@@ -100,15 +100,17 @@ class AlertService:
     async def _post(self, payload: dict) -> None:
         try:
             timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(
                     self.webhook_url,
                     data=json.dumps(payload),
                     headers={"content-type": "application/json"},
-                ) as resp:
-                    if resp.status >= 400:
-                        log.warning("lcm: alert webhook answered %s", resp.status)
-                    else:
-                        self.sent += 1
+                ) as resp,
+            ):
+                if resp.status >= 400:
+                    log.warning("lcm: alert webhook answered %s", resp.status)
+                else:
+                    self.sent += 1
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.warning("lcm: alert webhook failed: %s", exc)

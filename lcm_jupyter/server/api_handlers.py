@@ -15,10 +15,10 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..core.budget import current_month, to_usd
 from ..core.errors import BadRequest, LCMError, NotFound
 from ..core.keyspec import validate_key_fields
 from ..core.pricing import ModelPrice, PricingError
-from ..core.budget import current_month, to_usd
 from ..store import alerts as alert_table
 from ..store import keys as key_table
 from ..store import logs as log_table
