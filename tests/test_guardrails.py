@@ -262,3 +262,25 @@ async def test_webhook_receives_alerts(base_url, make_key, api, lcm, logs, jp_as
     db = sqlite3.connect(lcm.settings.db_path)
     assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
     assert PROVIDER_KEY not in json.dumps(received)
+
+
+@pytest.fixture
+def soft_config(lcm_config):
+    lcm_config["budget_mode"] = "soft"
+    return lcm_config
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=False)
+async def test_soft_budget_checks_settled_spend_only(soft_config, base_url, make_key, lcm, logs):
+    assert lcm.settings.budget_mode == "soft"
+    record = await make_key(monthly_budget_usd=0.00001)
+    client = _client(base_url, record["key"])
+    # A worst case far over the budget is still admitted while settled spend is under it.
+    await client.chat.completions.create(**_chat(0, max_tokens=100_000))
+    spent = 0
+    while spent < to_units(0.00001):
+        await client.chat.completions.create(**_chat(0, max_tokens=20))
+        spent = sum(to_units(r["cost_usd"]) for r in await logs())
+    with pytest.raises(openai.RateLimitError) as exc:
+        await client.chat.completions.create(**_chat(0, max_tokens=20))
+    assert exc.value.code == "budget_exceeded"
