@@ -10,8 +10,9 @@ from lcm_jupyter.core.keys import hash_key
 from lcm_jupyter.core.keyspec import validate_key_fields
 from lcm_jupyter.core.secretbox import SecretBox, load_or_create_key
 from lcm_jupyter.store import keys as key_table
-from lcm_jupyter.store.db import open_database
+from lcm_jupyter.store.db import connect, open_database
 from lcm_jupyter.store.logwriter import LogWriter
+from lcm_jupyter.store.migrations import migrations
 
 
 def _row(i: int) -> dict:
@@ -53,10 +54,13 @@ def test_migrations_build_the_expected_schema_once(tmp_path):
         "pricing_version",
         "unpriced",
     } <= cols
+    (first,) = db.query("SELECT count(*) AS n FROM _sqlite_migrations")
     db.conn.close()
     again = open_database(tmp_path / "a.db")  # re-applying is a no-op
-    (row,) = again.query("SELECT count(*) AS n FROM _sqlite_migrations")
-    assert row["n"] == 1
+    (second,) = again.query("SELECT count(*) AS n FROM _sqlite_migrations")
+    assert first["n"] == second["n"] == len(migrations.pending(connect(tmp_path / "b.db")))
+    names = [m.name for m in migrations.applied(again)]
+    assert names == sorted(names)  # numbered, applied in order
 
 
 def test_log_writer_batches_and_flushes(tmp_path):

@@ -45,6 +45,9 @@ class Settings:
     default_max_output_tokens: int = 4096
     unpriced_reserve_usd: float = 0.0
     reconcile_interval_seconds: float = 24 * 3600.0
+    routing_min_confidence: float = 0.7
+    quality_threshold: float = 0.6
+    quality_min_ratings: int = 20
 
     def __post_init__(self) -> None:
         missing = [p for p in PROVIDERS if not self.base_urls.get(p)]

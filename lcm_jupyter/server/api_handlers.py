@@ -20,6 +20,7 @@ from ..core.errors import BadRequest, LCMError, NotFound
 from ..core.keyspec import validate_key_fields
 from ..core.pricing import ModelPrice, PricingError
 from ..store import alerts as alert_table
+from ..store import feedback as feedback_table
 from ..store import keys as key_table
 from ..store import logs as log_table
 from .services import LCMServices
@@ -186,7 +187,58 @@ class LogHandler(LCMAPIHandler):
     @answers_errors
     async def get(self, log_id: str) -> None:
         row = await self.lcm.store.run(log_table.get_log, log_id)
+        if row is None:  # so recent that its row is still queued: write it, look again
+            await self.lcm.flush_logs()
+            row = await self.lcm.store.run(log_table.get_log, log_id)
         self.reply(_found(row, f"log {log_id}"))
+
+
+class FeedbackHandler(LCMAPIHandler):
+    """`POST lcm/api/logs/{id}/feedback` `{score: 1|-1, comment?}`; a second post replaces it."""
+
+    auth_resource = "lcm:logs"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self, log_id: str) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object {score, comment?}")
+        score, comment = body.get("score"), body.get("comment")
+        if score not in (1, -1) or isinstance(score, bool):
+            raise BadRequest("score must be 1 or -1", param="score")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
+            raise BadRequest("comment must be a string of at most 2000 characters", param="comment")
+        result = await self.lcm.store.run(feedback_table.set_feedback, log_id, score, comment)
+        if result is None:
+            # The call may be so recent that its row is still queued: write it, look again.
+            await self.lcm.flush_logs()
+            result = await self.lcm.store.run(feedback_table.set_feedback, log_id, score, comment)
+        previous, row = _found(result, f"log {log_id}")
+        self.lcm.router.rated(row["routing_decision"], score, previous)
+        self.reply({"id": log_id, "feedback": score, "comment": comment, "previous": previous})
+
+
+class RoutingQualityHandler(LCMAPIHandler):
+    """`GET lcm/api/routing/quality`: positive share of routed answers per pair and intent."""
+
+    auth_resource = "lcm:routing"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        board = self.lcm.router.board
+        self.reply(
+            {
+                "threshold": board.threshold,
+                "min_ratings": board.min_ratings,
+                "scores": [
+                    {**score.to_json(), "gated": board.gate(score.from_model, score.to_model)}
+                    for score in board.scores()
+                ],
+            }
+        )
 
 
 class PricingHandler(LCMAPIHandler):
@@ -334,6 +386,8 @@ def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
         (rf"/{prefix}/keys/([^/]+)", KeyHandler, kwargs),
         (rf"/{prefix}/logs", LogsHandler, kwargs),
         (rf"/{prefix}/logs/([^/]+)", LogHandler, kwargs),
+        (rf"/{prefix}/logs/([^/]+)/feedback", FeedbackHandler, kwargs),
+        (rf"/{prefix}/routing/quality", RoutingQualityHandler, kwargs),
         (rf"/{prefix}/pricing", PricingHandler, kwargs),
         (rf"/{prefix}/pricing/(.+)", PricingModelHandler, kwargs),
         (rf"/{prefix}/budgets/([^/]+)", BudgetHandler, kwargs),

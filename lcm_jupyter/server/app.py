@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from urllib.parse import unquote
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Integer, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, Unicode, default
 
 from ..core.settings import (
     DEFAULT_BASE_URLS,
@@ -101,6 +102,40 @@ class LCMExtension(ExtensionApp):
         "Env: LCM_RECONCILE_INTERVAL_HOURS.",
     )
 
+    gc_freeze = Bool(
+        True,
+        config=True,
+        help="Move the objects alive once the server has started out of the garbage "
+        "collector's sight (gc.freeze), so full collections stop pausing every call.",
+    )
+    routing_min_confidence = Float(
+        config=True,
+        help="Auto routing moves a call down only when the classifier is at least this sure "
+        "it is simple. Env: LCM_ROUTING_MIN_CONFIDENCE.",
+    )
+    quality_threshold = Float(
+        config=True,
+        help="A routed pair whose share of positive feedback falls below this stops being "
+        "used by auto routing. Env: LCM_QUALITY_THRESHOLD.",
+    )
+    quality_min_ratings = Integer(
+        config=True,
+        help="Ratings a pair needs before the quality gate judges it. "
+        "Env: LCM_QUALITY_MIN_RATINGS.",
+    )
+
+    @default("routing_min_confidence")
+    def _default_min_confidence(self) -> float:
+        return float(_env("LCM_ROUTING_MIN_CONFIDENCE") or 0.7)
+
+    @default("quality_threshold")
+    def _default_quality_threshold(self) -> float:
+        return float(_env("LCM_QUALITY_THRESHOLD") or 0.6)
+
+    @default("quality_min_ratings")
+    def _default_quality_min_ratings(self) -> int:
+        return int(_env("LCM_QUALITY_MIN_RATINGS") or 20)
+
     @default("redis_timeout")
     def _default_redis_timeout(self) -> float:
         return float(_env("LCM_REDIS_TIMEOUT") or 0.1)
@@ -191,6 +226,9 @@ class LCMExtension(ExtensionApp):
             default_max_output_tokens=self.default_max_output_tokens,
             unpriced_reserve_usd=self.unpriced_reserve_usd,
             reconcile_interval_seconds=self.reconcile_interval_hours * 3600,
+            routing_min_confidence=self.routing_min_confidence,
+            quality_threshold=self.quality_threshold,
+            quality_min_ratings=self.quality_min_ratings,
         )
 
     def initialize_settings(self) -> None:
@@ -216,6 +254,11 @@ class LCMExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         await self.lcm.start()
+        if self.gc_freeze:
+            # The server's start-up objects (~240k) are rescanned by every full collection:
+            # ~110 ms pauses under load. Freezing them cut p99 at 32 connections from
+            # ~130 ms to ~30 ms and raised throughput 12% (tests/benchmarks/README.md).
+            gc.freeze()
         self.log.info(
             "lcm: proxy at %slcm/proxy/{openai,anthropic,google,v2}/", serverapp.connection_url
         )

@@ -1,9 +1,9 @@
 """The request pipeline: every proxied call goes through `ProxyPipeline.handle`, in this order.
 
 authenticate proxy key -> parse body -> classify endpoint -> detect provider ->
-check key's provider -> rate limit + budget reserve (one round trip) -> (routing:
-later) -> response cache -> forward upstream (stream or not) -> extract usage ->
-price -> log -> settle the budget (alerts follow, off the request path).
+check key's provider -> rate limit + budget reserve (one round trip) -> route model
+-> response cache -> forward upstream (stream or not) -> extract usage -> price ->
+log (with the routing decision) -> settle the budget (alerts follow, off the path).
 
 The pipeline knows nothing of tornado: it reads a `ProxyRequest` and answers
 through a `ResponseSink`, so the server extension and the kernel-hosted proxy
@@ -37,6 +37,7 @@ from ..core.errors import (
 from ..core.ids import new_log_id
 from ..core.keys import key_from_request
 from ..core.pricing import cost_for
+from ..core.routing import RoutingDecision, apply_route
 from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
 from ..core.usage import Usage, response_model, usage_from_body
@@ -47,6 +48,7 @@ from .budgets import Guard, Hold
 from .cache import ResponseCache, cache_digest, wants_no_cache
 from .keyring import KeyRing
 from .pricing import PricingService
+from .routing import Router
 from .upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,18 @@ _OUR_RATE_HEADERS = frozenset(
 )
 _AUTH_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "google": "x-goog-api-key"}
 _JSON_HEADERS = (("content-type", "application/json"),)
+# The decision logged for calls refused before routing ran (bad key, bad body, limits).
+_NOT_ROUTED = {
+    "mode": None,
+    "intent": None,
+    "complexity": None,
+    "confidence": None,
+    "reason": "refused before routing",
+    "was_routed": False,
+    "rule": None,
+    "from_model": None,
+    "to_model": None,
+}
 _ERROR_TEXT_LIMIT = 2000
 
 
@@ -168,6 +182,7 @@ class Call:
     upstream_called: bool = False
     hold: Hold | None = None
     cache_hit: bool = False
+    decision: RoutingDecision | None = None
 
 
 class ProxyPipeline:
@@ -183,6 +198,7 @@ class ProxyPipeline:
         log_writer: LogWriter,
         guard: Guard | None = None,
         cache: ResponseCache | None = None,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -191,6 +207,7 @@ class ProxyPipeline:
         self.log_writer = log_writer
         self.guard = guard
         self.cache = cache
+        self.router = router
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
 
     async def handle(
@@ -250,6 +267,16 @@ class ProxyPipeline:
             call.hold = await self.guard.admit(key, call.id, price, jbody, generates=not embeds)
         extra = call.hold.headers() if call.hold is not None else []
 
+        path = req.path
+        if self.router is not None:
+            decision = call.decision = self.router.decide(
+                key, call.requested_model, endpoint.wire, jbody, req.path
+            )
+            if decision.was_routed and decision.to_model:
+                path, jbody = apply_route(endpoint.wire, path, jbody, decision.to_model)
+                call.model = decision.to_model
+                extra.append(("x-lcm-routed-model", decision.to_model))
+
         digest = None
         if (
             self.cache is not None
@@ -260,7 +287,7 @@ class ProxyPipeline:
             and not wants_no_cache(req.headers)
         ):
             query = _strip_key(req.query)
-            digest = cache_digest(key.id, provider, req.path, query, jbody)
+            digest = cache_digest(key.id, provider, path, query, jbody)
             hit = await self.cache.get(digest)
             if hit is not None:
                 call.cache_hit, call.usage, call.model = True, hit.usage, hit.model
@@ -273,10 +300,10 @@ class ProxyPipeline:
         strip_usage = False
         if stream and endpoint.wire is not None and jbody is not None:
             strip_usage = ensure_stream_usage(endpoint.wire, jbody)
-            if strip_usage:
-                payload = json.dumps(jbody, ensure_ascii=False).encode()
+        if strip_usage or (call.decision is not None and call.decision.was_routed):
+            payload = json.dumps(jbody, ensure_ascii=False).encode()
 
-        url = self._upstream_url(provider, req.path, req.query)
+        url = self._upstream_url(provider, path, req.query)
         headers = _upstream_headers(req.headers, provider, provider_key)
         sent = time.perf_counter()
         call.upstream_called = True
@@ -462,9 +489,15 @@ class ProxyPipeline:
             if call.error is None:
                 call.error = "The provider reported no usage; cost unknown."
         savings = 0.0
+        decision = call.decision
+        if decision is not None and decision.was_routed and usage is not None and cost is not None:
+            # What the requested model would have cost for the same usage, minus the actual.
+            requested = self.pricing.table.resolve(call.requested_model or "")
+            if requested is not None:
+                savings = float(cost_for(requested, usage)) - cost
         if call.cache_hit:
             # Nothing was spent; what the call would have cost was saved.
-            savings, cost = cost or 0.0, 0.0
+            savings, cost = savings + (cost or 0.0), 0.0
         return {
             "id": call.id,
             "key_id": call.key_id,
@@ -489,7 +522,9 @@ class ProxyPipeline:
             "status": call.status,
             "error": call.error,
             "cache_hit": int(call.cache_hit),
-            "routing_decision": None,
+            "routing_decision": json.dumps(
+                decision.to_json() if decision is not None else _NOT_ROUTED
+            ),
             "created_at": call.created_at,
         }
 

@@ -19,6 +19,7 @@ from .cache import ResponseCache
 from .keyring import KeyRing
 from .pipeline import ProxyPipeline
 from .pricing import PricingService
+from .routing import Router
 from .upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ class LCMServices:
         )
         if isinstance(self.counters, FailoverCounters):
             self.counters.set_resync(self._resync)
+        self.router = Router(
+            pricing=self.pricing,
+            store=self.store,
+            min_confidence=settings.routing_min_confidence,
+            quality_threshold=settings.quality_threshold,
+            quality_min_ratings=settings.quality_min_ratings,
+        )
         self.pipeline = ProxyPipeline(
             settings=settings,
             keys=self.keys,
@@ -68,6 +76,7 @@ class LCMServices:
             log_writer=self.log_writer,
             guard=self.guard,
             cache=ResponseCache(self.counters),
+            router=self.router,
         )
         self._reconciler: asyncio.Task | None = None
         self._started = False
@@ -99,6 +108,7 @@ class LCMServices:
         self._started = True
         self.log_writer.start()
         await self.pricing.reload()
+        await self.router.load()
         try:
             await self.reconcile()
         except Exception:

@@ -95,3 +95,11 @@ def m0001_initial(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0002_feedback_index")
+def m0002_feedback_index(db: Database) -> None:
+    """Rated calls are few: a partial index finds them without scanning the log."""
+    db.execute(
+        "CREATE INDEX idx_proxy_logs_feedback ON proxy_logs (feedback) WHERE feedback IS NOT NULL"
+    )

@@ -113,7 +113,9 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args()
     results = asyncio.run(main(args.calls))
-    print(f"{'counters':10} {'admit p50':>10} {'admit p99':>10} {'settle p50':>11} {'settle p99':>11}")
+    print(
+        f"{'counters':10} {'admit p50':>10} {'admit p99':>10} {'settle p50':>11} {'settle p99':>11}"
+    )
     for name, r in results.items():
         print(
             f"{name:10} {r['admit_p50_us']:>8.0f}us {r['admit_p99_us']:>8.0f}us "

@@ -1,0 +1,84 @@
+"""Model routing on the request path: each key's mode and rules, gated by users' feedback.
+
+A thin shell over `core.routing.decide`: it supplies the price table in force and
+the quality board, which is loaded from the rated calls at start and updated by
+every feedback post, so a pair that users judge badly stops being used by auto
+routing at once, and comes back when its score recovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..core.quality import QualityBoard
+from ..core.routing import RoutingDecision, decide
+from ..store import feedback as feedback_table
+from ..store.keys import KeyRecord
+from ..store.store import Store
+from .pricing import PricingService
+
+
+class Router:
+    """Decides, per call, whether and where to route."""
+
+    def __init__(
+        self,
+        *,
+        pricing: PricingService,
+        store: Store,
+        min_confidence: float = 0.7,
+        short_prompt_tokens: int = 500,
+        quality_threshold: float = 0.6,
+        quality_min_ratings: int = 20,
+    ) -> None:
+        self._pricing = pricing
+        self._store = store
+        self.min_confidence = min_confidence
+        self.short_prompt_tokens = short_prompt_tokens
+        self.board = QualityBoard(threshold=quality_threshold, min_ratings=quality_min_ratings)
+
+    def family(self, model: str | None) -> str | None:
+        """The price-table family of a model as sent (what quality scores are kept by)."""
+        if not model:
+            return None
+        price = self._pricing.table.resolve(model)
+        return price.model if price is not None else model
+
+    async def load(self) -> None:
+        """Rebuild the quality board from the rated routed calls in the log."""
+        rows = await self._store.run(feedback_table.routed_ratings)
+        self.board.load((self.family(f) or f, t, i, s) for f, t, i, s in rows)
+
+    def decide(
+        self,
+        key: KeyRecord,
+        model: str | None,
+        wire: str | None,
+        body: Mapping | None,
+        path: str,
+    ) -> RoutingDecision:
+        """The routing decision for one call."""
+        return decide(
+            mode=key.routing_mode,
+            model=model,
+            wire=wire,
+            body=body,
+            path=path,
+            rules=key.routing_rules,
+            prices=self._pricing.table,
+            min_confidence=self.min_confidence,
+            short_prompt_tokens=self.short_prompt_tokens,
+            gate=self.board.gate,
+        )
+
+    def rated(self, decision: Mapping | None, score: int, previous: int | None) -> None:
+        """Count a rating of a logged call in the board, if the call was routed."""
+        if not decision or not decision.get("was_routed"):
+            return
+        self.board.record(
+            self.family(decision.get("from_model")) or decision.get("from_model"),
+            decision.get("to_model"),
+            decision.get("intent"),
+            score,
+            previous=previous,
+        )
