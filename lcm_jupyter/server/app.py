@@ -103,11 +103,15 @@ class LCMExtension(ExtensionApp):
     )
 
     gc_freeze = Bool(
-        True,
         config=True,
         help="Move the objects alive once the server has started out of the garbage "
-        "collector's sight (gc.freeze), so full collections stop pausing every call.",
+        "collector's sight (gc.freeze), so full collections stop pausing every call. "
+        "Env: LCM_GC_FREEZE (0 to turn off).",
     )
+
+    @default("gc_freeze")
+    def _default_gc_freeze(self) -> bool:
+        return (_env("LCM_GC_FREEZE") or "1").lower() not in ("0", "false", "no", "off")
     routing_min_confidence = Float(
         config=True,
         help="Auto routing moves a call down only when the classifier is at least this sure "
