@@ -112,6 +112,8 @@ def logs(lcm, api):
     """Flush the log writer, then return the newest log rows (newest first)."""
 
     async def fetch(**params):
+        # A call's row is queued once its cost is booked, just after its answer went out.
+        assert await lcm.pipeline.idle(timeout=10)
         assert await lcm.flush_logs()
         status, body = await api("GET", "logs", **params)
         assert status == 200, body

@@ -3,19 +3,25 @@
 Auto routing sends a call one step down the provider's model ladder when the request is
 simple enough that the small model answers it as well as the large one. Routing a hard
 request down is the costly mistake (a worse answer for a real user); not routing an easy
-one only forgoes a saving. The classifier is therefore built to be sure before it says
-"simple": every signal adds to a complexity score, the score starts slightly on the
-complex side, and conflicting evidence lowers the confidence.
+one only forgoes a saving. So the classifier must see positive evidence of simplicity
+before it is confident: every signal adds to a complexity score, the score starts on the
+complex side, brevity alone is weak evidence, and conflicting evidence lowers the
+confidence.
 
-Signals, read from the last user turn (and the sizes of the system prompt and the
-conversation): its length, code (fences, code-shaped lines, tracebacks), reasoning cues
-(proofs, maths, design, comparison, "why", "step by step", "in detail"), several asks in
-one message, explicit constraints, and the payload size of summaries, translations and
-extractions, whose difficulty grows with the text handed over. Simple cues (greetings,
-look-ups, unit conversions, short rewrites) pull the other way.
+Signals, read from the last user turn (plus the sizes of the system prompt and of the
+conversation): its length; code (fences, code-shaped lines, error messages, tracebacks);
+reasoning cues (proofs, maths, design, comparison, critique, "why", "step by step", a
+judgement asked for, statistics/ML methodology beyond a definition, the user's own setup
+to diagnose); several asks in one message; explicit constraints; and the payload size
+of summaries, translations and extractions, whose difficulty grows with the text handed
+over. Simple cues (greetings, look-ups, unit conversions, tool how-tos, short rewrites,
+short-form writing) pull the other way.
 
-Stdlib only, no model: a few precompiled regular expressions over a bounded window of
-the text, so a 100 kB prompt costs about what a 5 kB one does.
+Stdlib only, no model. The text is lower-cased and split into word tokens once (C-level
+`str.translate` and `split`); cues are set intersections and phrase look-ups in the
+space-joined tokens, plus a few anchored regular expressions for code shape. Cues are
+read from bounded windows of the text, so a 100 kB prompt costs about what a 5 kB one
+does.
 """
 
 from __future__ import annotations
@@ -58,306 +64,451 @@ class Classification:
     """Estimate of the prompt size: ceil(total characters / 4)."""
 
 
-# --- windows --------------------------------------------------------------------------------
-# The ask is nearly always at the start or the end of a message (an instruction, then a
-# pasted document; or a document, then "summarize the above"): intent verbs are looked for
-# there only, so a word inside a pasted text does not change the task.
-_HEAD, _TAIL = 400, 300
-# Code and reasoning cues are looked for in a bounded window: past a few thousand
-# characters the size signal already decides, and the cost must not grow with the prompt.
-_SCAN_HEAD, _SCAN_TAIL = 4000, 1500
+# --- tuning constants -------------------------------------------------------------------------
 
 # Complexity score: > 0 is complex. It starts on the complex side so that a prompt with no
-# evidence either way is not routed.
+# evidence either way is judged complex, with low confidence, and is not routed.
 _PRIOR = 0.15
-# Slope of the score -> confidence curve: |score| 0.5 -> 0.70, 1.0 -> 0.85, 2.0 -> 0.97.
+# Slope of the |score| -> confidence curve: 0.5 -> 0.70, 1.0 -> 0.85, 2.0 -> 0.97.
 _SLOPE = 1.75
 _MAX_CONFIDENCE = 0.97  # rules never deserve certainty
-# Share of the smaller of the positive and negative evidence taken off |score|:
-# a short prompt that also asks for a proof is a case to be unsure about.
+# Share of the smaller of the positive and negative evidence taken off |score|: a short
+# message that also asks for a proof is a case to be unsure about.
 _CONFLICT = 0.3
 
-_LANGS = (
-    r"english|french|spanish|german|italian|portuguese|dutch|swedish|norwegian|danish|"
-    r"finnish|polish|czech|slovak|hungarian|romanian|greek|turkish|russian|ukrainian|"
-    r"arabic|hebrew|persian|farsi|hindi|bengali|urdu|tamil|japanese|chinese|mandarin|"
-    r"cantonese|korean|vietnamese|thai|indonesian|malay|tagalog|swahili|catalan|latin"
-)
+# Windows. The ask is nearly always at the start or the end of a message (an
+# instruction then a pasted document, or a document then "summarize the above"): intent
+# is read there. Cues are read from a larger window; past it the size signal decides.
+_INSTR_HEAD, _INSTR_TAIL = 400, 300
+_CUE_HEAD, _CUE_TAIL = 1500, 500
+_CODE_HEAD, _CODE_TAIL = 4000, 1500
+
+# ASCII punctuation becomes a word break: "what's" -> "what s", "step-by-step" ->
+# "step by step", "a/b" -> "a b", "t-test" -> "t test". Phrases below are written so.
+_BREAKS = {c: " " for c in range(128) if not chr(c).isalnum()}
 
 
-def _rx(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
+def _vocab(text: str) -> frozenset[str]:
+    """A set of words written as one space-separated string."""
+    return frozenset(text.split())
 
 
-# --- intent cues (instruction window) ---------------------------------------------------------
-_TRANSLATE = _rx(
-    r"\btranslat(?:e|ed|es|ion|ing)\b|\bhow (?:do|would|can|should) (?:you|i|we) say\b"
-    rf"|\b(?:in|into|to) (?:{_LANGS})\s*[?.!:]*\s*$"
-    rf"|\b(?:{_LANGS}) (?:word|translation|equivalent|version) (?:for|of)\b",
-    re.IGNORECASE | re.MULTILINE,
+class _Cue:
+    """A cue vocabulary: single words as a set, phrases indexed by their first word."""
+
+    __slots__ = ("firsts", "phrases", "words")
+
+    def __init__(self, *entries: str) -> None:
+        words: set[str] = set()
+        phrases: dict[str, list[str]] = {}
+        for entry in entries:
+            for item in entry.split(","):
+                item = " ".join(item.split())
+                if not item:
+                    continue
+                if " " in item:
+                    # Padded with spaces: matches whole words of the space-joined tokens.
+                    phrases.setdefault(item.split()[0], []).append(f" {item} ")
+                else:
+                    words.add(item)
+        self.words = frozenset(words)
+        self.phrases = {first: tuple(group) for first, group in phrases.items()}
+        # Only phrases whose first word occurs in the text are looked for: a set
+        # intersection replaces most substring searches.
+        self.firsts = frozenset(self.phrases)
+
+
+class _Text:
+    """One window of the message, tokenized once: its word set and space-joined tokens."""
+
+    __slots__ = ("joined", "tokens", "words")
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.words = frozenset(tokens)
+        self.joined = " " + " ".join(tokens) + " "
+
+    def count(self, cue: _Cue) -> int:
+        """Distinct words and phrases of `cue` present."""
+        n = len(cue.words & self.words)
+        for first in cue.firsts & self.words:
+            for phrase in cue.phrases[first]:
+                if phrase in self.joined:
+                    n += 1
+        return n
+
+    def has(self, cue: _Cue) -> bool:
+        """Whether any word or phrase of `cue` is present."""
+        if not cue.words.isdisjoint(self.words):
+            return True
+        for first in cue.firsts & self.words:
+            for phrase in cue.phrases[first]:
+                if phrase in self.joined:
+                    return True
+        return False
+
+    def phrase(self, cue: _Cue) -> bool:
+        """Whether any phrase (not single word) of `cue` is present."""
+        for first in cue.firsts & self.words:
+            for phrase in cue.phrases[first]:
+                if phrase in self.joined:
+                    return True
+        return False
+
+
+# --- vocabularies -------------------------------------------------------------------------------
+_LANGS = _vocab(
+    "english french spanish german italian portuguese dutch swedish norwegian danish finnish "
+    "polish czech slovak hungarian romanian greek turkish russian ukrainian arabic hebrew "
+    "persian farsi hindi bengali urdu tamil japanese chinese mandarin cantonese korean "
+    "vietnamese thai indonesian malay tagalog swahili catalan latin"
 )
-_SUMMARIZE = _rx(
-    r"\bsummar(?:y|ies|i[sz]e|i[sz]ed|i[sz]ing|i[sz]ation)\b|\btl;?dr\b|\brecap\b"
-    r"|\bcondense\b|\b(?:key|main) (?:points|takeaways|ideas|findings)\b|\bgist\b"
-    r"|\bboil (?:it|this|that) down\b|\bin a nutshell\b|\bshorten (?:this|the|it)\b"
+_TRANSLATE = _Cue(
+    "translate, translated, translates, translating, translation, translations",
+    "how do you say, how do i say, how would you say, how would i say, how to say",
 )
-_EXTRACT = _rx(
-    r"\bextract(?:s|ed|ing|ion)?\b|\bpull out\b|\bparse (?:out|this|the|these|each)\b"
-    r"|\b(?:list|find|get|identify|give me) (?:all|every|each)(?: of)?(?: the)? "
-    r"(?:names?|dates?|e-?mails?|email addresses|amounts?|entities|numbers|phone numbers?"
-    r"|addresses|urls|links|people|persons|companies|organi[sz]ations|products|skus?|ids"
-    r"|prices|figures|mentions|locations|values)\b"
-    r"|\bnamed entit|\bfill (?:in )?(?:this|the) (?:schema|template|form)\b"
-    r"|\bstructured (?:data|output|fields|record)\b"
-    r"|\b(?:return|output|give me|as|into|to) (?:a |an |the )?(?:json|yaml)\b"
+_LANG_NOUNS = frozenset({"word", "words", "translation", "equivalent", "version", "term"})
+_SUMMARIZE = _Cue(
+    "summary, summaries, summarize, summarise, summarized, summarised, summarizing, "
+    "summarising, summarization, tldr, recap, condense, gist",
+    "tl dr, key points, main points, key takeaways, main takeaways, main ideas, "
+    "key findings, main themes, boil it down, boil this down, in a nutshell, shorten this",
 )
-_CREATIVE = _rx(
-    r"\b(?:write|compose|draft|create|craft|come up with|give me|generate|make up|brainstorm"
-    r"|suggest|pen|need)\b[^.?!\n]{0,50}?\b(?:poems?|haikus?|limericks?|sonnets?|verses?"
-    r"|couplets?|odes?|rhymes?|story|stories|tales?|fables?|songs?|lyrics|raps?|jingles?"
-    r"|jokes?|puns?|riddles?|slogans?|taglines?|mottos?|captions?|tweets?|headlines?"
-    r"|titles?|names?|essays?|blog posts?|articles?|speech|toast|eulogy|screenplay"
-    r"|dialogue|monologue|scene|chapter|novel|bio|birthday (?:message|card|wish)"
-    r"|greeting card|thank[- ]you note|cover letter|newsletter|linkedin post|post"
-    r"|e-?mail|message|announcement|pitch|product description|ad copy|limerick)\b"
+_EXTRACT = _Cue(
+    "extract, extracts, extracted, extracting, extraction, sentiment",
+    "pull out, parse out, named entities, named entity, structured data, structured output, "
+    "fill in the, classify this, categorize this, tag this",
 )
-_SHORT_FORM = _rx(
-    r"\b(?:haikus?|limericks?|couplets?|slogans?|taglines?|mottos?|captions?|tweets?"
-    r"|headlines?|titles?|names?|jokes?|puns?|riddles?|one-liners?|subject lines?|toast"
-    r"|short poem|quick poem|(?:two|2|one|1|three|3|four|4)[- ]line|birthday (?:message|wish)"
-    r"|thank[- ]you note|jingles?|short (?:e-?mail|message|note|bio|post|description))\b"
+_EXTRACT_VERBS = _vocab("list find get identify pull give")
+_EXTRACT_ALL = _vocab("all every each")
+_EXTRACT_NOUNS = _vocab(
+    "names name dates date emails email addresses address amounts amount entities numbers "
+    "phone urls links people persons companies company organizations organisations products "
+    "skus ids prices figures mentions locations values"
 )
-_LONG_FORM = _rx(
-    r"\b(?:story|stories|essay|article|blog post|chapter|novel|novella|screenplay|speech"
-    r"|eulogy|op-ed|newsletter|white ?paper|narrative|saga|epic|sonnet|ballad|press release)\b"
-    r"|\b\d{3,5}[- ]words?\b|\b(?:several|multiple|\d+|two|three|four|five) "
-    r"(?:paragraphs|pages|chapters|stanzas|verses|scenes|acts)\b|\blong[- ]form\b"
+_JSON = frozenset({"json", "yaml"})
+_JSON_VERBS = frozenset({"return", "output", "as", "into", "format", "fields"})
+_CREATIVE_VERBS = _Cue(
+    "write, compose, draft, create, craft, generate, brainstorm, suggest, pen, tell",
+    "come up with, give me, make up",
 )
-_GREETING = _rx(
-    r"^\W*(?:hi|hello|hey|hiya|yo|howdy|good (?:morning|afternoon|evening|night)|thanks"
-    r"|thank you|thx|ty|cheers|ok(?:ay)?|cool|great|nice|awesome|perfect|bye|goodbye"
-    r"|see you|got it|sounds good|lol|haha|how are you|how's it going|what's up|sup"
-    r"|you rock|nice work|great job|well done|no worries|that worked|it works|nevermind"
-    r"|never mind|sorry|yes|no|sure)\b"
+_CREATIVE_NOUNS = _vocab(
+    "poem poems haiku haikus limerick limericks sonnet sonnets verse verses couplet couplets "
+    "ode rhyme rhymes story stories tale tales fable fables song songs lyrics rap jingle "
+    "joke jokes pun puns riddle riddles slogan slogans tagline taglines motto mottos caption "
+    "captions tweet tweets headline headlines title titles name names essay essays blog "
+    "article articles speech toast eulogy screenplay dialogue monologue scene chapter novel "
+    "bio card note letter newsletter post email message announcement pitch description "
+    "copy storyboard keynote"
 )
-_CONVERSION = _rx(
+_SHORT_FORM = _Cue(
+    "haiku, haikus, limerick, limericks, couplet, slogan, slogans, tagline, taglines, motto, "
+    "caption, captions, tweet, tweets, headline, headlines, title, titles, name, names, joke, "
+    "jokes, pun, puns, riddle, toast, jingle",
+    "short poem, quick poem, one liner, subject line, two line, 2 line, one line, "
+    "birthday message, thank you note, short message, short email, short note, short bio, "
+    "out of office",
+)
+_LONG_FORM = _Cue(
+    "story, stories, essay, article, blog, chapter, novel, novella, screenplay, speech, "
+    "keynote, eulogy, newsletter, whitepaper, narrative, saga, sonnet, ballad, storyboard",
+    "op ed, press release, white paper, long form",
+)
+_LONG_SIZE = re.compile(
+    r"\b\d[\d,]{2,5}[- ]words?\b|\b(?:several|multiple|\d+|three|four|five|six) "
+    r"(?:paragraphs|pages|chapters|stanzas|verses|scenes|acts)\b|\b\d+ minutes? (?:spoken|long)"
+)
+_GREETING = _vocab(
+    "hi hello hey hiya yo howdy thanks thank thx ty cheers ok okay cool great nice awesome "
+    "perfect bye goodbye lol haha sorry sure np morning afternoon evening"
+)
+_GREETING_PHRASES = _Cue(
+    "good morning, good afternoon, good evening, how are you, how s it going, what s up, "
+    "see you, got it, sounds good, never mind, nevermind, that worked, it works, well done, "
+    "great job, nice work, you rock"
+)
+_META = _Cue(
+    "from now on, are you there, ignore my last, ignore that, my last message, wrong cell, "
+    "can you help, you recommended, you said, you mentioned, you suggested, earlier you, "
+    "what did you, our conversation, conversation so far, you wrote"
+)
+_CONTINUE = _Cue(
+    "continue, proceed, more, next, finish, again",
+    "go on, keep going, carry on, go ahead, the rest, do it, yes please",
+)
+
+_CODE_STRONG = _Cue(
+    "python, pandas, numpy, np, pd, dataframe, dataframes, df, sql, postgres, postgresql, "
+    "mysql, sqlite, bigquery, snowflake, regex, regexp, function, functions, script, "
+    "scripts, snippet, jupyter, notebook, notebooks, ipython, matplotlib, seaborn, plotly, "
+    "sklearn, scikit, pytorch, torch, tensorflow, keras, pyspark, spark, dask, polars, "
+    "airflow, dbt, git, github, docker, kubernetes, bash, shell, javascript, typescript, "
+    "java, golang, html, css, vlookup, pip, conda, virtualenv, venv, api, json, yaml, csv, "
+    "parquet, query, queries, compile, traceback, stacktrace, exception, bug, unittest, "
+    "pytest, decorator, lambda, dtype, groupby, py, ipynb, streamlit, asyncio, aiohttp, "
+    "sqlalchemy, loc, iloc, fillna, dropna, astype, concat, apply, dict, cell, cells, dplyr",
+    "regular expression, list comprehension, stack trace, excel formula, f string, "
+    "data frame, for loop",
+)
+_CODE_WEAK = _Cue(
+    "code, column, columns, row, rows, index, array, arrays, list, tuple, string, strings, "
+    "integer, float, loop, variable, syntax, import, class, method, module, package, "
+    "library, merge, pivot, join, datetime, timestamp, thread, async, kernel, cuda, gpu, "
+    "algorithm, recursion, parse, error, null, nan, schema, table, database, print, "
+    "install, version, plot, figure, environment, commit, file, files"
+)
+_CODE_HOWTO = _Cue(
+    "how do i, how can i, how do you, how to, what s the syntax, what is the syntax, "
+    "what s the command, what is the command, what s the function, what is the function, "
+    "is there a way, is there a function, is there a built in, one liner, shortcut, "
+    "what does this do, quick example, give me the sql, give me an example"
+)
+_CODE_WRITE = _vocab("write implement build create generate make convert rewrite port")
+_CODE_FIX = _Cue(
+    "fix, debug, broken, fails, fail, failing, crash, crashes, crashed, hangs, throws, raises, "
+    "wrong, unexpected, nan",
+    "not working, doesn t work, does not work, isn t working, why does, why is, why do, "
+    "getting an error, getting this, i get",
+)
+_CODE_HARD = _Cue(
+    "optimize, optimise, optimizing, optimization, vectorize, vectorise, faster, slow, slower, "
+    "performance, memory, refactor, review, productionize, parallelize, parallelise, "
+    "concurrency, concurrent, deadlock, leak, profile, profiling, benchmark, architecture, "
+    "migrate, reproducible, reproducibility, scale, skew, distributed",
+    "speed up, race condition",
+)
+
+_PROOF = _Cue(
+    "prove, proves, proving, proof, proofs, derive, derivation, derivations, rigorous, "
+    "rigorously, formally, induction, contradiction, counterexample",
+    "show that, demonstrate that",
+)
+_MATH = _Cue(
+    "integral, integrals, integrate, derivative, derivatives, differentiate, eigenvalue, "
+    "eigenvalues, eigenvector, eigenvectors, determinant, probability, probabilities, "
+    "expectation, variance, covariance, bayes, bayesian, posterior, likelihood, "
+    "combinatorics, combinatorial, permutation, permutations, equation, equations, "
+    "inequality, inequalities, converge, convergence, converges, lagrange, lagrangian, "
+    "gradient, hessian, asymptotic, asymptotically, recurrence, modulo, irrational, "
+    "polynomial, logarithm, logarithmic, calculus, markov, stochastic, iid, estimator, "
+    "estimators, unbiased, dice, marbles, theorem, lemma, eigen",
+    "expected value, expected number, how many ways, solve for, limit of, closed form, big o, "
+    "time complexity, vector space, linear algebra, random variable, random variables, "
+    "fair coin, fair die, deck of cards, in a row, without replacement",
+)
+_WORD_PROBLEM = _Cue(
+    "each, per, every, if, rate, speed, cost, costs, remaining, total, save, saves",
+    "how long, how much, how many, how far, what is the probability, at what",
+)
+_DESIGN = _Cue(
+    "design, designing, architect, architecture, architectures, scalable, scalability, "
+    "tradeoff, tradeoffs, strategy, strategies, roadmap, migration, evaluate, evaluation, "
+    "critique, assess, assessment, recommend, recommendation, recommendations, "
+    "infrastructure, distributed, propose, plan",
+    "trade off, trade offs, pros and cons, scale to, best approach, which approach, "
+    "best practice, best practices, production ready, at scale, end to end, framework for, "
+    "should we use, should i use, should we choose, should i choose, should we go with, "
+    "should we switch, should we migrate, which one should, which model should, "
+    "which should, should we deploy, should we ship, what to ship",
+)
+_ANALYSIS = _Cue(
+    "analyze, analyse, analyzing, analysing, compare, comparing, comparison, contrast, "
+    "versus, vs, implications, diagnose, diagnosing, investigate, interpret, interpreting, "
+    "interpretation, hypothesis, hypotheses, causal, causality, confounder, confounders, "
+    "confounding, significance, experiment, justify, argue, counterargument, "
+    "counterarguments, weigh, critically, discuss, attribution, persuasive",
+    "impact of, root cause, a b test, statistically significant",
+)
+_DEEP = _Cue(
+    "detailed, thorough, thoroughly, comprehensive, elaborate, exhaustive, nuanced",
+    "in detail, in depth, step by step, walk me through, deep dive, intuition behind, "
+    "intuition for, from first principles, show the calculation, show your work, "
+    "explain each step, justify each step",
+)
+_EXPLAIN = _Cue(
+    "explain why, explain how, explain the intuition, explain the reasoning, "
+    "explain precisely, explain what could, help me build the argument, help me understand why"
+)
+_CRITIQUE = _Cue(
+    "assumptions, pitfalls, caveats, limitations, riskiest, weaknesses, flaw, flaws, "
+    "consequences, wrong",
+    "what s wrong with, what is wrong with, failure modes, how is that possible, "
+    "how can that be, doesn t make sense, what could cause, what could explain, "
+    "what would cause, what are the risks, what does that mean for, what could be causing, "
+    "where would you start, what else would you",
+)
+_OPINION = _Cue(
+    "how should i, how should we, what s the best way, what is the best way, "
+    "what s the best approach, what is the best approach, what would be the best, "
+    "when should i, when should we, is it better, is it worth, is it a good idea, "
+    "would you recommend, what would you do, what would you try, what would you suggest, "
+    "how would you, what should i, what should we, which would you, is it valid, "
+    "is it ok to, is it okay to, does it make sense, which would you pick, "
+    "what are my options, what are the options, would you pick, should our, whether we, "
+    "whether to, whether i, issues with, problems with, is it ethical, is it fair",
+    "decide, rank, prioritize, prioritise, reconcile, ethical, ethics, convince",
+)
+_JUDGE_HOWTO = _vocab(
+    "know choose decide pick determine detect interpret evaluate handle deal approach "
+    "design justify measure estimate validate select tell compare explain convince "
+    "prioritize structure figure"
+)
+_HOW_SUBJECT = frozenset({"i", "we", "you"})
+_SITUATION = re.compile(
+    r" (?:my|our) (?:\w+ ){0,2}?(?:model|models|code|data|dataset|query|queries|pipeline|"
+    r"network|training|loss|accuracy|results?|experiment|notebook|function|script|job|jobs|"
+    r"cluster|app|service|tests?|suite|regression|classifier|forecasts?|lstm|cnn|"
+    r"transformer|estimates?|metrics?|validation|features?|team|company|system|forest|"
+    r"curves?|survey|dag|warehouse|dashboard|kernel|predictions?|coefficients?|bill|"
+    r"conversion|churn|revenue|users|customers|spark|gpu|loop)s? "
+    r"| (?:i m|i am|we re|we are|i ve|we ve) (?:training|building|fitting|running|"
+    r"deploying|seeing|getting|choosing|trying|using) "
+)
+_ML = _Cue(
+    "overfit, overfits, overfitting, underfit, underfitting, regularization, "
+    "regularisation, hyperparameter, hyperparameters, backprop, backpropagation, lstm, rnn, "
+    "cnn, transformer, transformers, attention, embedding, embeddings, finetune, finetuning, "
+    "dropout, vanishing, exploding, convergence, imbalanced, leakage, shap, auc, roc, "
+    "heteroscedasticity, multicollinearity, collinear, autocorrelation, stationary, "
+    "stationarity, arima, sarima, bootstrap, bootstrapping, propensity, mcmc, variational, "
+    "drift, calibration, calibrated, generalization, generalisation, estimator, unbiased, "
+    "consistent, smote, bert, classifier, logistic, kmeans, clusters, clustering, survival, "
+    "cox, hausman, anova, wilcoxon, kruskal, whitney, f1, precision, recall, xgboost, "
+    "lightgbm, catboost, relu, softmax, churn, forecasting, "
+    "forecast, seasonality, coefficients, importance, cohort, retention, pca, svd, tsne, "
+    "umap, normalization, standardization, imputation, outliers, stratified, resampling, "
+    "predict, predicting, prediction, predictions, predictive",
+    "cross validation, learning rate, fine tune, fine tuning, batch norm, batch normalization, "
+    "feature engineering, feature importance, feature selection, p value, p values, "
+    "confidence interval, confidence intervals, instrumental variable, mixed effects, "
+    "fixed effects, random effects, bias variance, time series, t test, k means, log rank, "
+    "random forest, gradient boosting, sample size, effect size, multiple comparisons, "
+    "test set, validation set, label leakage, target encoding",
+)
+
+_SEQUENCE = _Cue(
+    "then, also, additionally, finally, next, furthermore", "after that, as well as, and then"
+)
+_CONSTRAINT = _Cue(
+    "must, ensure, requirements, requirement, constraints, constraint, robust, idempotent, "
+    "validate, validation, efficient, efficiently, production, cite, citations, justify, "
+    "handle, handles, handling, strictly, exact, precisely, correctly, properly",
+    "must not, should not, shouldn t, make sure, edge case, edge cases, corner case, "
+    "corner cases, without using, no external, only use, thread safe, backward compatible, "
+    "backwards compatible, unit test, unit tests, type hints, error handling, o 1, o n, "
+    "don t lose, keep the, as far as possible",
+)
+_LITERARY = _Cue(
+    "poem, poetry, lyrics, verse, rhyme, rhymes, meter, literary, novel, prose, idiom, "
+    "idioms, idiomatic, pun, puns, wordplay, slang, tone, register, nuance, nuances, "
+    "cultural, culturally, localize, localise, localization, adapt, legal, contract, clause, "
+    "patent, medical, clinical, pharmaceutical, regulatory, terminology, glossary, style, "
+    "voice, preserve, placeholders, markdown, formatting, documentation, humour, humor, "
+    "newspaper, audience, privacy, policy, compliance, gdpr, agreement, terms",
+)
+_SCHEMA = _Cue(
+    "nested, schema, normalize, normalise, normalizing, deduplicate, deduplicated, resolve, "
+    "resolving, infer, inferred, canonical, relationships, hierarchy, hierarchical, triples, "
+    "graph, table, comparison, duplicates",
+    "array of objects, list of objects, for each, per line, per row, per item, per person",
+)
+
+_LOOKUP = _Cue(
+    "define, definition, synonym, synonyms, antonym, antonyms, pronounce, acronym, abbreviation",
+    "stand for, stands for, capital of, how do you spell, plural of, past tense of, "
+    "meaning of, what year, what time, which year, how old, how tall, how big, how far is, "
+    "what is the formula, what s the formula, what is the default, what s the default",
+)
+_WH = frozenset({"what", "who", "when", "where", "which"})
+_WH_VERB = frozenset({"is", "s", "are", "was", "were"})
+_HOW_QTY = frozenset({"many", "much", "long", "far", "old", "big"})
+_CLOSED = frozenset({"is", "are", "was", "were", "does", "do", "did", "can"})
+_NOT_TERMS = frozenset({"that", "this", "it", "these", "those"})
+# A look-up is impersonal and definitional. The user's own situation ("the smallest sample
+# I need"), a way or a best to be found, a judgement ("wrong", "good") or a puzzle make a
+# "what is ..." question a problem to solve.
+_NOT_LOOKUP = _vocab(
+    "i my me we our us way ways approach method methods strategy best better worse fastest "
+    "cheapest optimal minimum maximum smallest largest good bad wrong ideal efficient "
+    "should would could next here"
+)
+_BRIEF = _Cue(
+    "briefly",
+    "one sentence, one word, one line, single sentence, in a few words, in short, "
+    "short answer, yes or no, two sentences, 2 sentences, in a sentence, quick one, "
+    "few words",
+)
+_EDIT = _Cue(
+    "proofread, rephrase, reword, paraphrase, alphabetically",
+    "fix the grammar, fix grammar, fix my grammar, fix the typos, fix typos, fix the spelling, "
+    "more formal, more polite, less harsh, more concise, more friendly, more professional, "
+    "sort these, make this sound",
+)
+_CONVERSION = re.compile(
     r"\bconvert\b[^.?!\n]{0,40}\b(?:to|into|in)\b"
     r"|\bhow many \w+(?: \w+)? (?:are )?in (?:a|an|one|\d[\d.,]*)\b"
     r"|\b\d[\d.,]*\s?(?:km|kilometers?|kilometres?|mi|miles?|kg|kilograms?|grams?|lbs?|pounds?"
     r"|°?[cf]|degrees|celsius|fahrenheit|feet|ft|foot|inch(?:es)?|cm|mm|meters?|metres?"
     r"|gb|mb|tb|kb|gib|mib|ml|liters?|litres?|gallons?|cups?|oz|ounces?|mph|km/h|kph"
-    r"|hours?|minutes?|seconds?|days?|weeks?|years?|usd|eur|gbp|dollars?|euros?|bytes?"
-    r"|bits?)\b[^.?!\n]{0,20}\b(?:in|to|into) \w+"
-    r"|\bwhat(?:'s| is) \d[\d.,]*\s*(?:%|percent)?\s*(?:of|times|plus|minus|divided by|[-+*/x])"
-    r"\s*\$?\d"
+    r"|usd|eur|gbp|dollars?|euros?|bytes?|bits?)\b[^.?!\n]{0,20}\b(?:in|to|into) \w+"
+    r"|\bwhat(?:'s| is) (?:\d[\d.,]*\s*(?:%|percent)?\s*(?:of|times|plus|minus|divided by"
+    r"|[-+*/x])\s*\$?\d|the square root of|\d+ to the power)"
 )
-_LOOKUP = _rx(
-    r"^\W*(?:what|who|when|where|which)(?:'s| is| are| was| were| does| did)\b|^\W*define\b"
-    r"|\bwhat does [^?\n]{1,40} (?:stand for|mean)\b|\b(?:capital of|synonyms? (?:of|for)"
-    r"|antonyms? (?:of|for)|how do you spell|spelling of|plural of|past tense of"
-    r"|meaning of|stand for)\b",
-    re.IGNORECASE | re.MULTILINE,
-)
-_BRIEF = _rx(
-    r"\b(?:one|single|1) (?:sentence|word|line)\b|\bbriefly\b|\bshort answer\b"
-    r"|\byes or no\b|\bin a few words\b|\bin short\b|\bjust (?:the|give me the)\b"
-)
-_EDIT = _rx(
-    r"\b(?:fix (?:the |my |any )?(?:grammar|typos?|spelling|punctuation)|proofread|rephrase"
-    r"|reword|paraphrase|make (?:this|it) (?:sound )?(?:more )?(?:formal|casual|polite"
-    r"|concise|friendly|professional|shorter)|sort (?:these|this|the) (?:\w+ )?alphabetically)\b"
-)
-_INFO_ASK = _rx(
-    r"^\W*(?:what|who|when|where|which|how|is|are|can|does|do|should|could|would|why)\b"
-    r"|\?\s*$"
-)
+_WH_COUNT = (" what ", " why ", " how ", " when ", " which ", " whether ")
 
-# --- code cues ------------------------------------------------------------------------------
-# Case-sensitive: Python tracebacks, error lines, Java/JS stack frames, compiler errors.
-_TRACEBACK = re.compile(
-    r"Traceback \(most recent call last\)|^\s*File \"[^\"\n]+\", line \d+"
-    r"|^\s+at [\w.$<>]+\(.*\)\s*$|\bpanicked at\b|^error(?:\[E\d+\])?: |^\s*\^{3,}\s*$"
-    r"|\bCaused by: ",
-    re.MULTILINE,
+# --- code and maths shape (raw text; substring guards first, most prompts have none) ---------
+_TRACEBACK_MARKS = ("Traceback (most recent call last)", "panicked at", "Caused by: ", "error[E")
+# Line patterns start with a literal "\n" (the text is wrapped in newlines) rather than "^"
+# under MULTILINE: the regex engine then jumps from line break to line break.
+_TRACEBACK_FRAME = re.compile(
+    r'\n[ \t]*File "[^"\n]+", line \d+|\n[ \t]+at [\w.$<>]+\([^\n]*\)[ \t]*(?=\n)|\nerror: '
 )
-_ERROR_LINE = re.compile(
-    r"\b[A-Z]\w*(?:Error|Exception|Warning)\b(?::|\s+at\b)|\bSQLSTATE\b|\bORA-\d{5}\b"
-    r"|\bSegmentation fault\b|\berror: \w"
+# Error lines by root: a root is looked for first, its precise forms only if it is there.
+_ERROR_MARKS = (
+    ("rror", ("Error:", "Error at ")),
+    ("xception", ("Exception:", "Exception at ")),
+    ("ERR", ("ERROR ", "ERROR:", "ERROR-", "npm ERR!")),
+    ("SQLSTATE", ()),
+    ("ORA-", ()),
+    ("Segmentation fault", ()),
+    ("FAILED", ()),
 )
 _CODE_LINE = re.compile(
-    r"^[ \t]*(?:def |class |import |from [\w.]+ import |return\b|for \w+(?:, ?\w+)* in .+:"
-    r"|while .+:|if .+:[ \t]*$|elif |else:|try:|except\b|with .+ as \w+:|@\w+|print\("
+    r"\n[ \t]*(?:def |class |import |from [\w.]+ import |return\b|for \w+(?:, ?\w+)* in .+:"
+    r"|while .+:|if .+:[ \t]*(?=\n)|elif |else:|try:|except\b|with .+ as \w+:|@\w+|print\("
     r"|SELECT\b|FROM\b|WHERE\b|GROUP BY\b|ORDER BY\b|(?:LEFT |INNER |RIGHT |FULL )?JOIN\b"
-    r"|INSERT INTO\b|UPDATE \w+ SET\b|CREATE TABLE\b|#include|public |private |const |let "
-    r"|var |function\b|fn |[}\])]+;?[ \t]*$|\w+ = \w+\(|\w+(?:\[[^\]\n]*\])?\s*(?:=|\+=|-=)\s*"
-    r"[\w\[\({\"'-]|\w+\.\w+\(.*\)[ \t]*$|[^\n]*;[ \t]*$|>>> )",
-    re.MULTILINE,
+    r"|INSERT INTO\b|UPDATE \w+ SET\b|CREATE TABLE\b|#include|const |let |var |library\("
+    r"|\w+ = \w+\(|\w+(?:\[[^\]\n]*\])?[ \t]*(?:=|\+=|-=|<-)[ \t]*[\w\[\({\"'-]"
+    r"|\w+\.\w+\([^\n]*\)[ \t]*(?=\n)|>>> )"
 )
-_CODE_STRONG = _rx(
-    r"\b(?:python|pandas|numpy|np\.\w+|pd\.\w+|dataframes?|df\.\w+|sql|postgres(?:ql)?|mysql"
-    r"|sqlite|bigquery|snowflake|regex|regexp|regular expression|functions?|script|scripts"
-    r"|code|snippet|jupyter|notebook|ipython|matplotlib|seaborn|plotly|sklearn|scikit-learn"
-    r"|pytorch|torch|tensorflow|keras|xgboost|lightgbm|pyspark|spark|dask|polars|airflow"
-    r"|dbt|git|docker|kubernetes|bash|shell|javascript|typescript|java|c\+\+|rust|golang"
-    r"|html|css|excel formula|vlookup|pip|conda|virtualenv|venv|api|json|yaml|csv|parquet"
-    r"|query|queries|compile|traceback|stack ?trace|exception|bug|unittest|pytest|decorator"
-    r"|lambda|list comprehension|dtype|groupby|\.py|\.ipynb)\b"
-)
-_CODE_WEAK = _rx(
-    r"\b(?:columns?|rows?|index|array|list|dict(?:ionary)?|tuple|string|integer|float|loop"
-    r"|variable|syntax|import|class|method|module|package|library|merge|pivot|join|datetime"
-    r"|timestamp|thread|async|kernel|cuda|gpu|algorithm|recursion|parse|error|null|nan"
-    r"|schema|table|database)\b"
-)
-_CODE_HOWTO = _rx(
-    r"\bhow (?:do|can|would) (?:i|you|we)\b|\bwhat(?:'s| is) the (?:syntax|command|function"
-    r"|method|flag|option|shortcut|keyword)\b|\bis there a (?:way|function|method|built-?in)\b"
-    r"|\bwhat does [^?\n]{1,60} do\b|\bone-?liner\b"
-)
-_CODE_WRITE = _rx(r"\b(?:write|implement|build|create|generate|code up|make)\b")
-_CODE_FIX = _rx(
-    r"\b(?:fix|debug|not working|doesn't work|does not work|isn't working|broken|fails?"
-    r"|failing|crash\w*|hangs?|throws?|raises?|wrong (?:result|output|answer)|unexpected"
-    r"|why (?:does|is|do|am|doesn't|isn't|won't|can't)|getting (?:an? )?\w*\s?error)\b"
-)
-_CODE_HARD = _rx(
-    r"\b(?:optimi[sz]e|vectori[sz]e|speed (?:it |this )?up|faster|slow|performance|memory"
-    r"|refactor|review|productioni[sz]e|paralleli[sz]e|scale|concurren\w*|race condition"
-    r"|deadlock|leak|profil\w*|benchmark|architecture|migrate)\b"
-)
+# Lines ending in ";" (C-like languages, SQL) or a dplyr pipe are counted with str.count.
+_CODE_LINE_ENDS = (";\n", "%>%\n")
+_LIST_ITEM = re.compile(r"\n[ \t]*(?:\d{1,2}[.)]|[a-h][.)]|\([a-h1-9]\)|[-*\u2022])[ \t]+\S")
+_MATH_CHARS = frozenset("∫∑∏√≤≥≠±∞∂∇πθλμσ")
+_EQUATION = re.compile(r"\d*[a-z][ \t]*[-+*/^][ \t]*\d+[^=\n]{0,20}=")
+_MATH_CALL = re.compile(r"\b(?:f\(x\)|p\([a-z]|e\[[a-z]|sqrt\()")
+_NUMBER_TOKEN = re.compile(r" \d")
+_FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 
-# --- reasoning cues -------------------------------------------------------------------------
-_PROOF = _rx(
-    r"\b(?:prove|proof|proofs|derive|derivation|theorem|lemma|rigorous(?:ly)?|formally"
-    r"|show that|demonstrate that|by induction|contradiction|counterexample)\b"
-)
-_MATH = _rx(
-    r"\b(?:integral|integrate|derivative|differentiat\w*|eigen\w*|matri(?:x|ces)|determinant"
-    r"|probability|probabilities|expected value|expectation|variance|covariance"
-    r"|bayes(?:ian)?|posterior|likelihood|combinatori\w*|permutations?|how many ways"
-    r"|solve for|equations?|inequalit\w*|limit of|converge\w*|lagrang\w*|gradient|hessian"
-    r"|closed[- ]form|asymptotic\w*|big-?o|time complexity|recurrence|modulo|primes?"
-    r"|irrational|polynomial|logarithm\w*|vector space|linear algebra|calculus|markov"
-    r"|stochastic|random variables?|i\.i\.d|independent)\b"
-)
-_MATH_SYMBOL = re.compile(
-    r"[∫∑∏√≤≥≠±∞∂∇πθλμσ]|\b[a-z]\^\d|\^\{|\\frac|\\sum|\\int|\bf\(x\)|\bP\(|\bE\[|\bsqrt\("
-    r"|\b\d*[a-z]\s*[+\-]\s*\d+\s*=|\bmod \d"
-)
-_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
-_WORD_PROBLEM = _rx(
-    r"\b(?:each|per|every|if|how long|how much|how many|how far|what is the probability"
-    r"|at what|rate|speed|costs?|remaining|total|left over)\b"
-)
-_DESIGN = _rx(
-    r"\b(?:design|architect\w*|scalab\w*|scale to|trade-?offs?|pros and cons|strateg\w*"
-    r"|roadmap|plan (?:for|out|the|a|an)|migration|best approach|which approach"
-    r"|which (?:one|option|model|method|tool|database|framework|metric|test) should"
-    r"|should (?:i|we) (?:use|choose|go with|pick|switch|migrate|move)|evaluate|critique"
-    r"|assess\w*|recommend\w*|best practices?|infrastructure|production[- ]ready|at scale"
-    r"|distributed|end[- ]to[- ]end|framework for)\b"
-)
-_ANALYSIS = _rx(
-    r"\b(?:analy[sz]e|analysis|compare|comparison|contrast|versus|vs\.?|implications"
-    r"|impact of|root cause|diagnos\w*|investigat\w*|interpret\w*|hypothes[ie]s|causal\w*"
-    r"|confound\w*|significan\w*|a/b test\w*|experiment\w*|justify|argue|counterargument"
-    r"|weigh|critically)\b"
-)
-_DEEP = _rx(
-    r"\b(?:in detail|in depth|in-depth|detailed|thorough\w*|comprehensive|step[- ]by[- ]step"
-    r"|walk me through|deep dive|elaborate|intuition (?:behind|for)|from first principles"
-    r"|nuanc\w*|exhaustive)\b"
-)
-_WHY = _rx(r"(?:^|[.?!]\s+)why\b|\bwhy (?:does|do|is|are|did|would|should|can't|won't"
-           r"|isn't|doesn't|am|was|were)\b|\bhow come\b", re.IGNORECASE | re.MULTILINE)  # fmt: skip
-_SITUATION = _rx(
-    r"\b(?:my|our)\s+(?:\w+\s+){0,2}?(?:model|models|code|data|dataset|query|queries|pipeline"
-    r"|network|training|loss|accuracy|results?|experiment|notebook|function|script|job"
-    r"|cluster|app|service|tests?|regression|classifier|forecasts?|lstm|cnn|transformer"
-    r"|estimates?|metrics?|validation|features?|team|company|startup|system)\b"
-)
-_ML = _rx(
-    r"\b(?:overfit\w*|underfit\w*|regulari[sz]\w*|cross[- ]validation|hyperparameters?"
-    r"|learning rate|backprop\w*|lstm|rnn|cnn|transformers?|attention|embeddings?"
-    r"|fine[- ]tun\w*|batch ?norm\w*|dropout|vanishing|exploding|convergence|imbalanced"
-    r"|leakage|feature (?:engineering|importance|selection)|shap|auc|roc|p-?values?"
-    r"|confidence intervals?|heteroscedastic\w*|multicollinear\w*|autocorrelat\w*"
-    r"|stationar\w*|arima|bootstrap\w*|instrumental variables?|propensity|mixed[- ]effects?"
-    r"|mcmc|variational|bias[- ]variance|drift|calibrat\w*|generali[sz]\w*)\b"
-)
-_OPINION = _rx(
-    r"\b(?:how should (?:i|we)|what(?:'s| is| would be) the best (?:way|approach|strategy)"
-    r"|when should (?:i|we)|is it (?:better|worth|a good idea)|would you recommend"
-    r"|what would you do)\b"
-)
-
-# --- task shape -----------------------------------------------------------------------------
-_LIST_ITEM = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[a-h][.)]|\([a-h1-9]\)|[-*•])[ \t]+\S", re.M)
-_SEQUENCE = _rx(r"\b(?:then|after that|also|additionally|finally|next|furthermore|as well as)\b")
-_CONSTRAINT = _rx(
-    r"\b(?:must|must not|should not|shouldn't|ensure|make sure|edge[- ]cases?|corner cases?"
-    r"|requirements?|constraints?|without using|no external|only use|handle|robust"
-    r"|thread[- ]safe|idempotent|backwards?[- ]compatib\w*|validat\w*|unit tests?|type hints"
-    r"|error handling|efficient\w*|o\(n|under \d+ ?(?:ms|seconds|mb|gb)|production|cite"
-    r"|citations?|sources|justify)\b"
-)
-_LITERARY = _rx(
-    r"\b(?:poem|poetry|lyrics|verse|rhym\w*|meter|literary|novel|prose|idiom\w*|puns?"
-    r"|wordplay|slang|tone|register|nuanc\w*|cultur\w*|locali[sz]\w*|legal|contract|clause"
-    r"|patent|medical|clinical|pharma\w*|regulatory|terminology|glossary|style|voice"
-    r"|preserv\w*|keep (?:the )?(?:formatting|markdown|placeholders|variables))\b"
-)
-_SCHEMA = _rx(
-    r"\b(?:nested|schema|array of objects|list of objects|normali[sz]\w*|deduplicat\w*"
-    r"|resolve|infer\w*|canonical|relationships?|hierarch\w*|for each|per (?:line|row|item"
-    r"|person|entry|record)|every|all of)\b"
-)
-
-_WORD = re.compile(r"\S+")
-
-
-def _words(text: str) -> int:
-    """Word count; for long text an O(n) C-level approximation (spaces and newlines)."""
-    if len(text) <= 2000:
-        count = len(_WORD.findall(text))
-    else:
-        count = text.count(" ") + text.count("\n") - text.count("  ") + 1
-    # Scripts without spaces (CJK) would read as one word: count ~2 characters per word.
-    return max(count, len(text) // 7)
-
-
-def _size(words: int, table: tuple[tuple[int, float], ...]) -> float:
-    """Score of a size: the first row whose bound is not below `words`."""
-    for bound, score in table:
-        if words <= bound:
-            return score
-    return table[-1][1]
-
-
-# (upper bound in words, score). Generic requests: a question of one line is usually a
-# look-up, a question of a page usually carries context and sub-asks.
+# (upper bound in words, score). Brevity is weak evidence: a one-line question can hide a
+# hard problem; a page of text usually carries context and sub-asks.
 _GENERIC_SIZE = (
-    (6, -0.9), (15, -0.6), (30, -0.25), (60, 0.15), (120, 0.55), (250, 1.0), (600, 1.5),
+    (6, -0.5), (15, -0.35), (30, -0.1), (60, 0.2), (120, 0.55), (250, 1.0), (600, 1.5),
     (10**9, 2.0),
 )  # fmt: skip
-# Summaries: condensing a paragraph is easy; a long document needs the big model to pick
-# what matters and not to drop or invent facts.
-_SUMMARY_SIZE = (
-    (80, -0.8), (150, -0.55), (250, -0.1), (400, 0.7), (800, 1.4), (10**9, 2.0),
-)  # fmt: skip
-_TRANSLATE_SIZE = (
-    (25, -0.8), (60, -0.55), (120, -0.15), (250, 0.6), (10**9, 1.3),
-)  # fmt: skip
-_EXTRACT_SIZE = (
-    (60, -0.65), (150, -0.35), (300, 0.2), (600, 0.8), (10**9, 1.5),
-)  # fmt: skip
+# Payload tasks: condensing a paragraph is easy; a long document needs the big model to
+# pick what matters without dropping or inventing facts. Same for extraction. Faithful
+# transformations (translation, proofreading) stay easy longer.
+_SUMMARY_SIZE = ((80, -0.8), (150, -0.55), (250, -0.1), (400, 0.7), (800, 1.4), (10**9, 2.0))
+_TRANSLATE_SIZE = ((25, -0.8), (60, -0.55), (120, -0.15), (250, 0.6), (10**9, 1.3))
+_EXTRACT_SIZE = ((60, -0.65), (150, -0.35), (300, 0.2), (600, 0.8), (10**9, 1.5))
 
 _BASE = {
-    "chat": -0.9,
-    "simple_qa": -0.45,
+    "chat": -0.6,
+    "simple_qa": -0.3,
     "summarize": 0.0,
-    "translate": -0.3,
-    "extract": -0.2,
+    "translate": -0.2,
+    "extract": -0.1,
     "code": 0.0,
     "reasoning": 0.9,
     "creative": 0.0,
@@ -384,38 +535,69 @@ class _Signals:
         self.pos = 0.0
         self.neg = 0.0
 
-    def add(self, weight: float, label: str) -> None:
-        if weight == 0.0:
-            return
-        self.items.append((weight, label))
+    def add(self, weight: float, label: str = "") -> None:
         if weight > 0:
             self.pos += weight
-        else:
+        elif weight < 0:
             self.neg += weight
+        else:
+            return
+        if label:
+            self.items.append((weight, label))
 
 
-def _count(pattern: re.Pattern[str], text: str, cap: int) -> int:
-    """Matches of `pattern` in `text`, stopping at `cap`."""
-    n = 0
-    for _ in pattern.finditer(text):
-        n += 1
-        if n >= cap:
-            break
-    return n
+def _tokens(text: str) -> list[str]:
+    """Lower-cased word tokens (ASCII punctuation breaks words)."""
+    return text.lower().translate(_BREAKS).split()
 
 
-def _instruction(low: str) -> str:
-    """Where the ask is: the whole text if short, else its start and its end."""
-    if len(low) <= _HEAD + _TAIL:
-        return low
-    return low[:_HEAD] + "\n" + low[-_TAIL:]
+def _text(text: str) -> _Text:
+    """A window of text, tokenized."""
+    return _Text(_tokens(text))
 
 
-def _scan(text: str) -> str:
-    """The window code and reasoning cues are looked for in."""
-    if len(text) <= _SCAN_HEAD + _SCAN_TAIL:
+def _words(text: str) -> int:
+    """Word count; for long text an O(n) C-level approximation (spaces and newlines)."""
+    if len(text) <= 600:
+        count = len(text.split())
+    else:
+        # Word breaks counted in C: splitting a long text into strings costs more than
+        # all the rest of the classification.
+        count = text.count(" ") + text.count("\n") - text.count("  ") + 1
+    # Scripts without spaces (CJK) would read as one word: count ~7 characters per word.
+    return max(count, len(text) // 7)
+
+
+def _size(words: int, table: tuple[tuple[int, float], ...]) -> float:
+    """Score of a size: the first row whose bound is not below `words`."""
+    for bound, score in table:
+        if words <= bound:
+            return score
+    return table[-1][1]
+
+
+def _window(text: str, head: int, tail: int) -> str:
+    """The whole text if short, else its start and its end."""
+    if len(text) <= head + tail:
         return text
-    return text[:_SCAN_HEAD] + "\n" + text[-_SCAN_TAIL:]
+    return text[:head] + "\n" + text[-tail:]
+
+
+_ASK_STOPS = (":", "\n", "? ", " '", ' "', " \u201c")
+
+
+def _ask_part(text: str) -> str:
+    """The instruction around a handed-over text: its first line (to a colon) and last line."""
+    head = text[:300]
+    # The handed-over text starts after a colon, a line break, a question, or a quote.
+    for stop in _ASK_STOPS:
+        cut = head.find(stop)
+        if cut > 0:
+            head = head[:cut]
+    tail = text[-300:].rstrip()
+    cut = tail.rfind("\n")
+    tail = tail[cut + 1 :] if cut >= 0 else ""
+    return head if not tail or tail in head else head + "\n" + tail
 
 
 def _confidence(score: float, sig: _Signals) -> float:
@@ -427,212 +609,381 @@ def _confidence(score: float, sig: _Signals) -> float:
     return round(min(conf, _MAX_CONFIDENCE), 3)
 
 
-def _empty(view: PromptView, tokens: int) -> Classification:
-    """Nothing the user wrote to judge: never routed."""
-    if view.has_media:
-        return Classification("simple_qa", "complex", 0.6, "media without text to judge", tokens)
-    return Classification("chat", "complex", 0.5, "no user text found", tokens)
+def _translation_ask(instr: _Text) -> bool:
+    """'translate ...', 'how do you say ...', '... in French?', 'the German word for ...'."""
+    if instr.has(_TRANSLATE):
+        return True
+    if _LANGS.isdisjoint(instr.words):
+        return False
+    tokens = instr.tokens
+    if len(tokens) >= 2 and tokens[-1] in _LANGS and tokens[-2] in ("in", "into", "to"):
+        return True
+    return any(
+        t in _LANGS and i + 1 < len(tokens) and tokens[i + 1] in _LANG_NOUNS
+        for i, t in enumerate(tokens[:40])
+    )
+
+
+def _lookup(instr: _Text, words: int) -> bool:
+    """A look-up question: 'what is X', 'who/when/where ...', 'define X', 'X stands for'."""
+    if words > 20 or not _NOT_LOOKUP.isdisjoint(instr.words):
+        return False
+    tokens = instr.tokens
+    if len(_NUMBER_TOKEN.findall(instr.joined)) >= 2:
+        return False  # numbers to work with: a computation, not a look-up
+    if instr.has(_LOOKUP):
+        return True
+    if len(tokens) < 3:
+        return False
+    first, second = tokens[0], tokens[1]
+    if first in _WH and second in _WH_VERB:
+        return True
+    if first == "how" and second in _HOW_QTY:
+        return True
+    if first == "explain" and second == "what" and words <= 10:
+        return True  # "Explain what a p-value is."
+    # "What does 'idempotent' mean?" (not "What does that mean for ...").
+    return first == "what" and second == "does" and tokens[2] not in _NOT_TERMS and (
+        "mean" in tokens or "stand" in tokens
+    )  # fmt: skip
+
+
+def _judgement_howto(instr: _Text) -> bool:
+    """'how do I choose/know/detect ...': a judgement, not a tool how-to."""
+    if "how" not in instr.words or _JUDGE_HOWTO.isdisjoint(instr.words):
+        return False
+    tokens = instr.tokens
+    for i in range(min(len(tokens) - 3, 80)):
+        if (
+            tokens[i] == "how"
+            and tokens[i + 1] in ("do", "can", "should", "would")
+            and tokens[i + 2] in _HOW_SUBJECT
+            and tokens[i + 3] in _JUDGE_HOWTO
+        ):
+            return True
+    return False
+
+
+class _Reasoning:
+    """Reasoning cues counted in one window of text."""
+
+    __slots__ = (
+        "analysis", "critique", "deep", "design", "explain", "math_kw", "ml", "opinion",
+        "proof", "situation", "why",
+    )  # fmt: skip
+
+    def __init__(self, t: _Text, instr: _Text) -> None:
+        self.proof = t.count(_PROOF)
+        self.math_kw = t.count(_MATH)
+        self.design = t.count(_DESIGN)
+        self.analysis = t.count(_ANALYSIS)
+        self.deep = t.count(_DEEP)
+        self.explain = instr.has(_EXPLAIN)
+        self.critique = t.count(_CRITIQUE)
+        self.why = "why" in instr.words or " how come " in instr.joined
+        self.opinion = (
+            instr.has(_OPINION)
+            or _judgement_howto(instr)
+            or (bool(instr.tokens) and instr.tokens[0] == "should")  # "Should I ...?"
+        )
+        self.ml = t.count(_ML)
+        joined = t.joined
+        self.situation = (
+            " my " in joined or " our " in joined or " i " in joined or " we " in joined
+        ) and _SITUATION.search(joined) is not None
+
+    def judgement(self) -> bool:
+        """Whether something beyond technical vocabulary asks for reasoning."""
+        return bool(
+            self.proof or self.design or self.analysis or self.deep or self.explain
+            or self.critique or self.why or self.opinion
+        )  # fmt: skip
 
 
 def classify(view: PromptView) -> Classification:
     """Intent and simple/complex of a request, with a confidence and a one-line reason."""
     text = view.last_user
-    tokens = -(-max(view.total_chars, len(text) + len(view.system)) // 4)
+    tokens_est = -(-max(view.total_chars, len(text) + len(view.system)) // 4)
     if not text or text.isspace():
-        return _empty(view, tokens)
-    scan = _scan(text)
-    low = scan.lower()
-    instr = _instruction(low)
+        if view.has_media:
+            return Classification(
+                "simple_qa", "complex", 0.6, "media without text to judge", tokens_est
+            )
+        return Classification("chat", "complex", 0.5, "no user text found", tokens_est)
+
+    n = len(text)
     words = _words(text)
-    short = len(text) < 600
+    short = n < 600
+    # Windows, tokenized once each: the instruction (start and end) and the cue window
+    # (a larger start and end). For a long text the instruction's pieces are reused.
+    if n <= _INSTR_HEAD + _INSTR_TAIL:
+        instr_low = text.lower()
+        instr = cue = _text(instr_low)
+    else:
+        head, tail = text[:_INSTR_HEAD], text[-_INSTR_TAIL:]
+        instr_low = (head + "\n" + tail).lower()
+        head_tokens, tail_tokens = _tokens(head), _tokens(tail)
+        instr = _Text(head_tokens + tail_tokens)
+        if n <= _CUE_HEAD + _CUE_TAIL:
+            middle = text[_INSTR_HEAD:-_INSTR_TAIL]
+        else:
+            middle = text[_INSTR_HEAD:_CUE_HEAD] + "\n" + text[-_CUE_TAIL:-_INSTR_TAIL]
+        cue = _Text(head_tokens + _tokens(middle) + tail_tokens)
+    raw = "\n" + _window(text, _CODE_HEAD, _CODE_TAIL) + "\n"
 
-    # --- code evidence (on the scan window, case-sensitive where case matters) -------------
-    fences = scan.count("```") // 2
-    traceback = _TRACEBACK.search(scan) is not None
-    error_line = traceback or _ERROR_LINE.search(scan) is not None
-    code_lines = _count(_CODE_LINE, scan, 60)
-    code_kw = min(_count(_CODE_STRONG, instr, 3) + 0.4 * _count(_CODE_WEAK, instr, 4), 3.0)
-    artifact = fences > 0 or traceback or code_lines >= 3
-
-    # --- intent -----------------------------------------------------------------------------
-    greeting = _GREETING.search(instr) is not None and words <= 12
-    creative = _CREATIVE.search(instr) is not None
-    proof = _count(_PROOF, low, 3)
-    math_kw = _count(_MATH, low, 3)
-    math_sym = _count(_MATH_SYMBOL, scan, 3)
-    design = _count(_DESIGN, low, 3)
-    analysis = _count(_ANALYSIS, low, 3)
-    deep = _count(_DEEP, low, 2)
-    why = _WHY.search(instr) is not None
-    situation = _SITUATION.search(low) is not None
-    ml = _count(_ML, low, 3)
-    opinion = _OPINION.search(instr) is not None
-    conversion = _CONVERSION.search(instr) is not None
-    numbers = _count(_NUMBER, low, 6)
-    word_problem = (
-        numbers >= 3
-        and not conversion
-        and _count(_WORD_PROBLEM, low, 2) >= 2
-        and ("?" in text or "find" in low or "calculate" in low or "compute" in low)
+    # --- code shape -------------------------------------------------------------------------
+    fences = raw.count("```") // 2
+    traceback = any(mark in raw for mark in _TRACEBACK_MARKS) or (
+        ('File "' in raw or "\n    at " in raw or "\tat " in raw or "error: " in raw)
+        and _TRACEBACK_FRAME.search(raw) is not None
     )
+    error_line = traceback or any(
+        root in raw and (not forms or any(form in raw for form in forms))
+        for root, forms in _ERROR_MARKS
+    )
+    code_lines = sum(raw.count(end) for end in _CODE_LINE_ENDS)
+    if raw.count("\n") > 2:
+        for _ in _CODE_LINE.finditer(raw):
+            code_lines += 1
+            if code_lines >= 60:
+                break
+    inline_code = raw.count("`") - 6 * fences >= 2
+    artifact = fences > 0 or error_line or code_lines >= 3
+    strong = instr.count(_CODE_STRONG)
+    code_kw = min(strong + 0.4 * instr.count(_CODE_WEAK) + 0.6 * inline_code, 3.0)
+    howto = instr.has(_CODE_HOWTO) and not _judgement_howto(instr)
+    fix = instr.has(_CODE_FIX)
+    write = not _CODE_WRITE.isdisjoint(instr.words)
+    code_score = 2.5 if artifact else code_kw
+    if (strong or inline_code) and (howto or fix or write):
+        code_score += 0.8
 
+    # --- payload tasks: what is asked of a handed-over text --------------------------------------
+    # The task verbs are read outside code blocks: `summarise(...)` in pasted R code is not
+    # a request for a summary.
+    task = _text(_window(_FENCED.sub("\n", text), _INSTR_HEAD, _INSTR_TAIL)) if fences else instr
+    explicit_extract = task.has(_EXTRACT) or (
+        not _JSON.isdisjoint(task.words) and not _JSON_VERBS.isdisjoint(task.words)
+    )
+    # "list all the dates ...": an extraction unless it is about code ("... all RFC cases").
+    inferred_extract = (
+        not strong
+        and not _EXTRACT_VERBS.isdisjoint(task.words)
+        and not _EXTRACT_ALL.isdisjoint(task.words)
+        and not _EXTRACT_NOUNS.isdisjoint(task.words)
+    )
+    if _translation_ask(task):
+        payload = "translate"
+    elif task.has(_SUMMARIZE):
+        payload = "summarize"
+    elif (explicit_extract and not (fences and strong)) or inferred_extract:
+        payload = "extract"
+    elif task.has(_EDIT):
+        payload = "edit"
+    else:
+        payload = ""
+    edit = short and payload == "edit"
+    # In a payload task the cue words may belong to the handed-over text: reasoning cues are
+    # read from the instruction line(s) only.
+    r = _Reasoning(_text(_ask_part(text)) if payload else cue, instr)
+
+    math_sym = 0
+    if not _MATH_CHARS.isdisjoint(instr_low):
+        math_sym += 1
+    if "=" in instr_low and _EQUATION.search(instr_low):
+        math_sym += 1
+    if ("(" in instr_low or "[" in instr_low) and _MATH_CALL.search(instr_low):
+        math_sym += 1
+    if "\\frac" in instr_low or "\\sum" in instr_low or "\\int" in instr_low:
+        math_sym += 1
+    conversion = short and _CONVERSION.search(instr_low) is not None
+    lookup = _lookup(instr, words)
+    word_problem = (
+        not conversion
+        and not payload
+        and len(_NUMBER_TOKEN.findall(cue.joined, 0, 3000)) >= 3
+        and cue.count(_WORD_PROBLEM) >= 2
+        and ("?" in text or not cue.words.isdisjoint(("find", "calculate", "compute")))
+    )
     reasoning_score = (
-        1.5 * min(proof, 2)
-        + 0.9 * min(math_kw, 2)
+        1.5 * min(r.proof, 2)
+        + 0.9 * min(r.math_kw, 2)
         + 0.5 * min(math_sym, 2)
         + 1.0 * word_problem
-        + 1.0 * min(design, 2)
-        + 0.7 * min(analysis, 2)
-        + 0.8 * deep
-        + 0.5 * why
-        + 0.3 * situation
-        + 0.35 * min(ml, 2)
-        + 0.6 * opinion
+        + 1.0 * min(r.design, 2)
+        + 0.7 * min(r.analysis, 2)
+        + 0.8 * min(r.deep, 2)
+        + 0.6 * r.explain
+        + 0.7 * min(r.critique, 2)
+        + 0.5 * r.why
+        + 0.6 * r.opinion
+        + 0.3 * r.situation
+        + 0.35 * min(r.ml, 2)
     )
-    code_score = 0.0
-    if artifact:
-        code_score = 2.5
-    elif code_kw:
-        code_score = code_kw
-        if (
-            _CODE_HOWTO.search(instr)
-            or _CODE_WRITE.search(instr)
-            or _CODE_FIX.search(instr)
-            or error_line
-        ):
-            code_score += 0.8
 
-    if _TRANSLATE.search(instr):
-        intent = "translate"
-    elif _SUMMARIZE.search(instr):
-        intent = "summarize"
-    elif _EXTRACT.search(instr) and not (artifact and code_kw >= 1 and fences == 0 and short):
-        intent = "extract"
-    elif creative and code_score < 2.0:
+    # --- intent ---------------------------------------------------------------------------------
+    first = instr.tokens[:4]
+    greeting = words <= 12 and (
+        (bool(first) and first[0] in _GREETING) or instr.has(_GREETING_PHRASES)
+    )
+    continuation = words <= 8 and (not _CONTINUE.words.isdisjoint(first) or instr.phrase(_CONTINUE))
+    meta = words <= 40 and instr.has(_META)
+    lead = instr.tokens[:14]
+    creative_ask = not _CREATIVE_NOUNS.isdisjoint(instr.words) and (
+        not _CREATIVE_VERBS.words.isdisjoint(lead) or _Text(lead).phrase(_CREATIVE_VERBS)
+    )  # fmt: skip
+
+    if payload in ("translate", "summarize", "extract"):
+        intent = payload
+    elif (creative_ask or payload == "edit") and code_score < 2.0:
         intent = "creative"
-    elif code_score >= 1.0 and code_score >= reasoning_score:
+    elif (artifact or code_score >= 1.4) and code_score >= reasoning_score:
         intent = "code"
-    elif reasoning_score >= 0.9:
+    elif meta or (continuation and view.turns >= 3):
+        intent = "chat"
+    elif lookup and reasoning_score < 1.5 and not r.judgement() and not word_problem:
+        # "What does 'step size' mean in gradient descent?": a definition, not a problem.
+        intent = "simple_qa"
+    elif reasoning_score >= 1.0:
         intent = "reasoning"
-    elif greeting and not _INFO_ASK.search(instr[len(instr) // 2 :] if words > 6 else ""):
+    elif greeting and not lookup:
         intent = "chat"
-    elif words <= 3 and "?" not in text and not code_kw:
-        intent = "chat"
+    elif code_score >= 1.0:
+        intent = "code"
     else:
         intent = "simple_qa"
 
-    # --- complexity -------------------------------------------------------------------------
+    # --- complexity -------------------------------------------------------------------------------
     sig = _Signals()
-    sig.add(_PRIOR, "")
-    sig.add(_BASE[intent], "")
-    payload_task = intent in ("summarize", "translate", "extract")
-    # In a summary/translation/extraction the cues may be words of the handed-over text.
-    cue_weight = 0.5 if payload_task else 1.0
+    sig.add(_PRIOR)
+    sig.add(_BASE[intent])
 
     if intent == "summarize":
         sig.add(_size(words, _SUMMARY_SIZE), f"text to summarize is {words} words")
-    elif intent == "translate":
-        sig.add(_size(words, _TRANSLATE_SIZE), f"text to translate is {words} words")
-        literary = _count(_LITERARY, instr, 2)
+    elif intent == "translate" or payload == "edit":
+        what = "translate" if intent == "translate" else "rewrite"
+        sig.add(_size(words, _TRANSLATE_SIZE), f"text to {what} is {words} words")
+        literary = instr.count(_LITERARY)
         if literary:
-            sig.add(0.7 * literary, "literary, technical or tone-sensitive translation")
+            sig.add(min(0.6 * literary, 1.2), "literary, technical or tone-sensitive text")
     elif intent == "extract":
         sig.add(_size(words, _EXTRACT_SIZE), f"source text is {words} words")
-        schema = _count(_SCHEMA, instr, 2)
+        schema = instr.count(_SCHEMA)
         if schema:
-            sig.add(0.45 * schema, "structured output with nesting or normalisation")
-    elif intent == "creative":
-        if _LONG_FORM.search(instr):
-            sig.add(1.2, "long-form writing")
-        elif _SHORT_FORM.search(instr):
-            sig.add(-0.7, "short-form piece")
-        size = _size(words, _GENERIC_SIZE)
-        sig.add(size if size > 0 else 0.5 * size, f"{words}-word request")
+            sig.add(min(0.45 * schema, 1.0), "structured output with nesting or normalisation")
     else:
         size = _size(words, _GENERIC_SIZE)
-        if intent == "reasoning" and size < 0:
-            # A short question can hide a hard problem ("Prove that sqrt(2) is irrational."):
-            # brevity is no evidence of simplicity once reasoning cues are present.
+        if size < 0 and (intent == "reasoning" or (r.ml and not lookup)):
+            # A short question can hide a hard problem ("Prove that sqrt(2) is irrational.",
+            # "Why does my LSTM overfit?"): brevity is no evidence of simplicity then.
             size = 0.0
-        label = f"short message ({words} words)" if size < 0 else f"long message ({words} words)"
-        sig.add(size, label)
+        if intent == "creative":
+            size = _creative_form(instr, instr_low, sig, size)
+        sig.add(size, "short message" if size < 0 else "long message")
 
     # Code.
     if traceback:
         sig.add(1.4, "stack trace to debug")
     elif error_line:
         sig.add(0.6, "error message to diagnose")
-    if fences or code_lines >= 3:
-        if code_lines >= 40:
-            sig.add(1.4, f"{code_lines}+ lines of code")
-        elif code_lines >= 12:
-            sig.add(0.9, f"{code_lines} lines of code")
-        else:
-            sig.add(0.4, "code snippet")
+    if code_lines >= 40:
+        sig.add(1.4, f"{code_lines}+ lines of code")
+    elif code_lines >= 12:
+        sig.add(0.9, f"{code_lines} lines of code")
+    elif fences or code_lines >= 3:
+        sig.add(0.4, "code snippet")
     if intent == "code":
-        if _CODE_HARD.search(instr):
+        if instr.has(_CODE_HARD):
             sig.add(0.9, "optimisation, review or refactoring")
-        if _CODE_FIX.search(instr) and not traceback:
+        if fix and not traceback:
             sig.add(0.5, "debugging")
-        if _CODE_WRITE.search(instr) and not _CODE_HOWTO.search(instr):
+        if write and not howto and (words > 20 or not short):
             sig.add(0.35, "code to write")
-        if _CODE_HOWTO.search(instr) and not artifact:
-            sig.add(-0.35, "how-to question")
+        if howto and not artifact:
+            sig.add(-0.45, "tool how-to")
 
     # Reasoning.
-    if proof:
-        sig.add(cue_weight * 1.5 * min(proof, 2), "proof or derivation")
-    if math_kw or math_sym:
-        sig.add(cue_weight * min(0.6 * math_kw + 0.4 * math_sym, 1.4), "mathematics")
+    if r.proof:
+        sig.add(1.5 * min(r.proof, 2), "proof or derivation")
+    if r.math_kw or math_sym:
+        sig.add(min(0.6 * r.math_kw + 0.4 * math_sym, 1.4), "mathematics")
     if word_problem:
         sig.add(0.9, "multi-step word problem")
-    if design:
-        sig.add(cue_weight * min(0.9 * design, 1.5), "design or strategy question")
-    if analysis:
-        sig.add(cue_weight * min(0.6 * analysis, 1.1), "analysis or comparison")
-    if deep:
-        sig.add(cue_weight * 0.9 * deep, "asks for depth or step-by-step")
-    if why:
-        sig.add(cue_weight * 0.45, "asks why")
-    if situation and (why or intent in ("code", "reasoning")):
-        sig.add(0.5, "diagnosis of the user's own setup")
-    if ml:
-        sig.add(cue_weight * min(0.4 * ml, 0.8), "ML/statistics methodology")
-    if opinion:
-        sig.add(0.5, "asks for judgement")
+    if r.design:
+        sig.add(min(0.9 * r.design, 1.5), "design, strategy or recommendation")
+    if r.analysis:
+        sig.add(min(0.6 * r.analysis, 1.1), "analysis or comparison")
+    if r.deep:
+        sig.add(min(0.9 * r.deep, 1.4), "asks for depth or step-by-step")
+    if r.explain:
+        sig.add(0.5, "asks to explain why or how")
+    if r.critique:
+        sig.add(min(0.7 * r.critique, 1.2), "critique, risks or a puzzle")
+    if r.why:
+        sig.add(0.45, "asks why")
+    if r.opinion:
+        sig.add(0.6, "asks for judgement")
+    if r.situation:
+        # The user's own model/data/pipeline: the answer depends on details not given.
+        diagnosis = r.why or fix or r.critique or r.opinion or intent in ("code", "reasoning")
+        sig.add(0.5 if diagnosis else 0.3, "diagnosis of the user's own setup")
+    if r.ml:
+        if lookup and not (r.why or r.opinion or r.critique):
+            sig.add(0.15, "ML/statistics term")
+        else:
+            sig.add(min(0.45 * r.ml, 0.9), "ML/statistics methodology")
 
-    # Several asks in one message, explicit constraints.
-    if not payload_task or len(text) < 1500:
-        items = _count(_LIST_ITEM, scan, 8)
+    # Several asks in one message, explicit constraints (in a payload task, list items and
+    # question marks may be the text's own).
+    if not payload or n < 1500:
+        items = 0
+        if raw.count("\n") > 3:
+            for _ in _LIST_ITEM.finditer(raw):
+                items += 1
+                if items >= 8:
+                    break
         if items >= 3:
             sig.add(0.9 if items >= 5 else 0.6, f"{items} listed items or asks")
-        questions = scan.count("?")
+        questions = raw.count("?")
         if questions >= 3:
             sig.add(0.8, f"{questions} questions in one message")
         elif questions == 2:
             sig.add(0.3, "two questions")
-        if _count(_SEQUENCE, low, 3) >= 2:
-            sig.add(0.35, "sequenced steps")
-    constraints = _count(_CONSTRAINT, low, 5)
+    ask = cue if not payload else instr
+    wh = sum(ask.joined.count(w) for w in _WH_COUNT)
+    if wh >= 3:
+        sig.add(0.6, "several things asked")
+    elif wh == 2:
+        sig.add(0.25, "two things asked")
+    if ask.count(_SEQUENCE) >= 2:
+        sig.add(0.35, "sequenced steps")
+    constraints = ask.count(_CONSTRAINT)
     if constraints >= 4:
-        sig.add(cue_weight * 1.1, f"{constraints} explicit constraints")
+        sig.add(1.1, f"{constraints} explicit constraints")
     elif constraints >= 2:
-        sig.add(cue_weight * 0.55, f"{constraints} explicit constraints")
+        sig.add(0.55, f"{constraints} explicit constraints")
 
-    # Simple cues (only meaningful in a short message).
+    # Positive evidence of a simple request (only meaningful in a short message).
     if short:
-        if greeting:
-            sig.add(-0.6, "greeting or thanks")
+        if greeting and intent == "chat":
+            sig.add(-0.8, "greeting or thanks")
         if conversion:
-            sig.add(-0.6, "unit conversion or arithmetic")
-        if _LOOKUP.search(instr):
-            sig.add(-0.35, "look-up question")
-        if _BRIEF.search(instr):
+            sig.add(-0.7, "unit conversion or arithmetic")
+        if lookup:
+            sig.add(-0.5, "look-up question")
+        elif words <= 10 and instr.tokens and instr.tokens[0] in _CLOSED:
+            sig.add(-0.2, "closed question")
+        if instr.has(_BRIEF):
             sig.add(-0.25, "asks for a brief answer")
-        if _EDIT.search(instr):
+        if edit:
             sig.add(-0.5, "light rewrite")
+        if meta and not continuation:
+            sig.add(-0.3, "about the conversation itself")
 
     # Context around the turn.
+    if continuation and view.turns >= 3:
+        # "ok, continue": the next part of whatever the conversation was producing.
+        sig.add(1.0, "continues an earlier answer")
     system_chars = len(view.system)
     if system_chars > 3000:
         sig.add(1.0, f"long system prompt ({system_chars} chars)")
@@ -644,7 +995,7 @@ def classify(view: PromptView) -> Classification:
         sig.add(0.6, f"long conversation ({view.turns} turns)")
     elif view.turns > 4:
         sig.add(0.3, f"conversation of {view.turns} turns")
-    context = view.total_chars - len(text) - system_chars
+    context = view.total_chars - n - system_chars
     if context > 24000:
         sig.add(1.0, f"large context ({context} chars before this turn)")
     elif context > 6000:
@@ -654,24 +1005,46 @@ def classify(view: PromptView) -> Classification:
 
     score = sig.pos + sig.neg
     complexity = "complex" if score > 0 else "simple"
-    confidence = _confidence(score, sig)
     return Classification(
-        intent, complexity, confidence, _reason(intent, complexity, words, sig), tokens
+        intent,
+        complexity,
+        _confidence(score, sig),
+        _reason(intent, complexity, words, sig),
+        tokens_est,
     )
+
+
+def _creative_form(instr: _Text, instr_low: str, sig: _Signals, size: float) -> float:
+    """Score the form asked for (haiku vs. essay); returns the size score to use."""
+    long_at = _LONG_FORM.words & instr.words
+    short_at = _SHORT_FORM.words & instr.words
+    longish = bool(long_at) or instr.phrase(_LONG_FORM) or _LONG_SIZE.search(instr_low) is not None
+    shortish = bool(short_at) or instr.phrase(_SHORT_FORM)
+    if long_at and short_at and _LONG_SIZE.search(instr_low) is None:
+        # "titles for a blog post": the deliverable is the noun named first.
+        first_long = min(instr.tokens.index(w) for w in long_at)
+        first_short = min(instr.tokens.index(w) for w in short_at)
+        longish, shortish = first_long < first_short, first_short < first_long
+    if longish:
+        sig.add(1.2, "long-form writing")
+    elif shortish:
+        sig.add(-0.7, "short-form piece")
+    # The request for a piece is short even when the piece is not.
+    return size * 0.5 if size < 0 else size
 
 
 def _reason(intent: str, complexity: str, words: int, sig: _Signals) -> str:
     """One readable line: the task, then the strongest signals behind the verdict."""
     head = f"{_DESCRIBE[intent]} ({words} words)"
     if complexity == "complex":
-        cues = sorted((w, label) for w, label in sig.items if w > 0 and label)
+        cues = sorted((w, label) for w, label in sig.items if w > 0)
         cues.reverse()
         if not cues:
             return f"{head}: no clear sign of a simple request"
         return f"{head}: " + "; ".join(label for _, label in cues[:3])
-    cues = sorted((w, label) for w, label in sig.items if w < 0 and label)
-    against = [label for w, label in sig.items if w > 0.3 and label]
+    cues = sorted((w, label) for w, label in sig.items if w < 0)
     text = f"{head}: " + ", ".join(label for _, label in cues[:2]) if cues else head
+    against = [label for w, label in sig.items if w > 0.3]
     if against:
         return f"{text}; despite {against[0]}"
     return f"{text}, no code or multi-step cues"

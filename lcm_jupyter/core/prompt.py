@@ -222,8 +222,9 @@ def _messages(items: Any, walk: _Walk, system: list[str]) -> tuple[list[str], in
             continue
         kind = item.get("type")
         if isinstance(kind, str) and (kind in _TOOL_TYPES or kind in _SKIP_TEXT_TYPES):
-            # Responses items: function calls/outputs and reasoning are context only.
-            turns += 1
+            # Responses items: function calls/outputs are context only; reasoning items are
+            # the model's own notes, not a turn of the conversation.
+            turns += kind in _TOOL_TYPES
             walk.part(item, None)
             continue
         turns += 1

@@ -187,7 +187,8 @@ class LogHandler(LCMAPIHandler):
     @answers_errors
     async def get(self, log_id: str) -> None:
         row = await self.lcm.store.run(log_table.get_log, log_id)
-        if row is None:  # so recent that its row is still queued: write it, look again
+        if row is None:  # so recent that its row is still on its way: write it, look again
+            await self.lcm.pipeline.idle(timeout=1.0)
             await self.lcm.flush_logs()
             row = await self.lcm.store.run(log_table.get_log, log_id)
         self.reply(_found(row, f"log {log_id}"))
@@ -212,7 +213,8 @@ class FeedbackHandler(LCMAPIHandler):
             raise BadRequest("comment must be a string of at most 2000 characters", param="comment")
         result = await self.lcm.store.run(feedback_table.set_feedback, log_id, score, comment)
         if result is None:
-            # The call may be so recent that its row is still queued: write it, look again.
+            # The call may be so recent that its row is still on its way: write it, look again.
+            await self.lcm.pipeline.idle(timeout=1.0)
             await self.lcm.flush_logs()
             result = await self.lcm.store.run(feedback_table.set_feedback, log_id, score, comment)
         previous, row = _found(result, f"log {log_id}")

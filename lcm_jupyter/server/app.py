@@ -112,6 +112,7 @@ class LCMExtension(ExtensionApp):
     @default("gc_freeze")
     def _default_gc_freeze(self) -> bool:
         return (_env("LCM_GC_FREEZE") or "1").lower() not in ("0", "false", "no", "off")
+
     routing_min_confidence = Float(
         config=True,
         help="Auto routing moves a call down only when the classifier is at least this sure "

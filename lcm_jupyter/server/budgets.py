@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,14 @@ class Guard:
         soft_budgets: bool = False,
         default_output_tokens: int = 4096,
         unpriced_reserve_usd: float = 0.0,
+        flush: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.counters = counters
+        self._flush = flush
+        # Held while a call's cost is booked and its row queued, and while reconcile
+        # flushes, sums and sets: a call can then never be in the counter but missing
+        # from the sum (its cost wiped) or in the sum and booked again.
+        self._books = asyncio.Lock()
         self.store = store
         self._box = box
         self.alerts = alerts
@@ -92,16 +99,18 @@ class Guard:
         body: dict | None,
         *,
         generates: bool = True,
+        month: str | None = None,
     ) -> Hold | None:
         """Admit a call or raise RateLimited/BudgetExceeded; None when the key has no limits.
 
         `generates`: False for calls that produce no output tokens (embeddings), so no
-        default output allowance is held for them.
+        default output allowance is held for them. `month`: the one the call is logged
+        in (its start), so that counter and log agree at a month's edge.
         """
         budget = key.monthly_budget_usd
         if key.rate_limit_rpm is None and budget is None:
             return None
-        month = current_month()
+        month = month or current_month()
         reserve = 0
         if budget is not None and not self.soft_budgets:
             reserve = reservation_units(
@@ -135,19 +144,6 @@ class Guard:
                     ]
                 ),
             )
-        if key.budget_alerts_enabled:
-            # In hard mode settled spend stops short of the budget (the next call's worst
-            # case no longer fits): being refused is reaching it, as far as alerts go.
-            budget_units = to_units(budget)
-            self._spawn(
-                self.alerts.check(
-                    key,
-                    month,
-                    admission.spent,
-                    max(budget_units, admission.spent),
-                    spent=admission.spent,
-                )
-            )
         raise BudgetExceeded(
             budget_exceeded_message(
                 spent_usd=to_usd(admission.spent),
@@ -158,25 +154,36 @@ class Guard:
             headers=dict(hold.headers()),
         )
 
-    async def settle(self, hold: Hold, cost_usd: float | None) -> None:
-        """Book the call's cost (None or a cache hit: release only), once; alerts follow."""
-        if hold.done or not hold.reserved:
-            hold.done = True
+    async def settle(
+        self, hold: Hold | None, cost_usd: float | None, record: Callable[[], Any]
+    ) -> None:
+        """Book the call's cost (None: release only) once, then `record` its log row.
+
+        The row is queued after the counter moved, under the books lock: a failover that
+        rebuilds memory counters from the log meanwhile cannot count the call twice.
+        """
+        if hold is None or hold.done or not hold.reserved:
+            if hold is not None:
+                hold.done = True
+            record()
             return
         hold.done = True
         key, month = hold.key, hold.month
-        try:
-            if cost_usd is None:
-                await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
-                return
-            cost = to_units(cost_usd)
-            state = await self.counters.settle(
-                key_id=key.id, call_id=hold.call_id, month=month, cost=cost
-            )
-        except Exception:  # the answer is already out: never fail the call for this
-            log.exception("lcm: could not settle call %s", hold.call_id)
-            return
-        if key.budget_alerts_enabled and key.monthly_budget_usd and cost:
+        cost = 0 if cost_usd is None else to_units(cost_usd)
+        state = None
+        async with self._books:
+            try:
+                if cost_usd is None:
+                    await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
+                else:
+                    state = await self.counters.settle(
+                        key_id=key.id, call_id=hold.call_id, month=month, cost=cost
+                    )
+            except Exception:  # the answer is already out: never fail the call for this
+                log.exception("lcm: could not settle call %s", hold.call_id)
+            finally:
+                record()
+        if state is not None and key.budget_alerts_enabled and key.monthly_budget_usd and cost:
             self._spawn(self.alerts.check(key, month, state.spent - cost, state.spent))
 
     def _spawn(self, coro) -> None:
@@ -191,10 +198,30 @@ class Guard:
         counters: Counters | None = None,
         key_id: int | None = None,
         month: str | None = None,
+        drop_reservations: bool = False,
     ) -> dict[str, Any]:
         """Set each key's month counter to the spend proxy_logs records; report the drift."""
+        async with self._books:
+            return await self.rebuild(counters, key_id, month, drop_reservations)
+
+    async def rebuild(
+        self,
+        counters: Counters | None = None,
+        key_id: int | None = None,
+        month: str | None = None,
+        drop: bool = False,
+    ) -> dict[str, Any]:
+        """`reconcile` without the books lock, for the circuit breaker's switch-over.
+
+        The breaker trips inside a counters call, possibly one made under the lock. That
+        is safe unlocked: a call whose booking is in flight has not queued its row yet,
+        so the sum leaves it out and its booking then lands on the rebuilt store.
+        """
         counters = counters or self.counters
         month = month or current_month()
+        # Rows still queued would be missing from the sums: write them first, or stop.
+        if self._flush is not None and not await self._flush():
+            raise RuntimeError("the call log could not be flushed; counters left as they are")
         start, end = month_bounds(month)
         logged = await self.store.run(month_spend_units, start=start, end=end, key_id=key_id)
         keys = await self.store.run(key_table.list_keys, self._box)
@@ -203,7 +230,9 @@ class Guard:
             if key_id is not None and key.id != key_id:
                 continue
             truth = logged.get(key.id, 0)
-            before = await counters.set_spent(key_id=key.id, month=month, spent=truth)
+            before = await counters.set_spent(
+                key_id=key.id, month=month, spent=truth, drop_reservations=drop
+            )
             if before or truth:
                 report.append(
                     {

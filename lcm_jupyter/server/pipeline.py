@@ -208,6 +208,7 @@ class ProxyPipeline:
         self.guard = guard
         self.cache = cache
         self.router = router
+        self._inflight: set[asyncio.Task] = set()
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
 
     async def handle(
@@ -217,6 +218,9 @@ class ProxyPipeline:
         call = Call(id=call_id or new_log_id(), created_at=utc_now_iso(), method=req.method)
         if req.route != "v2":
             call.provider = req.route
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
         try:
             await self._forward(req, sink, call)
         except LCMError as err:
@@ -234,11 +238,32 @@ class ProxyPipeline:
             call.status, call.error = err.status, err.message
             await self._answer_error(sink, call, err)
         finally:
-            row = self._record(call)
-            if call.hold is not None and self.guard is not None:
-                # A cache hit or an unknown cost spends nothing: release the reservation.
-                cost = None if row is None or call.cache_hit else row["cost_usd"]
-                await self.guard.settle(call.hold, cost)
+            try:
+                row = self._row_or_none(call)
+                if call.hold is not None and self.guard is not None:
+                    # A cache hit or an unknown cost spends nothing: release the reservation.
+                    cost = None if row is None or call.cache_hit else row["cost_usd"]
+                    await self.guard.settle(call.hold, cost, lambda: self._submit(row))
+                else:
+                    self._submit(row)
+            finally:
+                self._inflight.discard(task)
+
+    async def idle(self, timeout: float) -> bool:
+        """Wait (at most `timeout`) until no call is in flight; True if none is left."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        return not self._inflight
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: let calls in flight finish (then cancel them), so each logs its row."""
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -264,7 +289,9 @@ class ProxyPipeline:
         if self.guard is not None:
             price = self.pricing.table.resolve(call.requested_model or "")
             embeds = endpoint.wire in ("openai.embeddings", "google.embed")
-            call.hold = await self.guard.admit(key, call.id, price, jbody, generates=not embeds)
+            call.hold = await self.guard.admit(
+                key, call.id, price, jbody, generates=not embeds, month=call.created_at[:7]
+            )
         extra = call.hold.headers() if call.hold is not None else []
 
         path = req.path
@@ -455,14 +482,16 @@ class ProxyPipeline:
 
     # -- the log row ---------------------------------------------------------------------------
 
-    def _record(self, call: Call) -> dict[str, Any] | None:
+    def _row_or_none(self, call: Call) -> dict[str, Any] | None:
         try:
-            row = self._row(call)
-            self.log_writer.submit(row)
-            return row
+            return self._row(call)
         except Exception:  # the row must not take the server down; say so loudly
             log.exception("lcm could not build the log row of call %s", call.id)
             return None
+
+    def _submit(self, row: dict[str, Any] | None) -> None:
+        if row is not None:
+            self.log_writer.submit(row)
 
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage

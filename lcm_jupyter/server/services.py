@@ -58,6 +58,7 @@ class LCMServices:
             soft_budgets=settings.budget_mode == "soft",
             default_output_tokens=settings.default_max_output_tokens,
             unpriced_reserve_usd=settings.unpriced_reserve_usd,
+            flush=self.flush_logs,
         )
         if isinstance(self.counters, FailoverCounters):
             self.counters.set_resync(self._resync)
@@ -92,13 +93,13 @@ class LCMServices:
         )
 
     async def _resync(self, counters: Counters) -> None:
-        # Rows still queued would be missing from the sums: write them first.
-        await self.flush_logs()
-        await self.guard.reconcile(counters=counters)
+        # Redis taking over again: its reservations were made by calls since settled in
+        # memory (or by admits that timed out): forget them with the spend.
+        primary = isinstance(self.counters, FailoverCounters) and counters is self.counters.primary
+        await self.guard.rebuild(counters, drop=primary)
 
     async def reconcile(self, *, key_id: int | None = None) -> dict:
         """Make the budget counters equal to the logged spend; the drift per key."""
-        await self.flush_logs()
         return await self.guard.reconcile(key_id=key_id)
 
     async def start(self) -> None:
@@ -129,12 +130,21 @@ class LCMServices:
             except Exception:
                 log.exception("lcm: scheduled reconcile failed")
 
+    async def quiesce(self, timeout: float = 10.0) -> bool:
+        """Wait until calls in flight are booked and logged and their alerts sent."""
+        idle = await self.pipeline.idle(timeout)
+        await self.guard.drain()
+        return idle and await self.flush_logs(timeout)
+
     async def flush_logs(self, timeout: float = 10.0) -> bool:
         """Wait until every call so far is in the database."""
-        return await self.store.run(lambda _db: self.log_writer.flush(timeout))
+        # Not on the store's threads: key lookups on the proxy path must not queue behind it.
+        return await asyncio.to_thread(self.log_writer.flush, timeout)
 
     async def stop(self) -> None:
         """Close the upstream pool, write every queued log row, close the database."""
+        # Calls in flight get a moment to finish: each books its cost and logs its row.
+        await self.pipeline.drain(timeout=5.0)
         if self._reconciler is not None:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

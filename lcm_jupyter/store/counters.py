@@ -105,8 +105,14 @@ class Counters(Protocol):
         """Settled spend and live reservations of a key's month."""
         ...
 
-    async def set_spent(self, *, key_id: int, month: str, spent: int) -> int:
-        """Make the month's settled spend `spent` (reconcile); returns the old value."""
+    async def set_spent(
+        self, *, key_id: int, month: str, spent: int, drop_reservations: bool = False
+    ) -> int:
+        """Make the month's settled spend `spent` (reconcile); returns the old value.
+
+        `drop_reservations`: also forget the month's reservations (after an outage, the
+        calls that made them were settled elsewhere).
+        """
         ...
 
     async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:

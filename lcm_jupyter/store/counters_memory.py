@@ -213,12 +213,17 @@ class MemoryCounters:
             return BudgetState(0, 0)
         return BudgetState(state.current_spent(now), state.drop_expired(now))
 
-    async def set_spent(self, *, key_id: int, month: str, spent: int) -> int:
+    async def set_spent(
+        self, *, key_id: int, month: str, spent: int, drop_reservations: bool = False
+    ) -> int:
         """Make the month's settled spend `spent` (reconcile); returns the old value."""
         now = self._now()
         state = self._month(key_id, month)
         old = state.current_spent(now)
         state.set_spent(spent, now)
+        if drop_reservations:
+            for call_id in list(state.reservations):
+                state.forget(call_id)
         return old
 
     async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:

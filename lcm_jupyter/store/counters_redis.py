@@ -191,10 +191,12 @@ return {redis.call('GET', KEYS[1]) or '0', reserved}
 """
 )
 
-# KEYS: budget. ARGV: spent, ttl_s. Returns the old spent.
+# KEYS: budget, amounts, expiries, total. ARGV: spent, ttl_s, drop ("1": forget the
+# reservations too). Returns the old spent.
 _SET_SPENT = """
 local old = redis.call('GET', KEYS[1]) or '0'
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] == '1' then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4]) end
 return old
 """
 
@@ -312,10 +314,13 @@ class RedisCounters:
         )
         return BudgetState(int(spent), int(reserved))
 
-    async def set_spent(self, *, key_id: int, month: str, spent: int) -> int:
+    async def set_spent(
+        self, *, key_id: int, month: str, spent: int, drop_reservations: bool = False
+    ) -> int:
         """Make the month's settled spend `spent` (reconcile); returns the old value."""
         old = await self._set_spent(
-            keys=[budget_key(key_id, month)], args=[int(spent), BUDGET_TTL_SECONDS]
+            keys=[budget_key(key_id, month), *_reservation_keys(key_id, month)],
+            args=[int(spent), BUDGET_TTL_SECONDS, "1" if drop_reservations else "0"],
         )
         return int(old)
 
