@@ -192,3 +192,13 @@ async def test_pricing_override_changes_new_costs_not_old_ones(api, make_key, ba
     assert (await api("GET", "pricing"))[1]["version"] == bundled_version
     assert (await api("DELETE", "pricing/gpt-4o-mini"))[0] == 404
     json.dumps(table)  # JSON-safe
+
+
+async def test_huge_numbers_are_client_errors_not_500(api):
+    assert (await api("GET", "keys/99999999999999999999"))[0] == 404
+    assert (await api("GET", "logs", key_id="99999999999999999999"))[0] == 400
+    assert (await api("POST", "keys", {"name": "x", "rate_limit_rpm": 10**30}))[0] == 400
+    assert (await api("POST", "keys", {"name": "x", "monthly_budget_usd": 1e30}))[0] == 400
+    assert (await api("POST", "keys", {"name": "x", "cache_ttl_seconds": 10**20}))[0] == 400
+    assert (await api("POST", "reconcile", {"key_id": 10**20}))[0] == 400
+    assert (await api("POST", "alerts/read", {"ids": [10**20]}))[0] == 400

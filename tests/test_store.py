@@ -138,3 +138,17 @@ def test_key_records_round_trip_encrypted(tmp_path):
     raw = db.execute("SELECT provider_api_keys FROM proxy_keys").fetchone()[0]
     assert "AIzaSyA" not in raw
     assert key_table.revoke_key(db, box, record.id).revoked
+
+
+def test_writer_survives_a_row_sqlite_cannot_hold(tmp_path):
+    writer = LogWriter(tmp_path / "a.db", interval=0.05)
+    writer.start()
+    writer.submit(_row(1))
+    writer.submit({**_row(2), "input_tokens": 10**30})  # over int64
+    writer.submit(_row(3))
+    assert writer.flush(timeout=10)
+    writer.submit(_row(4))  # and it is still writing
+    writer.close()
+    ids = [r["id"] for r in open_database(tmp_path / "a.db").query("SELECT id FROM proxy_logs")]
+    assert sorted(ids) == sorted(_row(i)["id"] for i in (1, 3, 4))
+    assert writer.failed == 1

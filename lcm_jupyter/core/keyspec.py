@@ -81,7 +81,7 @@ def _provider_api_keys(value: Any) -> dict[str, str]:
     return {p: k.strip() for p, k in value.items()}
 
 
-def _optional_number(name: str, *, integer: bool = False, positive: bool = False):
+def _optional_number(name: str, *, upper: float, integer: bool = False, positive: bool = False):
     def check(value: Any) -> float | int | None:
         if value is None:
             return None
@@ -91,11 +91,12 @@ def _optional_number(name: str, *, integer: bool = False, positive: bool = False
             or not ok
             or not math.isfinite(value)
             or value < 0
+            or value > upper
             or (positive and value == 0)
         ):
             kind = "a whole number" if integer else "a number"
-            sign = "above 0" if positive else "0 or more"
-            raise BadRequest(f"{name} must be null or {kind} {sign}", param=name)
+            low = "above 0" if positive else "from 0"
+            raise BadRequest(f"{name} must be null or {kind} {low} to {upper:g}", param=name)
         return value
 
     return check
@@ -162,12 +163,15 @@ _CHECKS = {
     "name": _name,
     "provider": _provider,
     "provider_api_keys": _provider_api_keys,
-    "monthly_budget_usd": _optional_number("monthly_budget_usd"),
+    # Bounds keep counters inside int64 (budgets are counted in 1e-10 USD units).
+    "monthly_budget_usd": _optional_number("monthly_budget_usd", upper=1e8),
     "budget_alerts_enabled": _bool("budget_alerts_enabled"),
     "budget_alert_thresholds": _thresholds,
-    "rate_limit_rpm": _optional_number("rate_limit_rpm", integer=True, positive=True),
+    "rate_limit_rpm": _optional_number("rate_limit_rpm", upper=1e7, integer=True, positive=True),
     "routing_mode": _routing_mode,
     "routing_rules": _routing_rules,
     # null means off, stored as 0
-    "cache_ttl_seconds": lambda v: _optional_number("cache_ttl_seconds", integer=True)(v) or 0,
+    "cache_ttl_seconds": lambda v: (
+        _optional_number("cache_ttl_seconds", upper=1e8, integer=True)(v) or 0
+    ),
 }

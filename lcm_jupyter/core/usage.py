@@ -52,16 +52,22 @@ _OPENAI_WIRES = frozenset(
 _GOOGLE_WIRES = frozenset({"google.generate", "google.stream", "google.embed"})
 
 
+# No call has this many tokens; a larger count is garbage that SQLite's int64 can't hold.
+MAX_TOKENS_COUNT = 10**12
+
+
 def _count(value: Any) -> int:
-    """A token count as int; missing, null or malformed counts are 0."""
+    """A token count as int; missing, null, malformed or absurd counts are 0."""
     if type(value) is int:
-        return value if value > 0 else 0
-    if isinstance(value, float) and value > 0:
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
+        count = value
+    elif isinstance(value, float) and value > 0 and value < MAX_TOKENS_COUNT:
+        count = int(value)
+    elif isinstance(value, str) and value.isdigit() and len(value) < 16:
         # Some OpenAI-compatible servers (and Gemini's int64 JSON mapping) send strings.
-        return int(value)
-    return 0
+        count = int(value)
+    else:
+        return 0
+    return count if 0 < count <= MAX_TOKENS_COUNT else 0
 
 
 def _obj(container: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:

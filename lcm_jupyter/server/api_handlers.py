@@ -26,6 +26,8 @@ from ..store import logs as log_table
 from .services import LCMServices
 
 MAX_LOG_PAGE = 1000
+MAX_ID = 2**62
+"""Ids and whole-number arguments above this are refused: SQLite integers are int64."""
 
 
 def answers_errors(method):
@@ -79,7 +81,7 @@ class LCMAPIHandler(APIHandler):
             json.dumps({"error": {"message": err.message, "code": err.code, "param": err.param}})
         )
 
-    def int_arg(self, name: str, default: int | None, *, lo: int = 0, hi: int | None = None):
+    def int_arg(self, name: str, default: int | None, *, lo: int = 0, hi: int = MAX_ID):
         """A whole-number query argument, checked."""
         raw = self.get_argument(name, None)
         if raw is None or raw == "":
@@ -88,13 +90,13 @@ class LCMAPIHandler(APIHandler):
             value = int(raw)
         except ValueError:
             raise BadRequest(f"{name} must be a whole number", param=name) from None
-        if value < lo or (hi is not None and value > hi):
+        if value < lo or value > hi:
             raise BadRequest(f"{name} must be between {lo} and {hi}", param=name)
         return value
 
 
 def _key_id(raw: str) -> int:
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) > MAX_ID:
         raise NotFound(f"no key {raw!r}")
     return int(raw)
 
@@ -337,8 +339,10 @@ class ReconcileHandler(LCMAPIHandler):
     async def post(self) -> None:
         body = self.json_body() if self.request.body.strip() else {}
         key_id = body.get("key_id") if isinstance(body, dict) else None
-        if key_id is not None and (not isinstance(key_id, int) or isinstance(key_id, bool)):
-            raise BadRequest("key_id must be a whole number", param="key_id")
+        if key_id is not None and (
+            not isinstance(key_id, int) or isinstance(key_id, bool) or not 0 < key_id <= MAX_ID
+        ):
+            raise BadRequest("key_id must be a key's id", param="key_id")
         self.reply(await self.lcm.reconcile(key_id=key_id))
 
 
@@ -373,7 +377,9 @@ class AlertsReadHandler(LCMAPIHandler):
         ids = body.get("ids") if isinstance(body, dict) else None
         if ids is not None and (
             not isinstance(ids, list)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
+            )
         ):
             raise BadRequest("ids must be a list of alert ids", param="ids")
         changed = await self.lcm.store.run(alert_table.mark_read, ids)

@@ -103,7 +103,10 @@ class LogWriter:
             while not stopping:
                 self._wake.wait(self._interval)
                 self._wake.clear()
-                stopping = self._drain(db)
+                try:
+                    stopping = self._drain(db)
+                except Exception:  # never let the thread die: the queue would grow unwritten
+                    log.exception("lcm log writer: unexpected error; carrying on")
         finally:
             db.conn.close()
 
@@ -142,7 +145,7 @@ class LogWriter:
                 # Locked or busy database (another process writing): wait and retry.
                 log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
                 time.sleep(0.05 * 2**attempt)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError, OverflowError, TypeError) as exc:
                 log.warning("lcm log batch refused (%s); writing its rows one by one", exc)
                 break
         for row in batch:
@@ -150,7 +153,7 @@ class LogWriter:
                 with db.atomic():
                     self._insert(db, [row])
                 self.written += 1
-            except sqlite3.Error:
+            except (sqlite3.Error, ValueError, OverflowError, TypeError):
                 self.failed += 1
                 log.exception("lcm could not write log row %s", row.get("id"))
 
