@@ -229,3 +229,34 @@ async def test_client_disconnect_mid_stream_is_logged_with_partial_usage(
     # the server keeps serving
     resp = await _openai(base_url, record["key"]).chat.completions.create(**CHAT)
     assert resp.choices
+
+
+async def test_openai_stream_cut_before_usage_is_logged_with_an_estimate(
+    base_url, make_key, sim, logs, api
+):
+    record = await make_key(monthly_budget_usd=5.0)
+    sim.chunk_delay = 0.3
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "a long streamed answer please " * 20}],
+    }
+    async with httpx.AsyncClient() as http:
+        async with http.stream(
+            "POST",
+            f"{base_url}lcm/proxy/openai/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {record['key']}"},
+        ) as resp:
+            async for _ in resp.aiter_bytes():
+                break  # gone before OpenAI's final usage chunk
+    await asyncio.sleep(0.5)
+    sim.chunk_delay = 0
+    (row,) = await logs()
+    assert row["status"] == 499 and row["usage_estimated"] is True
+    assert row["input_tokens"] > 100 and row["output_tokens"] >= 1
+    assert row["cost_usd"] == expected_cost(
+        "gpt-4o-mini", uncached=row["input_tokens"], out=row["output_tokens"]
+    )
+    status, budget = await api("GET", f"budgets/{record['id']}")
+    assert budget["spent_usd"] == row["cost_usd"]  # the budget saw it too

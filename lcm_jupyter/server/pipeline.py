@@ -40,6 +40,7 @@ from ..core.pricing import cost_for
 from ..core.routing import RoutingDecision, apply_route
 from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
+from ..core.budget import estimate_input_tokens
 from ..core.usage import Usage, response_model, usage_from_body
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
@@ -180,6 +181,9 @@ class Call:
     error: str | None = None
     ttfb_ms: float | None = None
     upstream_called: bool = False
+    upstream_status: int | None = None
+    body: dict | None = None
+    stream_events: int = 0
     hold: Hold | None = None
     cache_hit: bool = False
     decision: RoutingDecision | None = None
@@ -281,6 +285,7 @@ class ProxyPipeline:
             raise BadRequest("The request body must be a JSON object.")
         jbody = body if isinstance(body, dict) else None
         call.requested_model = call.model = request_model(endpoint, jbody)
+        call.body = jbody
         provider = call.provider or self._detect(req, key, call.requested_model, jbody)
         call.provider = provider
         provider_key = _provider_key(key, provider)
@@ -336,7 +341,7 @@ class ProxyPipeline:
         call.upstream_called = True
         resp = await self.upstream.send(req.method, url, headers, payload)
         call.ttfb_ms = (time.perf_counter() - sent) * 1000
-        call.status = resp.status
+        call.status = call.upstream_status = resp.status
         out_headers = _response_headers(resp.headers, ours=bool(extra))
         out_headers.extend(extra)
         ok = 200 <= resp.status < 300
@@ -445,6 +450,7 @@ class ProxyPipeline:
                 resp.abort()  # stop the provider generating what nobody will read
             if meter is not None:
                 call.usage = meter.usage
+                call.stream_events = meter.chunks
                 call.model = meter.model or call.model
                 if meter.error is not None:
                     call.error = _error_text(json.dumps(meter.error).encode())
@@ -496,9 +502,25 @@ class ProxyPipeline:
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage
         cost: float | None = 0.0
-        unpriced = False
+        unpriced = estimated = False
         version = None
         metered = call.endpoint is not None and call.endpoint.wire is not None
+        if (
+            usage is None
+            and metered
+            and call.upstream_status is not None
+            and 200 <= call.upstream_status < 300
+        ):
+            # The provider answered, so it billed, but its count never came (a stream cut
+            # short, an answer without usage): estimate rather than log a silent $0 that
+            # the budget would not see. Input errs high (chars/3); output counts one token
+            # per streamed event.
+            usage = Usage(
+                input_tokens=estimate_input_tokens(call.body), output_tokens=call.stream_events
+            )
+            estimated = True
+            note = "usage estimated: the provider's token count did not arrive"
+            call.error = f"{call.error} ({note})" if call.error else note.capitalize() + "."
         if usage is not None:
             table = self.pricing.table
             version = table.version
@@ -507,16 +529,6 @@ class ProxyPipeline:
                 cost, unpriced = None, True
             else:
                 cost = float(cost_for(price, usage))
-        elif (
-            metered
-            and call.upstream_called
-            and call.status is not None
-            and (200 <= call.status < 300 or call.status == STATUS_CLIENT_CLOSED)
-        ):
-            # Tokens were spent but not reported: unknown, never a silent $0.
-            cost = None
-            if call.error is None:
-                call.error = "The provider reported no usage; cost unknown."
         savings = 0.0
         decision = call.decision
         if decision is not None and decision.was_routed and usage is not None and cost is not None:
@@ -544,6 +556,7 @@ class ProxyPipeline:
             "usage_json": json.dumps(usage.raw) if usage and usage.raw is not None else None,
             "cost_usd": cost,
             "unpriced": int(unpriced),
+            "usage_estimated": int(estimated),
             "pricing_version": version,
             "savings_usd": savings,
             "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),

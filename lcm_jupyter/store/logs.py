@@ -8,7 +8,7 @@ from typing import Any
 from sqlite_utils import Database
 
 _JSON_COLUMNS = ("routing_decision", "usage_json")
-_BOOL_COLUMNS = ("stream", "unpriced", "cache_hit")
+_BOOL_COLUMNS = ("stream", "unpriced", "cache_hit", "usage_estimated")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

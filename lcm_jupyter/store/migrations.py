@@ -103,3 +103,9 @@ def m0002_feedback_index(db: Database) -> None:
     db.execute(
         "CREATE INDEX idx_proxy_logs_feedback ON proxy_logs (feedback) WHERE feedback IS NOT NULL"
     )
+
+
+@migrations(name="0003_usage_estimated")
+def m0003_usage_estimated(db: Database) -> None:
+    """Calls whose token count never arrived are logged with an estimate, flagged."""
+    db.execute("ALTER TABLE proxy_logs ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
