@@ -241,15 +241,17 @@ async def test_openai_stream_cut_before_usage_is_logged_with_an_estimate(
         "stream": True,
         "messages": [{"role": "user", "content": "a long streamed answer please " * 20}],
     }
-    async with httpx.AsyncClient() as http:
-        async with http.stream(
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream(
             "POST",
             f"{base_url}lcm/proxy/openai/v1/chat/completions",
             json=body,
             headers={"authorization": f"Bearer {record['key']}"},
-        ) as resp:
-            async for _ in resp.aiter_bytes():
-                break  # gone before OpenAI's final usage chunk
+        ) as resp,
+    ):
+        async for _ in resp.aiter_bytes():
+            break  # gone before OpenAI's final usage chunk
     await asyncio.sleep(0.5)
     sim.chunk_delay = 0
     (row,) = await logs()
@@ -259,4 +261,5 @@ async def test_openai_stream_cut_before_usage_is_logged_with_an_estimate(
         "gpt-4o-mini", uncached=row["input_tokens"], out=row["output_tokens"]
     )
     status, budget = await api("GET", f"budgets/{record['id']}")
+    assert status == 200
     assert budget["spent_usd"] == row["cost_usd"]  # the budget saw it too

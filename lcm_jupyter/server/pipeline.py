@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
+from ..core.budget import estimate_input_tokens
 from ..core.detect import detect_provider
 from ..core.endpoints import Endpoint, classify, is_stream, request_model, stream_format
 from ..core.errors import (
@@ -40,7 +41,6 @@ from ..core.pricing import cost_for
 from ..core.routing import RoutingDecision, apply_route
 from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
-from ..core.budget import estimate_input_tokens
 from ..core.usage import Usage, response_model, usage_from_body
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
