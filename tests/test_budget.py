@@ -58,8 +58,8 @@ def test_module_imports_only_stdlib_and_pure_siblings() -> None:
         "datetime",
         "decimal",
         "typing",
-        "..store.counters",
         ".pricing",
+        ".prompt",
     }
 
 

@@ -80,3 +80,24 @@ def test_core_and_package_import_without_server_or_widgets():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_core_imports_nothing_from_store_server_or_ui():
+    """One direction of imports: server/ui/magics -> core/store, never back into core."""
+    import ast
+    from pathlib import Path
+
+    import lcm_jupyter.core
+
+    for path in Path(lcm_jupyter.core.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                raise AssertionError(f"{path.name} imports ..{node.module}")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                module = getattr(node, "module", None) or ""
+                for name in [*names, module]:
+                    assert not name.startswith(("lcm_jupyter.store", "lcm_jupyter.server")), (
+                        path.name,
+                        name,
+                    )

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from .pricing import ModelPrice
+from .prompt import MEDIA_KEYS, MEDIA_TYPES
 
 MONEY_SCALE = 10**10
 """Money counter units per US dollar (1e-10 USD each): see store/counters.py for why."""
@@ -144,20 +145,8 @@ _PROMPT_KEYS = {
 }
 
 # Parts whose payload is binary (base64) or a reference: a fixed count, never its length.
-_MEDIA_TYPES = frozenset(
-    {
-        "image",
-        "image_url",
-        "input_image",
-        "image_file",
-        "audio",
-        "input_audio",
-        "file",
-        "input_file",
-        "document",
-    }
-)
-_MEDIA_KEYS = frozenset({"inlineData", "inline_data", "fileData", "file_data"})
+_MEDIA_TYPES = MEDIA_TYPES | {"document"}
+_MEDIA_KEYS = frozenset(MEDIA_KEYS)
 # Metadata strings that are not prompt text (or are covered by the per-message overhead);
 # Anthropic's thinking signature is a long opaque blob that is not billed as text.
 _SKIP_KEYS = frozenset(

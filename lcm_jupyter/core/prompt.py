@@ -39,7 +39,7 @@ _EMPTY = PromptView(system="", last_user="", turns=0, total_chars=0, has_media=F
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _USER_ROLES = frozenset({"user", "human"})
 # Parts carrying binary data or a reference to it, on any wire.
-_MEDIA_TYPES = frozenset(
+MEDIA_TYPES = frozenset(
     {
         "image",
         "image_url",
@@ -52,7 +52,9 @@ _MEDIA_TYPES = frozenset(
         "video",
     }
 )
-_MEDIA_KEYS = ("inlineData", "inline_data", "fileData", "file_data")
+"""Content-part types that carry media (the budget estimate also counts Anthropic documents)."""
+MEDIA_KEYS = ("inlineData", "inline_data", "fileData", "file_data")
+"""Gemini part keys that carry media."""
 # Parts whose text is another party's output fed back in, not the user writing.
 _TOOL_TYPES = frozenset({"tool_result", "function_call_output", "tool_use", "function_call"})
 # Model-internal text sent back for continuity: neither the user's words nor prompt the
@@ -108,10 +110,10 @@ class _Walk:
         kind = part.get("type")
         if not isinstance(kind, str):
             kind = None  # an unhashable "type" would fail the set lookups below
-        if kind in _MEDIA_TYPES:
+        if kind in MEDIA_TYPES:
             self.media = True
             return
-        for key in _MEDIA_KEYS:
+        for key in MEDIA_KEYS:
             if key in part:
                 self.media = True
                 return
