@@ -172,6 +172,8 @@ class LogsHandler(LCMAPIHandler):
         key_id = self.int_arg("key_id", None)
         limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
         before = self.get_argument("before", None) or None
+        # Rows are written in batches: write the queued ones, so a call just made shows.
+        await self.lcm.flush_logs()
         rows = await self.lcm.store.run(
             log_table.list_logs, key_id=key_id, limit=limit, before=before
         )

@@ -5,6 +5,12 @@ failure (error or timeout) opens the circuit: operations go to the in-memory
 counters, which are first made right from proxy_logs, and Redis is probed in the
 background until it answers again; then it is made right from proxy_logs too
 and takes over. Each switch is logged once.
+
+A rebuild reads the log, so at a switch no booking may land in the old store after
+the snapshot (it would be missing from the new one) nor before it in a way the
+snapshot misses: the rebuild first waits for operations in flight on the old store
+(a call's row is queued in the same step its booking returns), and operations wait
+while the new store is rebuilt.
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ class FailoverCounters:
         # Calls wait on this while the fallback is being rebuilt: an empty memory
         # store would otherwise admit spend that the logs already count.
         self._fallback_ready = asyncio.Event()
+        # Held clear while Redis is rebuilt to take over again: calls wait instead of
+        # booking in memory after the snapshot.
+        self._switched = asyncio.Event()
+        self._switched.set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.failovers = 0
 
     @property
@@ -62,15 +75,31 @@ class FailoverCounters:
         self._resync = resync
 
     async def _call(self, op: str, **kwargs: Any) -> Any:
+        await self._switched.wait()
         if not self._open:
+            self._inflight += 1
+            self._idle.clear()
             try:
                 return await getattr(self.primary, op)(**kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any Redis failure: answer from memory instead
-                await self._trip(exc)
+                failure = exc
+            finally:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._idle.set()
+            await self._trip(failure)
         await self._fallback_ready.wait()
         return await getattr(self.fallback, op)(**kwargs)
+
+    async def _settle_in_flight(self) -> None:
+        # Operations started on Redis end within its timeout: successes have queued their
+        # rows by then (same step), failures are waiting for the fallback.
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=5.0)
+        except asyncio.TimeoutError:
+            log.warning("lcm: Redis calls still in flight after 5s; rebuilding anyway")
 
     async def _trip(self, exc: BaseException) -> None:
         if self._open:
@@ -85,6 +114,7 @@ class FailoverCounters:
             exc,
         )
         if self._resync is not None:
+            await self._settle_in_flight()
             try:
                 await self._resync(self.fallback)
             except Exception:
@@ -99,13 +129,19 @@ class FailoverCounters:
             try:
                 if not await self.primary.ping():
                     continue
+                # Memory operations complete in one step, so none is in flight here; new
+                # ones wait until Redis, rebuilt from the log, has taken over.
+                self._switched.clear()
                 if self._resync is not None:
                     await self._resync(self.primary)
             except asyncio.CancelledError:
+                self._switched.set()
                 raise
             except Exception:
+                self._switched.set()
                 continue
             self._open = False
+            self._switched.set()
             log.warning(
                 "lcm: Redis is back after %.1fs; its counters were rebuilt from the logs",
                 time.monotonic() - self._opened_at,

@@ -1,0 +1,189 @@
+"""The kernel-side client: reach the extension's REST API and proxy from notebook code.
+
+With no arguments it finds the extension by itself: the extension puts its URL and
+token in the environment of the notebook server (`LCM_SERVER_URL`, `LCM_SERVER_TOKEN`)
+before kernels start, and kernels inherit them. JupyterHub's `JUPYTERHUB_API_TOKEN`
+is used when no token was given. Either can be passed explicitly.
+
+    from lcm_jupyter import client
+    lcm = client.LCMClient()
+    key = lcm.create_key(name="me", provider="auto", provider_api_keys={...})["key"]
+    openai = client.openai_client(key)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+URL_ENV = "LCM_SERVER_URL"
+TOKEN_ENV = "LCM_SERVER_TOKEN"
+PROVIDER_PATHS = {
+    "openai": "lcm/proxy/openai/v1",
+    "anthropic": "lcm/proxy/anthropic",
+    "google": "lcm/proxy/google",
+    "v2": "lcm/proxy/v2",
+}
+
+
+class LCMClientError(RuntimeError):
+    """The extension answered with an error (its message and status are kept)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def server_url(url: str | None = None) -> str:
+    """The notebook server's base URL (with base_url, ending in '/')."""
+    url = url or os.environ.get(URL_ENV)
+    if not url:
+        raise LCMClientError(
+            0,
+            f"lcm-jupyter extension not found: {URL_ENV} is not set in this kernel. Pass "
+            "url= (the server's URL with its base_url), or start the proxy here with %lcm serve.",
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+def proxy_url(provider: str, url: str | None = None) -> str:
+    """The base URL to give an SDK for `provider` (openai, anthropic, google or v2)."""
+    if provider not in PROVIDER_PATHS:
+        raise ValueError(f"provider must be one of {', '.join(PROVIDER_PATHS)}")
+    return server_url(url) + PROVIDER_PATHS[provider]
+
+
+def openai_client(key: str, *, url: str | None = None, **kwargs: Any):
+    """An `openai.OpenAI` client that goes through the proxy with proxy key `key`."""
+    import openai
+
+    return openai.OpenAI(base_url=proxy_url("openai", url), api_key=key, **kwargs)
+
+
+def anthropic_client(key: str, *, url: str | None = None, **kwargs: Any):
+    """An `anthropic.Anthropic` client that goes through the proxy with proxy key `key`."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=proxy_url("anthropic", url), api_key=key, **kwargs)
+
+
+def genai_client(key: str, *, url: str | None = None, **kwargs: Any):
+    """A `google.genai.Client` that goes through the proxy with proxy key `key`."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=proxy_url("google", url))
+    return genai.Client(api_key=key, http_options=options, **kwargs)
+
+
+class LCMClient:
+    """The management REST API (keys, logs, budgets, alerts, pricing, routing quality)."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0
+    ) -> None:
+        self.url = server_url(url)
+        token = token or os.environ.get(TOKEN_ENV) or os.environ.get("JUPYTERHUB_API_TOKEN")
+        headers = {"Authorization": f"token {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url + "lcm/api/", headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> LCMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, **params: Any) -> Any:
+        """One API call; the decoded JSON (or text for CSV), LCMClientError on an error."""
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            resp = self._http.request(method, path, json=json, params=params or None)
+        except httpx.HTTPError as exc:
+            raise LCMClientError(0, f"cannot reach {self.url}: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                error = body.get("error", body)
+                message = error.get("message") if isinstance(error, dict) else str(error)
+            except ValueError:
+                message = resp.text[:500]
+            raise LCMClientError(resp.status_code, message or resp.reason_phrase)
+        if resp.headers.get("content-type", "").startswith("text/csv"):
+            return resp.text
+        return resp.json()
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[dict]:
+        """All proxy keys (provider keys masked)."""
+        flag = "true" if include_revoked else "false"
+        return self.request("GET", "keys", include_revoked=flag)["keys"]
+
+    def create_key(self, **fields: Any) -> dict:
+        """Create a key; the answer holds the plain `key`, shown this once."""
+        return self.request("POST", "keys", json=fields)
+
+    def update_key(self, key_id: int, **fields: Any) -> dict:
+        """Change a key's settings."""
+        return self.request("PATCH", f"keys/{key_id}", json=fields)
+
+    def revoke_key(self, key_id: int) -> dict:
+        """Revoke a key (its logs stay)."""
+        return self.request("DELETE", f"keys/{key_id}")
+
+    # -- calls, money, routing -------------------------------------------------------------------
+
+    def logs(self, *, key_id: int | None = None, limit: int = 100, before: str | None = None):
+        """Logged calls, newest first."""
+        return self.request("GET", "logs", key_id=key_id, limit=limit, before=before)["logs"]
+
+    def feedback(self, log_id: str, score: int, comment: str | None = None) -> dict:
+        """Rate a call's answer (+1/-1); a second rating replaces the first."""
+        body = {"score": score} if comment is None else {"score": score, "comment": comment}
+        return self.request("POST", f"logs/{log_id}/feedback", json=body)
+
+    def budget(self, key_id: int) -> dict:
+        """This month's budget, spend, reservations and remainder of a key."""
+        return self.request("GET", f"budgets/{key_id}")
+
+    def reconcile(self, key_id: int | None = None) -> dict:
+        """Rebuild budget counters from the call log; the drift per key."""
+        return self.request("POST", "reconcile", json={} if key_id is None else {"key_id": key_id})
+
+    def alerts(self, *, unread: bool = False, key_id: int | None = None) -> list[dict]:
+        """Budget alerts, newest first."""
+        return self.request("GET", "alerts", unread="true" if unread else None, key_id=key_id)[
+            "alerts"
+        ]
+
+    def mark_alerts_read(self, ids: list[int] | None = None) -> int:
+        """Mark alerts read (all when `ids` is None); how many changed."""
+        body = {} if ids is None else {"ids": ids}
+        return self.request("POST", "alerts/read", json=body)["marked_read"]
+
+    def pricing(self) -> dict:
+        """The price table in force."""
+        return self.request("GET", "pricing")
+
+    def set_prices(self, *prices: dict) -> dict:
+        """Override prices (USD per million tokens)."""
+        return self.request("PUT", "pricing", json={"models": list(prices)})
+
+    def routing_quality(self) -> dict:
+        """Feedback scores per routed pair and intent."""
+        return self.request("GET", "routing/quality")
+
+    def timeseries(self, period: str = "30d", **filters: Any) -> Any:
+        """Cost, savings, requests and tokens per day (every day present)."""
+        return self.request("GET", "analytics/timeseries", period=period, **filters)
+
+    def breakdown(self, by: str = "model", period: str = "30d", **params: Any) -> Any:
+        """Cost and usage per model, provider or key, by cost."""
+        return self.request("GET", "analytics/breakdown", by=by, period=period, **params)
