@@ -48,6 +48,8 @@ class Settings:
     routing_min_confidence: float = 0.7
     quality_threshold: float = 0.6
     quality_min_ratings: int = 20
+    # IANA name; the days of analytics are calendar days there.
+    analytics_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         missing = [p for p in PROVIDERS if not self.base_urls.get(p)]

@@ -10,8 +10,9 @@ from urllib.parse import unquote
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Enum, Float, Integer, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
+from ..core.analytics import load_timezone
 from ..core.settings import (
     DEFAULT_BASE_URLS,
     DEFAULT_CONNECT_TIMEOUT,
@@ -19,6 +20,7 @@ from ..core.settings import (
     DEFAULT_READ_TIMEOUT,
     Settings,
 )
+from .analytics_handlers import analytics_handlers
 from .api_handlers import api_handlers
 from .proxy_handlers import proxy_handlers
 from .services import LCMServices
@@ -27,6 +29,15 @@ from .services import LCMServices
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _timezone_name(name: str) -> str:
+    # At start-up, not on the first dashboard load: a typo should stop the server.
+    try:
+        load_timezone(name)
+    except ValueError as exc:
+        raise TraitError(str(exc)) from None
+    return name
 
 
 class LCMExtension(ExtensionApp):
@@ -128,6 +139,21 @@ class LCMExtension(ExtensionApp):
         help="Ratings a pair needs before the quality gate judges it. "
         "Env: LCM_QUALITY_MIN_RATINGS.",
     )
+
+    analytics_timezone = Unicode(
+        config=True,
+        help="IANA timezone whose calendar days analytics report (e.g. Asia/Seoul). "
+        "Env: LCM_ANALYTICS_TIMEZONE.",
+    )
+
+    @default("analytics_timezone")
+    def _default_analytics_timezone(self) -> str:
+        # Checked here too: traitlets does not validate dynamic defaults.
+        return _timezone_name(_env("LCM_ANALYTICS_TIMEZONE") or "UTC")
+
+    @validate("analytics_timezone")
+    def _check_analytics_timezone(self, proposal) -> str:
+        return _timezone_name(proposal["value"])
 
     @default("routing_min_confidence")
     def _default_min_confidence(self) -> float:
@@ -234,6 +260,7 @@ class LCMExtension(ExtensionApp):
             routing_min_confidence=self.routing_min_confidence,
             quality_threshold=self.quality_threshold,
             quality_min_ratings=self.quality_min_ratings,
+            analytics_timezone=self.analytics_timezone,
         )
 
     def initialize_settings(self) -> None:
@@ -242,6 +269,7 @@ class LCMExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(proxy_handlers(self.lcm.pipeline))
         self.handlers.extend(api_handlers(self.lcm))
+        self.handlers.extend(analytics_handlers(self.lcm))
 
     def _prepare_handlers(self) -> None:
         super()._prepare_handlers()

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import rollup
 from .db import open_database
 
 log = logging.getLogger(__name__)
@@ -170,3 +171,6 @@ class LogWriter:
                 marks = ", ".join("?" * len(columns))
                 sql = self._sql[columns] = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
             db.conn.executemany(sql, values)
+        if self._table == "proxy_logs":
+            # In the rows' own transaction: the rollup never counts a row that is not there.
+            rollup.add_batch(db.conn, rows)

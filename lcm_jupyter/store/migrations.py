@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from .rollup import create_and_backfill
+
 migrations = Migrations("lcm_jupyter")
 
 
@@ -109,3 +111,9 @@ def m0002_feedback_index(db: Database) -> None:
 def m0003_usage_estimated(db: Database) -> None:
     """Calls whose token count never arrived are logged with an estimate, flagged."""
     db.execute("ALTER TABLE proxy_logs ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations(name="0004_usage_rollup")
+def m0004_usage_rollup(db: Database) -> None:
+    """Usage per 15 minutes and key/provider/model for analytics, filled from the log so far."""
+    create_and_backfill(db)

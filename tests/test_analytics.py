@@ -1,0 +1,479 @@
+"""The analytics API: timeseries and breakdown over the usage rollup, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from datetime import date, datetime, time, timedelta, timezone
+from itertools import pairwise
+
+import httpx
+import openai
+import pytest
+from traitlets import TraitError
+
+from lcm_jupyter.core import analytics
+from lcm_jupyter.core.budget import MONEY_SCALE
+from lcm_jupyter.core.ids import new_log_id
+from lcm_jupyter.server.app import LCMExtension
+from lcm_jupyter.store import rollup
+from lcm_jupyter.store.db import connect
+from lcm_jupyter.store.migrations import migrations
+
+UTC = timezone.utc
+
+
+@pytest.fixture
+def lcm_config(lcm_config, request):
+    """The extension's config; parametrize indirectly with a timezone name to set one."""
+    tz = getattr(request, "param", None)
+    return {**lcm_config, "analytics_timezone": tz} if tz else lcm_config
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def at(day: date, hh: int = 12, mm: int = 0) -> str:
+    """A stored timestamp on `day` at hh:mm UTC."""
+    moment = datetime.combine(day, time(hh, mm, 7, 123000), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def log_row(created_at: str, **fields) -> dict:
+    """A proxy_logs row as the pipeline submits it (a priced, successful call by default)."""
+    row = {
+        "id": new_log_id(),
+        "key_id": None,
+        "provider": "openai",
+        "endpoint": "chat.completions",
+        "method": "POST",
+        "requested_model": "gpt-4o-mini",
+        "model": "gpt-4o-mini",
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cost_usd": 0.0000270,
+        "unpriced": 0,
+        "savings_usd": 0.0,
+        "latency_ms": 100.0,
+        "status": 200,
+        "created_at": created_at,
+    }
+    row.update(fields)
+    if row["cost_usd"] is None:
+        row["unpriced"] = 1
+    return row
+
+
+@pytest.fixture
+def write(lcm):
+    """Submit rows through the log writer (so through its rollup path) and wait for them."""
+
+    async def submit(*rows):
+        for row in rows:
+            lcm.log_writer.submit(row)
+        assert await lcm.flush_logs()
+        return rows
+
+    return submit
+
+
+@pytest.fixture
+def data(write, make_key, jp_asyncio_loop):
+    """Rows over several past days: two keys, three models, errors, unpriced calls."""
+
+    async def build():
+        alice = await make_key(name="alice")
+        bob = await make_key(name="bob")
+        t = today()
+        rows = [
+            # 5 days ago: alice, gpt-4o-mini x2 (one failed), gpt-4o x1
+            log_row(at(t - timedelta(5), 1), key_id=alice["id"], latency_ms=100.0),
+            log_row(at(t - timedelta(5), 2), key_id=alice["id"], status=500, cost_usd=0.0,
+                    input_tokens=0, output_tokens=0, latency_ms=300.0),
+            log_row(at(t - timedelta(5), 3), key_id=alice["id"], model="gpt-4o",
+                    requested_model="gpt-4o", cost_usd=0.00123, savings_usd=0.0004,
+                    latency_ms=250.5),
+            # 3 days ago: bob, claude (anthropic) and an unpriced model
+            log_row(at(t - timedelta(3), 10), key_id=bob["id"], provider="anthropic",
+                    model="claude-3-5-haiku", requested_model="claude-3-5-haiku",
+                    cost_usd=0.000456789012345, latency_ms=80.25),
+            log_row(at(t - timedelta(3), 11), key_id=bob["id"], model="gpt-99-experimental",
+                    requested_model="gpt-99-experimental", cost_usd=None, latency_ms=None),
+            # 1 day ago: bob, gpt-4o, a timed-out call without a status
+            log_row(at(t - timedelta(1), 23, 59), key_id=bob["id"], model="gpt-4o",
+                    cost_usd=0.000999, input_tokens=1000, output_tokens=5),
+            log_row(at(t - timedelta(1), 0), key_id=bob["id"], model="gpt-4o", status=None,
+                    cost_usd=0.0, input_tokens=0, output_tokens=0, latency_ms=2000.0),
+        ]  # fmt: skip
+        await write(*rows)
+        return {"alice": alice, "bob": bob, "rows": rows}
+
+    return build
+
+
+def _units(usd):
+    return rollup._units(usd, MONEY_SCALE)
+
+
+async def test_timeseries_has_every_day_with_zeros(api, data):
+    built = await data()
+    status, body = await api("GET", "analytics/timeseries", period="7d")
+    assert status == 200, body
+    assert (body["period"], body["timezone"]) == ("7d", "UTC")
+    days = [p["date"] for p in body["points"]]
+    assert days == [(today() - timedelta(n)).isoformat() for n in range(6, -1, -1)]
+    assert (body["start"], body["end"]) == (days[0], days[-1])
+    by_day = {p["date"]: p for p in body["points"]}
+    empty = by_day[(today() - timedelta(4)).isoformat()]
+    assert empty == {
+        "date": empty["date"], "cost_usd": 0.0, "savings_usd": 0.0, "requests": 0,
+        "input_tokens": 0, "output_tokens": 0, "unpriced_requests": 0,
+    }  # fmt: skip
+    five = by_day[(today() - timedelta(5)).isoformat()]
+    assert five["requests"] == 3
+    assert five["cost_usd"] == (_units(0.000027) + _units(0.00123)) / MONEY_SCALE
+    assert five["savings_usd"] == 0.0004
+    assert five["input_tokens"] == 200 and five["output_tokens"] == 40
+    three = by_day[(today() - timedelta(3)).isoformat()]
+    assert (three["requests"], three["unpriced_requests"]) == (2, 1)
+    assert sum(p["requests"] for p in body["points"]) == len(built["rows"])
+
+    status, body = await api("GET", "analytics/timeseries", period="90d")
+    assert len(body["points"]) == 90 and body["points"][-1]["date"] == today().isoformat()
+
+
+async def test_timeseries_filters(api, data):
+    built = await data()
+    alice, bob = built["alice"]["id"], built["bob"]["id"]
+
+    async def total(**params):
+        status, body = await api("GET", "analytics/timeseries", period="30d", **params)
+        assert status == 200, body
+        return sum(p["requests"] for p in body["points"])
+
+    assert await total(key_id=str(alice)) == 3
+    assert await total(key_id=str(bob)) == 4
+    assert await total(model="gpt-4o") == 3
+    assert await total(provider="anthropic") == 1
+    assert await total(provider="anthropic", key_id=str(alice)) == 0
+    assert await total(model="gpt-4o", key_id=str(bob)) == 2
+
+
+async def test_breakdown_by_model_orders_by_cost_and_sums_the_rest_into_other(api, data):
+    built = await data()
+    status, full = await api("GET", "analytics/breakdown", period="30d", by="model", limit="100")
+    assert status == 200, full
+    names = [i["name"] for i in full["items"]]
+    assert names == ["gpt-4o", "claude-3-5-haiku", "gpt-4o-mini", "gpt-99-experimental"]
+    costs = [i["cost_usd"] for i in full["items"]]
+    assert costs == sorted(costs, reverse=True)
+
+    status, top = await api("GET", "analytics/breakdown", period="30d", by="model", limit="2")
+    assert [i["name"] for i in top["items"]] == ["gpt-4o", "claude-3-5-haiku", "other"]
+    other = top["items"][-1]
+    for field in ("requests", "input_tokens", "output_tokens", "unpriced_requests"):
+        assert sum(i[field] for i in top["items"]) == sum(i[field] for i in full["items"])
+        assert sum(i[field] for i in full["items"]) == sum(r[field] for r in _fields(built))
+    total_units = sum(_units(r["cost_usd"]) for r in built["rows"])
+    assert sum(_units(i["cost_usd"]) for i in top["items"]) == total_units
+    # other = gpt-4o-mini (2 calls, 100 and 300 ms) + the unpriced one (no latency)
+    assert (other["requests"], other["unpriced_requests"]) == (3, 1)
+    assert other["avg_latency_ms"] == 200.0
+    assert other["error_rate"] == pytest.approx(1 / 3)
+
+    gpt4o = full["items"][0]
+    # 250.5 ms, 100 ms, 2000 ms; the call without a status counts as an error
+    assert gpt4o["avg_latency_ms"] == round((250.5 + 100 + 2000) / 3, 3)
+    assert gpt4o["error_rate"] == pytest.approx(1 / 3)
+    assert full["items"][-1]["cost_usd"] == 0.0 and full["items"][-1]["avg_latency_ms"] is None
+
+
+def _fields(built):
+    return [
+        {
+            "requests": 1,
+            "input_tokens": r["input_tokens"],
+            "output_tokens": r["output_tokens"],
+            "unpriced_requests": int(r["cost_usd"] is None),
+        }
+        for r in built["rows"]
+    ]
+
+
+async def test_breakdown_by_key_and_provider(api, data):
+    built = await data()
+    status, body = await api("GET", "analytics/breakdown", period="7d", by="key")
+    assert status == 200, body
+    items = {i["name"]: i for i in body["items"]}
+    assert set(items) == {"alice", "bob"}
+    assert items["alice"]["key_id"] == built["alice"]["id"]
+    assert items["bob"]["key_id"] == built["bob"]["id"]
+    assert (items["alice"]["requests"], items["bob"]["requests"]) == (3, 4)
+    assert items["alice"]["error_rate"] == pytest.approx(1 / 3)
+
+    status, body = await api("GET", "analytics/breakdown", period="7d", by="provider")
+    assert {i["name"]: i["requests"] for i in body["items"]} == {"openai": 6, "anthropic": 1}
+    status, body = await api(
+        "GET", "analytics/breakdown", period="7d", by="model", key_id=str(built["alice"]["id"])
+    )
+    assert {i["name"] for i in body["items"]} == {"gpt-4o", "gpt-4o-mini"}
+    status, body = await api("GET", "analytics/breakdown", period="7d", provider="anthropic")
+    assert [i["name"] for i in body["items"]] == ["claude-3-5-haiku"]
+
+
+async def test_csv_output_parses_back_to_the_same_numbers(api, data, jp_fetch):
+    await data()
+    for path, params, key in [
+        ("timeseries", {"period": "7d"}, "points"),
+        ("breakdown", {"period": "7d", "by": "key"}, "items"),
+    ]:
+        _, body = await api("GET", f"analytics/{path}", **params)
+        resp = await jp_fetch("lcm", "api", "analytics", path, params={**params, "format": "csv"})
+        assert resp.headers["Content-Type"].startswith("text/csv")
+        parsed = list(csv.DictReader(io.StringIO(resp.body.decode())))
+        assert len(parsed) == len(body[key])
+        for record, row in zip(body[key], parsed, strict=True):
+            assert list(row) == list(record)
+            for field, value in record.items():
+                if value is None:
+                    assert row[field] == ""
+                elif isinstance(value, str):
+                    assert row[field] == value
+                else:
+                    assert float(row[field]) == value, field
+
+
+def _raw_by_day(db_path, start: date, end: date) -> dict[str, dict]:
+    """The timeseries figures straight from proxy_logs, per UTC day."""
+    sql = f"""
+        SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS requests,
+               SUM(CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER)) AS cost,
+               SUM(CAST(ROUND(savings_usd * {MONEY_SCALE}) AS INTEGER)) AS savings,
+               SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+               SUM(cost_usd IS NULL) AS unpriced_requests
+        FROM proxy_logs WHERE created_at >= ? AND created_at < ? GROUP BY day
+    """
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    rows = db.execute(sql, (start.isoformat(), (end + timedelta(1)).isoformat())).fetchall()
+    db.close()
+    return {
+        r["day"]: {
+            "date": r["day"],
+            "cost_usd": (r["cost"] or 0) / MONEY_SCALE,
+            "savings_usd": (r["savings"] or 0) / MONEY_SCALE,
+            "requests": r["requests"],
+            "input_tokens": r["input_tokens"],
+            "output_tokens": r["output_tokens"],
+            "unpriced_requests": r["unpriced_requests"],
+        }
+        for r in rows
+    }
+
+
+def _raw_by_model(db_path) -> dict[str, dict]:
+    sql = f"""
+        SELECT model, COUNT(*) AS requests,
+               SUM(CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER)) AS cost,
+               SUM(status IS NULL OR status >= 400) AS errors,
+               SUM(CAST(ROUND(latency_ms * 1000) AS INTEGER)) AS lat, COUNT(latency_ms) AS n
+        FROM proxy_logs GROUP BY model
+    """
+    db = sqlite3.connect(db_path)
+    rows = db.execute(sql).fetchall()
+    db.close()
+    return {
+        model: {
+            "requests": requests,
+            "cost_usd": (cost or 0) / MONEY_SCALE,
+            "error_rate": errors / requests,
+            "avg_latency_ms": round(lat / n / 1000, 3) if n else None,
+        }
+        for model, requests, cost, errors, lat, n in rows
+    }
+
+
+async def test_rollup_and_raw_logs_agree_exactly(api, write, lcm_config):
+    # Many calls with awkward costs, spread over 40 days and every quarter hour.
+    t = today()
+    rows = []
+    for i in range(1500):
+        day = t - timedelta(i % 40)
+        rows.append(
+            log_row(
+                at(day, i % 24, (i * 7) % 60),
+                key_id=i % 3 or None,
+                provider=("openai", "anthropic", "google")[i % 3],
+                model=f"model-{i % 7}",
+                cost_usd=None if i % 11 == 0 else (i * 0.0000123456789) / 7,
+                savings_usd=(i % 5) * 0.00000333333,
+                input_tokens=i,
+                output_tokens=i // 2,
+                latency_ms=None if i % 13 == 0 else 10 + i / 3,
+                status=(200, 200, 429, 500, None)[i % 5],
+            )
+        )
+    await write(*rows)
+    start, end = t - timedelta(45), t
+    status, body = await api(
+        "GET", "analytics/timeseries", start=start.isoformat(), end=end.isoformat()
+    )
+    assert status == 200 and body["period"] == "custom"
+    raw = _raw_by_day(lcm_config["db_path"], start, end)
+    assert len(raw) == 40
+    assert {p["date"]: p for p in body["points"] if p["requests"]} == raw
+
+    status, body = await api(
+        "GET", "analytics/breakdown", start=start.isoformat(), end=end.isoformat(), limit="50"
+    )
+    got = {
+        i["name"]: {k: i[k] for k in ("requests", "cost_usd", "error_rate", "avg_latency_ms")}
+        for i in body["items"]
+    }
+    assert got == _raw_by_model(lcm_config["db_path"])
+
+
+async def test_real_sdk_calls_show_up(api, make_key, base_url, logs):
+    record = await make_key(name="sdk")
+    oai = openai.AsyncOpenAI(
+        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
+    )
+    for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "gpt-99-experimental"):
+        await oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    rows = await logs()
+    status, body = await api("GET", "analytics/timeseries", period="7d")
+    assert status == 200, body
+    point = body["points"][-1]
+    assert point["date"] == today().isoformat()
+    assert (point["requests"], point["unpriced_requests"]) == (4, 1)
+    assert point["input_tokens"] == sum(r["input_tokens"] for r in rows)
+    assert point["cost_usd"] == sum(_units(r["cost_usd"]) for r in rows) / MONEY_SCALE
+    assert point["cost_usd"] > 0
+
+    _, body = await api("GET", "analytics/breakdown", period="7d", by="key")
+    (item,) = body["items"]
+    assert (item["name"], item["key_id"], item["requests"]) == ("sdk", record["id"], 4)
+    assert item["error_rate"] == 0.0 and item["avg_latency_ms"] > 0
+    _, body = await api("GET", "analytics/breakdown", period="7d", by="model")
+    assert {i["name"]: i["requests"] for i in body["items"]}["gpt-4o-mini"] == 2
+
+
+async def _local_days(api, write, utc_times):
+    await write(*(log_row(ts) for ts in utc_times))
+    status, body = await api("GET", "analytics/timeseries", period="7d")
+    assert status == 200, body
+    return body, {p["date"]: p["requests"] for p in body["points"] if p["requests"]}
+
+
+@pytest.mark.parametrize("lcm_config", ["Asia/Seoul"], indirect=True)
+async def test_timezone_moves_a_late_utc_call_to_the_next_local_day(api, write):
+    day = today() - timedelta(3)
+    body, counts = await _local_days(api, write, [at(day, 23, 30), at(day, 14, 30)])
+    assert body["timezone"] == "Asia/Seoul"
+    assert body["end"] == datetime.now(analytics.load_timezone("Asia/Seoul")).date().isoformat()
+    # 14:30 UTC is 23:30 in Seoul, the same day; 23:30 UTC is 08:30 the next day.
+    assert counts == {day.isoformat(): 1, (day + timedelta(1)).isoformat(): 1}
+
+
+@pytest.mark.parametrize("lcm_config", ["Asia/Kolkata"], indirect=True)
+async def test_half_hour_timezone_splits_days_inside_a_utc_hour(api, write):
+    day = today() - timedelta(3)
+    # India is UTC+5:30: local midnight is 18:30 UTC, in the middle of an hour.
+    times = [at(day, 18, 20), at(day, 18, 40), at(day, 23, 30)]
+    body, counts = await _local_days(api, write, times)
+    assert body["timezone"] == "Asia/Kolkata"
+    assert counts == {day.isoformat(): 1, (day + timedelta(1)).isoformat(): 2}
+
+
+def test_analytics_timezone_trait_env_and_validation(monkeypatch):
+    assert LCMExtension().lcm_settings().analytics_timezone == "UTC"
+    monkeypatch.setenv("LCM_ANALYTICS_TIMEZONE", "Asia/Seoul")
+    assert LCMExtension().lcm_settings().analytics_timezone == "Asia/Seoul"
+    with pytest.raises(TraitError, match="Mars/Olympus"):
+        LCMExtension(analytics_timezone="Mars/Olympus")
+    monkeypatch.setenv("LCM_ANALYTICS_TIMEZONE", "Not/AZone")
+    with pytest.raises(TraitError):
+        LCMExtension().lcm_settings()
+
+
+@pytest.mark.parametrize(
+    "path, params, param",
+    [
+        ("timeseries", {"period": "2w"}, "period"),
+        ("timeseries", {"start": "2026-02-10", "end": "2026-02-01"}, "start"),
+        ("timeseries", {"start": "2025-01-01", "end": "2026-01-02"}, "end"),
+        ("timeseries", {"start": "2026-02-30", "end": "2026-03-01"}, "start"),
+        ("timeseries", {"start": "2026-02-01"}, "end"),
+        ("timeseries", {"period": "7d", "start": "2026-02-01", "end": "2026-02-02"}, "period"),
+        ("timeseries", {"key_id": "abc"}, "key_id"),
+        ("timeseries", {"format": "xml"}, "format"),
+        ("breakdown", {"by": "colour"}, "by"),
+        ("breakdown", {"limit": "0"}, "limit"),
+        ("breakdown", {"period": "1y"}, "period"),
+    ],
+)
+async def test_bad_parameters_are_400(api, path, params, param):
+    status, body = await api("GET", f"analytics/{path}", **params)
+    assert status == 400, body
+    assert body["error"]["param"] == param
+
+
+async def test_366_days_is_the_most(api):
+    status, body = await api("GET", "analytics/timeseries", start="2025-01-01", end="2026-01-01")
+    assert status == 200 and len(body["points"]) == 366
+
+
+async def test_analytics_refuses_requests_without_the_jupyter_token(base_url):
+    async with httpx.AsyncClient() as http:
+        for path in ("timeseries", "breakdown", "timeseries?format=csv"):
+            resp = await http.get(f"{base_url}lcm/api/analytics/{path}")
+            assert resp.status_code == 403, path
+
+
+def test_migration_backfills_rows_written_before_it(tmp_path):
+    path = tmp_path / "old.db"
+    db = connect(path)
+    migrations.apply(db, stop_before="0004_usage_rollup")
+    assert "usage_rollup" not in db.table_names()
+    t = today()
+    rows = [
+        log_row(at(t - timedelta(n % 4), n % 24, n % 60), model=f"m{n % 3}", cost_usd=n * 1e-7)
+        for n in range(50)
+    ] + [log_row(at(t, 1), cost_usd=None, latency_ms=None, status=None, model=None)]
+    db["proxy_logs"].insert_all(rows)
+    migrations.apply(db)
+    bounds = analytics.Period("custom", t - timedelta(5), t, UTC).bounds()
+    got = {m: x for m, x in rollup.by_group(db, "model", bounds[0], bounds[-1])}
+    # What the log writer's own path makes of the same rows, in a fresh database.
+    fresh = connect(tmp_path / "new.db")
+    migrations.apply(fresh)
+    with fresh.atomic():
+        fresh["proxy_logs"].insert_all(rows)
+        rollup.add_batch(fresh.conn, rows)
+    assert got == dict(rollup.by_group(fresh, "model", bounds[0], bounds[-1]))
+    assert sum(x.requests for x in got.values()) == 51
+    assert got["gpt-4o-mini"].unpriced_requests == 1 and got["gpt-4o-mini"].errors == 1
+    assert got["m1"].cost_units == sum(_units(r["cost_usd"]) for r in rows if r["model"] == "m1")
+
+
+def test_period_shaping():
+    seoul = analytics.load_timezone("Asia/Seoul")
+    now = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)  # already 2 March in Seoul
+    period = analytics.resolve_period("7d", None, None, seoul, now=now)
+    assert (period.first, period.last) == (date(2026, 2, 24), date(2026, 3, 2))
+    bounds = period.bounds()
+    assert len(bounds) == 8 and all(b - a == 86400 for a, b in pairwise(bounds))
+    assert bounds[0] == int(datetime(2026, 2, 23, 15, tzinfo=UTC).timestamp())
+    # A day of daylight saving change has 23 hours, and the days still tile.
+    ny = analytics.load_timezone("America/New_York")
+    spring = analytics.Period("custom", date(2026, 3, 7), date(2026, 3, 9), ny).bounds()
+    assert [b - a for a, b in pairwise(spring)] == [86400, 82800, 86400]
+    filled = analytics.fill_days(bounds, [(bounds[1] + 900, analytics.Totals(requests=2))])
+    assert [t.requests for t in filled] == [0, 2, 0, 0, 0, 0, 0]
+    groups = [(f"m{n}", analytics.Totals(requests=1, cost_units=n)) for n in range(5)]
+    top = analytics.top_with_other(groups, 2)
+    assert [n for n, _ in top] == ["m4", "m3", "other"]
+    assert top[-1][1].cost_units == 3 and top[-1][1].requests == 3
+    assert analytics.top_with_other(groups, 5) == sorted(groups, key=lambda g: -g[1].cost_units)
