@@ -60,3 +60,17 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert "demo check: OK" in out.stdout
     for provider in ("openai", "anthropic", "google"):
         assert f"logged {provider}" in out.stdout
+
+
+async def test_kernels_are_told_where_the_extension_is(lcm, jp_serverapp, monkeypatch):
+    import os
+
+    from lcm_jupyter import client
+
+    monkeypatch.delenv(client.URL_ENV, raising=False)
+    monkeypatch.delenv(client.TOKEN_ENV, raising=False)
+    (app,) = jp_serverapp.extension_manager.extension_apps["lcm_jupyter"]
+    await app._start_jupyter_server_extension(jp_serverapp)
+    assert os.environ[client.URL_ENV] == jp_serverapp.connection_url
+    assert os.environ[client.TOKEN_ENV] == jp_serverapp.identity_provider.token
+    assert client.proxy_url("openai") == jp_serverapp.connection_url + "lcm/proxy/openai/v1"

@@ -13,6 +13,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from ..core.analytics import load_timezone
+from ..client import TOKEN_ENV, URL_ENV
 from ..core.settings import (
     DEFAULT_BASE_URLS,
     DEFAULT_CONNECT_TIMEOUT,
@@ -292,6 +293,11 @@ class LCMExtension(ExtensionApp):
             # ~110 ms pauses under load. Freezing them cut p99 at 32 connections from
             # ~130 ms to ~30 ms and raised throughput 12% (tests/benchmarks/README.md).
             gc.freeze()
+        # Kernels inherit the server's environment: this is how lcm_jupyter.client finds us.
+        os.environ[URL_ENV] = serverapp.connection_url
+        token = getattr(serverapp.identity_provider, "token", "")
+        if token:
+            os.environ[TOKEN_ENV] = token
         self.log.info(
             "lcm: proxy at %slcm/proxy/{openai,anthropic,google,v2}/", serverapp.connection_url
         )
