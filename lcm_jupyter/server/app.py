@@ -12,8 +12,8 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
-from ..core.analytics import load_timezone
 from ..client import TOKEN_ENV, URL_ENV
+from ..core.analytics import load_timezone
 from ..core.settings import (
     DEFAULT_BASE_URLS,
     DEFAULT_CONNECT_TIMEOUT,
