@@ -233,8 +233,9 @@ class ProxyPipeline:
         except ClientGone:
             self._client_left(call)
         except asyncio.CancelledError:
-            if not sink.client_gone:
-                raise  # the server is stopping: not ours to swallow
+            if not sink.client_gone:  # the server is stopping: not ours to swallow
+                call.error = call.error or "The server stopped before the call completed."
+                raise
             self._client_left(call)
         except Exception as exc:  # a bug: still answer in the provider's shape, and log
             log.exception("lcm proxy failed on %s %s", req.method, req.path)
