@@ -53,3 +53,36 @@ async def test_stopping_the_server_writes_every_queued_row(base_url, make_key, l
     db = sqlite3.connect(lcm_config["db_path"])
     logged = {row[0] for row in db.execute("SELECT id FROM proxy_logs")}
     assert logged == set(ids)
+
+
+async def test_calls_in_flight_at_stop_finish_and_are_logged(base_url, make_key, lcm, sim):
+    import asyncio
+
+    record = await make_key()
+    sim.chunk_delay = 0.1
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "stream while the server stops"}],
+    }
+
+    async def one() -> int:
+        async with (
+            httpx.AsyncClient() as http,
+            http.stream(
+                "POST",
+                f"{base_url}lcm/proxy/openai/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {record['key']}"},
+            ) as resp,
+        ):
+            return len([c async for c in resp.aiter_bytes()])
+
+    calls = [asyncio.ensure_future(one()) for _ in range(5)]
+    await asyncio.sleep(0.15)  # all five are streaming now
+    await lcm.stop()
+    sim.chunk_delay = 0
+    assert all(n > 0 for n in await asyncio.gather(*calls))
+    db = sqlite3.connect(lcm.settings.db_path)
+    rows = db.execute("SELECT status, cost_usd FROM proxy_logs").fetchall()
+    assert len(rows) == 5 and all(s == 200 and c > 0 for s, c in rows)
