@@ -15,3 +15,10 @@ def _jupyter_server_extension_points() -> list[dict]:
     from .server.app import LCMExtension
 
     return [{"module": "lcm_jupyter.server.app", "app": LCMExtension}]
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext lcm_jupyter`: register the `%lcm` magic (IPython is imported only now)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)

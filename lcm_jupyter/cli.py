@@ -296,6 +296,106 @@ def cmd_pricing(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reconcile and report (through the REST API of a running server) --------------------------
+
+REPORT_BY = ("model", "provider", "key")
+REPORT_FORMATS = ("table", "csv", "json")
+REPORT_COLUMNS = (
+    "name", "cost_usd", "savings_usd", "requests", "input_tokens", "output_tokens",
+    "avg_latency_ms", "error_rate",
+)  # fmt: skip
+TOTAL_FIELDS = ("cost_usd", "savings_usd", "requests", "input_tokens", "output_tokens")
+
+
+def text_table(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:
+    """Rows as an aligned plain-text table (None shows as '-')."""
+    cells = [["-" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def report_totals(items: list[dict]) -> dict:
+    """The sums of a breakdown's items (the API's 'other' row keeps them complete)."""
+    totals = {f: sum(i.get(f) or 0 for i in items) for f in TOTAL_FIELDS}
+    for f in ("cost_usd", "savings_usd"):
+        totals[f] = round(totals[f], 10)
+    return totals
+
+
+def totals_line(answer: dict, totals: dict) -> str:
+    """One line: what the report covers and its totals."""
+    return (
+        f"{answer.get('period')} ({answer.get('start')} to {answer.get('end')}), "
+        f"by {answer.get('by')}: {totals['requests']} requests, ${totals['cost_usd']:.6f}, "
+        f"saved ${totals['savings_usd']:.6f}, {totals['input_tokens']} input / "
+        f"{totals['output_tokens']} output tokens"
+    )
+
+
+def reconcile_lines(answer: dict) -> list[str]:
+    """The drift per key of a reconcile answer, one line each."""
+    lines = [f"reconciled {answer.get('month')} (counters: {answer.get('store')})"]
+    for k in answer.get("keys", []):
+        lines.append(
+            f"  key {k['key_id']} ({k['name']}): counter ${k['counter_usd']:.10f}, "
+            f"logged ${k['logged_usd']:.10f}, drift ${k['drift_usd']:.10f}"
+        )
+    if not answer.get("keys"):
+        lines.append("  no key has spent anything this month")
+    return lines
+
+
+def _client(args: argparse.Namespace):
+    from .client import LCMClient
+
+    return LCMClient(args.url, args.token)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Rebuild the budget counters of a running server from its call log; print the drift."""
+    from .client import LCMClientError
+
+    try:
+        with _client(args) as lcm:
+            answer = lcm.reconcile(args.key)
+    except LCMClientError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    print("\n".join(reconcile_lines(answer)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print a running server's cost breakdown (and totals) as a table, CSV or JSON."""
+    from .client import LCMClientError
+
+    try:
+        with _client(args) as lcm:
+            if args.format == "csv":
+                print(lcm.breakdown(args.by, args.period, format="csv"), end="")
+                return 0
+            answer = lcm.breakdown(args.by, args.period)
+    except LCMClientError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    totals = report_totals(answer["items"])
+    if args.format == "json":
+        print(json.dumps({**answer, "totals": totals}, indent=2))
+    else:
+        print(totals_line(answer, totals))
+        print(text_table(REPORT_COLUMNS, answer["items"]))
+    return 0
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="server URL (default: $LCM_SERVER_URL)")
+    parser.add_argument("--token", default=None, help="server token (default: $LCM_SERVER_TOKEN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `jupyter lcm` argument parser."""
     parser = argparse.ArgumentParser(prog="jupyter lcm", description=__doc__)
@@ -343,6 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     pricing.add_argument("--provider", choices=["openai", "anthropic", "google"])
     pricing.add_argument("--db-path", default=None)
     pricing.set_defaults(func=cmd_pricing)
+
+    reconcile = sub.add_parser("reconcile", help="rebuild budget counters from the log (server)")
+    reconcile.add_argument("--key", type=int, default=None, metavar="ID", help="only this key")
+    _add_server_options(reconcile)
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    report = sub.add_parser("report", help="cost breakdown and totals (server)")
+    report.add_argument("--period", default="30d", help="7d, 30d or 90d (default 30d)")
+    report.add_argument("--by", default="model", choices=REPORT_BY)
+    report.add_argument("--format", default="table", choices=REPORT_FORMATS)
+    _add_server_options(report)
+    report.set_defaults(func=cmd_report)
     return parser
 
 

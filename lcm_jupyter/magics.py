@@ -1,0 +1,254 @@
+"""`%lcm`: the cost manager from a notebook cell (`%load_ext lcm_jupyter`).
+
+    %lcm status                 is the extension reachable; keys; calls logged today
+    %lcm keys                   the proxy keys
+    %lcm report [--period 30d] [--by model|provider|key] [--format table|csv|json]
+    %lcm reconcile [--key ID]   rebuild budget counters from the log; the drift per key
+    %lcm alerts [--unread]      budget alerts
+
+Every subcommand takes `--url` and `--token` (default: what the extension put in the
+kernel's environment). Tables are pandas DataFrames when pandas is importable, else an
+HTML table with a plain-text fallback; `df = %lcm report` keeps the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import HTML
+
+from . import cli
+from .client import URL_ENV, LCMClient, LCMClientError
+
+KEY_COLUMNS = (
+    "id", "name", "prefix", "provider", "budget_usd", "rpm", "routing_mode", "revoked",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "id", "key_id", "month", "threshold", "severity", "message", "created_at", "read",
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    """Bad arguments (or a help request): the text to print instead of a traceback."""
+
+
+class HelpRequested(UsageError):
+    """`-h`: the help text, printed as ordinary output."""
+
+
+class MagicArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser that never exits the kernel: errors and help become UsageError."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageError(message or "")
+
+    def print_help(self, file: Any = None) -> None:
+        raise HelpRequested(self.format_help())
+
+
+class Table(HTML):
+    """An HTML table that keeps its rows, with a plain-text rendering as its repr."""
+
+    def __init__(self, columns: tuple[str, ...] | list[str], rows: list[dict]) -> None:
+        self.columns = list(columns)
+        self.rows = rows
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in self.columns)
+            for r in rows
+        )
+        super().__init__(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def __repr__(self) -> str:
+        return cli.text_table(self.columns, self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def make_table(columns: tuple[str, ...] | list[str], rows: list[dict]) -> Any:
+    """A pandas DataFrame when pandas is importable, else a Table."""
+    try:
+        import pandas
+    except ImportError:
+        return Table(columns, rows)
+    return pandas.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+
+
+def build_parser() -> MagicArgumentParser:
+    """The `%lcm` argument parser."""
+    common = MagicArgumentParser(add_help=False)
+    common.add_argument("--url", default=None, help=f"server URL (default: ${URL_ENV})")
+    common.add_argument("--token", default=None, help="server token (default: from the env)")
+    parser = MagicArgumentParser(
+        prog="%lcm",
+        description="The LLM cost manager from a notebook.",
+        epilog="%lcm SUBCOMMAND -h shows a subcommand's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.add_parser("help", help="show this help")
+    sub.add_parser("status", parents=[common], help="is the extension reachable; keys; today")
+    sub.add_parser("keys", parents=[common], help="the proxy keys")
+    report = sub.add_parser("report", parents=[common], help="cost breakdown and totals")
+    report.add_argument("--period", default="30d", help="7d, 30d or 90d (default 30d)")
+    report.add_argument("--by", default="model", choices=cli.REPORT_BY)
+    report.add_argument("--format", default="table", choices=cli.REPORT_FORMATS)
+    reconcile = sub.add_parser(
+        "reconcile", parents=[common], help="rebuild budget counters from the log; the drift"
+    )
+    reconcile.add_argument("--key", type=int, default=None, metavar="ID", help="only this key")
+    alerts = sub.add_parser("alerts", parents=[common], help="budget alerts")
+    alerts.add_argument("--unread", action="store_true", help="only unread alerts")
+    sub.add_parser("dashboard", parents=[common], help="(not available yet)")
+    sub.add_parser("serve", parents=[common], help="(not available yet)")
+    return parser
+
+
+def _error(message: str) -> None:
+    print("lcm: " + " ".join(str(message).split()), file=sys.stderr)
+
+
+def run(line: str) -> Any:
+    """Run one `%lcm` line; what the magic returns."""
+    parser = build_parser()
+    try:
+        argv = shlex.split(line)
+    except ValueError as err:
+        _error(f"cannot parse {line!r}: {err}")
+        return None
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as usage:
+        text = str(usage)
+        out = sys.stdout if isinstance(usage, HelpRequested) else sys.stderr
+        print(text if text.endswith("\n") else text + "\n", end="", file=out)
+        return None
+    if args.command in (None, "help"):
+        print(parser.format_help(), end="")
+        return None
+    if args.command in ("dashboard", "serve"):
+        print(f"%lcm {args.command} is not available yet.")
+        return None
+    if args.url is None and not os.environ.get(URL_ENV):
+        _error(
+            f"extension not found: {URL_ENV} is not set in this kernel; pass --url (and --token)"
+        )
+        return None
+    try:
+        with LCMClient(args.url, args.token) as lcm:
+            return COMMANDS[args.command](lcm, args)
+    except LCMClientError as err:
+        _error(err.message if err.status == 0 else f"server answered {err.status}: {err.message}")
+    except json.JSONDecodeError:
+        _error(f"{args.url or os.environ.get(URL_ENV)} did not answer JSON: is it lcm-jupyter?")
+    return None
+
+
+# -- subcommands --------------------------------------------------------------------------------
+
+
+def status(lcm: LCMClient, args: argparse.Namespace) -> None:
+    """Print what the API tells about the extension."""
+    keys = lcm.list_keys()
+    today = lcm.timeseries("7d")["points"][-1]
+    active = sum(1 for k in keys if not k["revoked"])
+    print(f"lcm-jupyter extension reachable at {lcm.url}")
+    print(f"keys: {len(keys)} ({active} active, {len(keys) - active} revoked)")
+    print(
+        f"calls logged today ({today['date']}): {today['requests']}, "
+        f"${today['cost_usd']:.6f}, {today['input_tokens']} input / "
+        f"{today['output_tokens']} output tokens"
+    )
+    db = os.environ.get("LCM_DB_PATH") if args.url is None else None
+    where = f"LCM_DB_PATH in this kernel's environment: {db}" if db else "not exposed by the API"
+    print(f"database: {where}")
+    print("counters backend: not exposed by the API (%lcm reconcile reports it)")
+
+
+def keys(lcm: LCMClient, args: argparse.Namespace) -> Any:
+    """The keys as a table."""
+    rows = [
+        {
+            "id": k["id"],
+            "name": k["name"],
+            "prefix": k["key_prefix"],
+            "provider": k["provider"],
+            "budget_usd": k.get("monthly_budget_usd"),
+            "rpm": k.get("rate_limit_rpm"),
+            "routing_mode": k.get("routing_mode"),
+            "revoked": k["revoked"],
+        }
+        for k in lcm.list_keys()
+    ]
+    if not rows:
+        print("no keys yet")
+        return None
+    return make_table(KEY_COLUMNS, rows)
+
+
+def report(lcm: LCMClient, args: argparse.Namespace) -> Any:
+    """The breakdown: a table (totals printed), CSV printed, or the JSON dict with totals."""
+    if args.format == "csv":
+        print(lcm.breakdown(args.by, args.period, format="csv"), end="")
+        return None
+    answer = lcm.breakdown(args.by, args.period)
+    totals = cli.report_totals(answer["items"])
+    if args.format == "json":
+        return {**answer, "totals": totals}
+    print(cli.totals_line(answer, totals))
+    table = make_table(cli.REPORT_COLUMNS, answer["items"])
+    if hasattr(table, "attrs"):
+        table.attrs["totals"] = totals  # a DataFrame keeps them along
+    return table
+
+
+def reconcile(lcm: LCMClient, args: argparse.Namespace) -> None:
+    """Print the drift per key."""
+    print("\n".join(cli.reconcile_lines(lcm.reconcile(args.key))))
+
+
+def alerts(lcm: LCMClient, args: argparse.Namespace) -> Any:
+    """Alerts as a table."""
+    rows = lcm.alerts(unread=args.unread)
+    if not rows:
+        print("no unread alerts" if args.unread else "no alerts")
+        return None
+    return make_table(ALERT_COLUMNS, rows)
+
+
+COMMANDS = {
+    "status": status,
+    "keys": keys,
+    "report": report,
+    "reconcile": reconcile,
+    "alerts": alerts,
+}
+
+
+@magics_class
+class LCMMagics(Magics):
+    """The `%lcm` line magic."""
+
+    @line_magic
+    def lcm(self, line: str = "") -> Any:
+        """The LLM cost manager: `%lcm help` lists the subcommands."""
+        return run(line)
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register `%lcm` (called by `%load_ext lcm_jupyter`)."""
+    ipython.register_magics(LCMMagics)
