@@ -8,7 +8,27 @@ from __future__ import annotations
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "LCMClient",
+    "__version__",
+    "anthropic_client",
+    "genai_client",
+    "openai_client",
+    "proxy_url",
+]
+
+# The kernel-side helpers, imported on first use (httpx and the SDKs are not cheap).
+_CLIENT_NAMES = frozenset(
+    {"LCMClient", "anthropic_client", "genai_client", "openai_client", "proxy_url"}
+)
+
+
+def __getattr__(name: str):
+    if name in _CLIENT_NAMES:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'lcm_jupyter' has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points() -> list[dict]:

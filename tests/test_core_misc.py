@@ -101,3 +101,20 @@ def test_core_imports_nothing_from_store_server_or_ui():
                         path.name,
                         name,
                     )
+
+
+def test_package_exports_are_complete_and_lazy():
+    code = (
+        "import sys, lcm_jupyter\n"
+        "assert 'httpx' not in sys.modules\n"
+        "missing = [n for n in lcm_jupyter.__all__ if not hasattr(lcm_jupyter, n)]\n"
+        "print(','.join(missing))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    import lcm_jupyter
+    from lcm_jupyter import client
+
+    assert lcm_jupyter.openai_client is client.openai_client
+    with pytest.raises(AttributeError):
+        lcm_jupyter.nope  # noqa: B018
