@@ -67,6 +67,15 @@ class LCMAPIHandler(APIHandler):
         except ValueError as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
+    def optional_body(self) -> dict:
+        """The JSON object body, {} when there is none; BadRequest for anything else."""
+        if not self.request.body.strip():
+            return {}
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
     def reply(self, data: Any, status: int = 200) -> None:
         """Answer `data` as JSON."""
         self.set_status(status)
@@ -93,6 +102,11 @@ class LCMAPIHandler(APIHandler):
         if value < lo or value > hi:
             raise BadRequest(f"{name} must be between {lo} and {hi}", param=name)
         return value
+
+
+def _is_id(value: Any) -> bool:
+    """True for a whole number that can be a row id (not a bool, not beyond int64)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 def _key_id(raw: str) -> int:
@@ -339,11 +353,8 @@ class ReconcileHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        body = self.json_body() if self.request.body.strip() else {}
-        key_id = body.get("key_id") if isinstance(body, dict) else None
-        if key_id is not None and (
-            not isinstance(key_id, int) or isinstance(key_id, bool) or not 0 < key_id <= MAX_ID
-        ):
+        key_id = self.optional_body().get("key_id")
+        if key_id is not None and not _is_id(key_id):
             raise BadRequest("key_id must be a key's id", param="key_id")
         self.reply(await self.lcm.reconcile(key_id=key_id))
 
@@ -375,14 +386,8 @@ class AlertsReadHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        body = self.json_body() if self.request.body.strip() else {}
-        ids = body.get("ids") if isinstance(body, dict) else None
-        if ids is not None and (
-            not isinstance(ids, list)
-            or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
-            )
-        ):
+        ids = self.optional_body().get("ids")
+        if ids is not None and (not isinstance(ids, list) or not all(map(_is_id, ids))):
             raise BadRequest("ids must be a list of alert ids", param="ids")
         changed = await self.lcm.store.run(alert_table.mark_read, ids)
         self.reply({"marked_read": changed})
