@@ -15,6 +15,7 @@ __all__ = [
     "genai_client",
     "openai_client",
     "proxy_url",
+    "serve",
 ]
 
 # The kernel-side helpers, imported on first use (httpx and the SDKs are not cheap).
@@ -28,6 +29,10 @@ def __getattr__(name: str):
         from . import client
 
         return getattr(client, name)
+    if name == "serve":
+        from .kernel_server import serve
+
+        return serve
     raise AttributeError(f"module 'lcm_jupyter' has no attribute {name!r}")
 
 

@@ -5,6 +5,7 @@
     %lcm report [--period 30d] [--by model|provider|key] [--format table|csv|json]
     %lcm reconcile [--key ID]   rebuild budget counters from the log; the drift per key
     %lcm alerts [--unread]      budget alerts
+    %lcm serve [--port N]       run the proxy and API inside this kernel (no extension needed)
 
 Every subcommand takes `--url` and `--token` (default: what the extension put in the
 kernel's environment). Tables are pandas DataFrames when pandas is importable, else an
@@ -114,7 +115,8 @@ def build_parser() -> MagicArgumentParser:
     alerts = sub.add_parser("alerts", parents=[common], help="budget alerts")
     alerts.add_argument("--unread", action="store_true", help="only unread alerts")
     sub.add_parser("dashboard", parents=[common], help="(not available yet)")
-    sub.add_parser("serve", parents=[common], help="(not available yet)")
+    serve = sub.add_parser("serve", help="run the proxy and API inside this kernel")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     return parser
 
 
@@ -140,7 +142,9 @@ def run(line: str) -> Any:
     if args.command in (None, "help"):
         print(parser.format_help(), end="")
         return None
-    if args.command in ("dashboard", "serve"):
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "dashboard":
         print(f"%lcm {args.command} is not available yet.")
         return None
     if args.url is None and not os.environ.get(URL_ENV):
@@ -159,6 +163,21 @@ def run(line: str) -> Any:
 
 
 # -- subcommands --------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Start (or find) the kernel-hosted server; print its URL."""
+    from .kernel_server import serve as start
+
+    try:
+        handle = start(port=args.port)
+    except Exception as err:
+        _error(f"cannot start the kernel server: {err}")
+        return None
+    print(f"lcm-jupyter serving in this kernel at {handle.url}")
+    print("LCMClient() and lcm_jupyter.openai_client(key) now use it.")
+    print("To stop it: lcm_jupyter.serve().stop()")
+    return None
 
 
 def status(lcm: LCMClient, args: argparse.Namespace) -> None:

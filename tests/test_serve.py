@@ -1,0 +1,163 @@
+"""`lcm_jupyter.serve()`: the proxy and API inside the kernel process, used from sync code.
+
+The tests are plain sync functions, as a notebook cell is: the sync SDKs and LCMClient
+block this thread while the server answers from its own loop in its own thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+from jupyter_server.serverapp import ServerApp
+from traitlets import TraitError
+
+import lcm_jupyter
+from lcm_jupyter import client as lcm_client
+from lcm_jupyter import magics
+from lcm_jupyter.client import LCMClient
+from lcm_jupyter.testing import SimulatedProvider
+
+from .conftest import expected_cost
+
+PROVIDERS = ("openai", "anthropic", "google")
+
+
+@pytest.fixture
+def env(monkeypatch):
+    # serve() sets these in os.environ; monkeypatch puts them back afterwards.
+    monkeypatch.setenv(lcm_client.URL_ENV, "http://before.invalid/")
+    monkeypatch.delenv(lcm_client.TOKEN_ENV, raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def sim():
+    with SimulatedProvider.run_in_thread(api_keys=["sk-x"]) as provider:
+        yield provider
+
+
+@pytest.fixture
+def served(sim, env, tmp_path):
+    handle = lcm_jupyter.serve(
+        db_path=tmp_path / "lcm.sqlite3",
+        openai_base_url=sim.url,
+        anthropic_base_url=sim.url,
+        google_base_url=sim.url,
+        secret_key_file=tmp_path / "secret.key",
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url + "lcm/api/keys", timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_serve_runs_the_proxy_and_api_in_process(served, tmp_path):
+    handle = served
+    assert handle.url.startswith("http://127.0.0.1:") and handle.url.endswith("/")
+    assert lcm_jupyter.serve() is handle  # a second call returns the running one
+    assert ServerApp._instance is None  # no singleton for other tests to trip over
+    with LCMClient() as lcm:  # found through LCM_SERVER_URL / LCM_SERVER_TOKEN
+        assert lcm.url == handle.url
+        created = lcm.create_key(
+            name="kernel", routing_mode="off", provider_api_keys=dict.fromkeys(PROVIDERS, "sk-x")
+        )
+        chat = lcm_jupyter.openai_client(created["key"], max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert chat.choices[0].message.content
+        rows = lcm.logs()
+    assert len(rows) == 1 and rows[0]["model"] == "gpt-4o-mini" and rows[0]["status"] == 200
+    usage = chat.usage
+    assert rows[0]["cost_usd"] == pytest.approx(
+        expected_cost("gpt-4o-mini", uncached=usage.prompt_tokens, out=usage.completion_tokens),
+        abs=1e-12,
+    )
+
+    for headers in ({}, {"Authorization": "token wrong"}):
+        resp = httpx.get(handle.url + "lcm/api/keys", headers=headers, timeout=5)
+        assert resp.status_code == 403
+    # Only this extension is served: no contents, kernels or terminals for anyone.
+    auth = {"Authorization": f"token {handle.token}"}
+    assert httpx.get(handle.url + "api/terminals", headers=auth, timeout=5).status_code == 404
+
+    handle.stop()
+    assert not handle.running and _refused(handle.url)
+    assert lcm_client.os.environ[lcm_client.URL_ENV] == "http://before.invalid/"
+    assert lcm_client.TOKEN_ENV not in lcm_client.os.environ
+    handle.stop()  # idempotent
+    with sqlite3.connect(tmp_path / "lcm.sqlite3") as db:
+        (count,) = db.execute("SELECT count(*) FROM proxy_logs").fetchone()
+        (keys,) = db.execute("SELECT count(*) FROM proxy_keys").fetchone()
+    assert (count, keys) == (1, 1)
+
+
+def test_serve_again_after_stop_starts_a_new_server(sim, env, tmp_path):
+    first = lcm_jupyter.serve(db_path=tmp_path / "a.sqlite3", secret_key_file=tmp_path / "k")
+    first.stop()
+    second = lcm_jupyter.serve(db_path=tmp_path / "a.sqlite3", secret_key_file=tmp_path / "k")
+    try:
+        assert second is not first and second.running
+        with LCMClient() as lcm:
+            assert lcm.list_keys() == []
+    finally:
+        second.stop()
+    assert _refused(second.url)
+
+
+def test_serve_rejects_unknown_settings(env):
+    with pytest.raises(TypeError, match="nope"):
+        lcm_jupyter.serve(nope=1)
+
+
+def test_a_start_failure_is_raised_and_leaves_nothing_running(env, tmp_path):
+    before = threading.active_count()
+    with pytest.raises(TraitError, match="budget_mode"):
+        lcm_jupyter.serve(budget_mode="sometimes", db_path=tmp_path / "x.sqlite3")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="could not start"):
+            lcm_jupyter.serve(port=port, db_path=tmp_path / "x.sqlite3")
+    assert ServerApp._instance is None
+    assert lcm_client.os.environ[lcm_client.URL_ENV] == "http://before.invalid/"
+    assert threading.active_count() == before
+
+
+def test_the_magic_starts_it_and_prints_the_url(sim, env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LCM_DB_PATH", str(tmp_path / "m.sqlite3"))
+    monkeypatch.setenv("LCM_SECRET_KEY_FILE", str(tmp_path / "m.key"))
+    assert magics.run("serve") is None
+    handle = lcm_jupyter.serve()
+    try:
+        assert f"serving in this kernel at {handle.url}" in capsys.readouterr().out
+        with LCMClient() as lcm:
+            assert lcm.list_keys() == []
+    finally:
+        handle.stop()
+    assert magics.run("serve --port nope") is None
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_serve_is_exported_lazily():
+    code = "import sys, lcm_jupyter\nassert 'jupyter_server' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from lcm_jupyter import serve
+    from lcm_jupyter.kernel_server import serve as the_function
+
+    assert serve is the_function and lcm_jupyter.serve is the_function
+    assert "daemon thread" in serve.__doc__
