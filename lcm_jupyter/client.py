@@ -119,6 +119,10 @@ class LCMClient:
             return resp.text
         return resp.json()
 
+    def status(self) -> dict:
+        """Version, database path, counters backend (redis or memory), price-table version."""
+        return self.request("GET", "status")
+
     # -- keys ------------------------------------------------------------------------------------
 
     def list_keys(self, *, include_revoked: bool = True) -> list[dict]:

@@ -192,10 +192,13 @@ def status(lcm: LCMClient, args: argparse.Namespace) -> None:
         f"${today['cost_usd']:.6f}, {today['input_tokens']} input / "
         f"{today['output_tokens']} output tokens"
     )
-    db = os.environ.get("LCM_DB_PATH") if args.url is None else None
-    where = f"LCM_DB_PATH in this kernel's environment: {db}" if db else "not exposed by the API"
-    print(f"database: {where}")
-    print("counters backend: not exposed by the API (%lcm reconcile reports it)")
+    info = lcm.status()
+    redis = "Redis" if info["counters"] == "redis" else info["counters"]
+    if not info["redis_configured"]:
+        redis = "in-memory (no Redis configured)"
+    print(f"database: {info['db_path']}")
+    print(f"counters: {redis}; budgets: {info['budget_mode']}")
+    print(f"price table: {info['pricing_version']}; version {info['version']}")
 
 
 def keys(lcm: LCMClient, args: argparse.Namespace) -> Any:

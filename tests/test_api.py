@@ -202,3 +202,12 @@ async def test_huge_numbers_are_client_errors_not_500(api):
     assert (await api("POST", "keys", {"name": "x", "cache_ttl_seconds": 10**20}))[0] == 400
     assert (await api("POST", "reconcile", {"key_id": 10**20}))[0] == 400
     assert (await api("POST", "alerts/read", {"ids": [10**20]}))[0] == 400
+
+
+async def test_status_says_where_the_data_is(api, lcm_config, lcm):
+    status, info = await api("GET", "status")
+    assert status == 200
+    assert info["db_path"] == lcm_config["db_path"]
+    assert info["counters"] == "memory" and info["redis_configured"] is False
+    assert info["pricing_version"] == lcm.pricing.table.version
+    assert info["logs_failed"] == 0

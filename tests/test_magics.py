@@ -91,7 +91,9 @@ def test_the_magic_shows_status_keys_report_reconcile_and_alerts(server, ip, cap
     assert f"reachable at {server}" in out
     assert "keys: 1 (1 active, 0 revoked)" in out
     assert "calls logged today (" in out and f": {len(logs)}, $" in out
-    assert "counters backend: not exposed" in out
+    assert "counters: in-memory (no Redis configured); budgets: hard" in out
+    assert "database: " in out and "shared.sqlite3" in out
+    assert "price table: 2026-" in out
 
     table = ip("keys")
     assert table.rows == [

@@ -393,10 +393,37 @@ class AlertsReadHandler(LCMAPIHandler):
         self.reply({"marked_read": changed})
 
 
+class StatusHandler(LCMAPIHandler):
+    """`GET lcm/api/status`: version, database, counters backend, price table, writer health."""
+
+    auth_resource = "lcm:status"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from .._version import __version__
+
+        lcm = self.lcm
+        writer = lcm.log_writer
+        self.reply(
+            {
+                "version": __version__,
+                "db_path": str(lcm.settings.db_path),
+                "counters": lcm.counters.name,
+                "redis_configured": bool(lcm.settings.redis_url),
+                "pricing_version": lcm.pricing.table.version,
+                "budget_mode": lcm.settings.budget_mode,
+                "logs_written": writer.written,
+                "logs_failed": writer.failed,
+            }
+        )
+
+
 def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
     """The URL rules of the REST API, relative to the server's base_url."""
     kwargs = {"lcm": lcm}
     return [
+        (rf"/{prefix}/status", StatusHandler, kwargs),
         (rf"/{prefix}/keys", KeysHandler, kwargs),
         (rf"/{prefix}/keys/([^/]+)", KeyHandler, kwargs),
         (rf"/{prefix}/logs", LogsHandler, kwargs),
