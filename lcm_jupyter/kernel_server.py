@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -188,6 +189,11 @@ async def _boot(handle: KernelServer, port: int, traits: dict[str, Any]) -> Any:
         def init_signal(self) -> None:  # signal handlers belong to the main thread
             pass
 
+    # In a kernel, a web server's access log (every request at DEBUG) is noise in the
+    # notebook's output: keep it at warnings at least (a quieter setting is left alone).
+    access = logging.getLogger("tornado.access")
+    if access.getEffectiveLevel() < logging.WARNING:
+        access.setLevel(logging.WARNING)
     c = Config()
     c.ServerApp.jpserver_extensions = {"lcm_jupyter": True}
     c.IdentityProvider.token = handle.token
