@@ -180,7 +180,6 @@ class Call:
     status: int | None = None
     error: str | None = None
     ttfb_ms: float | None = None
-    upstream_called: bool = False
     upstream_status: int | None = None
     body: dict | None = None
     stream_events: int = 0
@@ -339,7 +338,6 @@ class ProxyPipeline:
         url = self._upstream_url(provider, path, req.query)
         headers = _upstream_headers(req.headers, provider, provider_key)
         sent = time.perf_counter()
-        call.upstream_called = True
         resp = await self.upstream.send(req.method, url, headers, payload)
         call.ttfb_ms = (time.perf_counter() - sent) * 1000
         call.status = call.upstream_status = resp.status
