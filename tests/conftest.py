@@ -144,3 +144,20 @@ def expected_cost(model: str, *, uncached: int, cached: int = 0, cache_write: in
         + Decimal(out) * price.output
     ) / Decimal(1_000_000)
     return float(total)
+
+
+def openai_via(base_url: str, key: str, route: str = "openai"):
+    """An async OpenAI SDK client through the proxy (no SDK retries: one call, one row)."""
+    import openai
+
+    prefix = "lcm/proxy/openai/v1" if route == "openai" else f"lcm/proxy/{route}/v1"
+    return openai.AsyncOpenAI(base_url=base_url + prefix, api_key=key, max_retries=0)
+
+
+def anthropic_via(base_url: str, key: str, route: str = "anthropic"):
+    """An async Anthropic SDK client through the proxy (no SDK retries)."""
+    import anthropic
+
+    return anthropic.AsyncAnthropic(
+        base_url=f"{base_url}lcm/proxy/{route}", api_key=key, max_retries=0
+    )

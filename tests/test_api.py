@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import PROVIDER_KEY
+from .conftest import PROVIDER_KEY, openai_via
 
 
 async def test_api_refuses_requests_without_the_jupyter_token(base_url):
@@ -113,9 +113,7 @@ async def test_patch_and_delete_key(api, make_key, base_url):
 
 async def test_provider_key_change_takes_effect_at_once(api, make_key, base_url, sim):
     record = await make_key()
-    client = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-    )
+    client = openai_via(base_url, record["key"])
     await client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
     )
@@ -132,9 +130,7 @@ async def test_logs_paging_and_filter(api, make_key, base_url, logs):
     first = await make_key(name="first")
     second = await make_key(name="second")
     for record, n in ((first, 3), (second, 2)):
-        client = openai.AsyncOpenAI(
-            base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-        )
+        client = openai_via(base_url, record["key"])
         for i in range(n):
             await client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"call {i}"}]
@@ -158,9 +154,7 @@ async def test_pricing_override_changes_new_costs_not_old_ones(api, make_key, ba
     assert status == 200 and len(table["models"]) >= 40
     bundled_version = table["version"]
     record = await make_key()
-    client = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-    )
+    client = openai_via(base_url, record["key"])
     before = await client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "price me"}]
     )

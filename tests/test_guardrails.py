@@ -17,7 +17,7 @@ import tornado.web
 from lcm_jupyter.core.budget import reservation_units, to_units
 from lcm_jupyter.core.pricing import PriceTable
 
-from .conftest import PROVIDER_KEY
+from .conftest import PROVIDER_KEY, anthropic_via, openai_via
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -32,8 +32,7 @@ def lcm_config(lcm_config, backend, request):
     return lcm_config
 
 
-def _client(base_url, key):
-    return openai.AsyncOpenAI(base_url=base_url + "lcm/proxy/openai/v1", api_key=key, max_retries=0)
+_client = openai_via
 
 
 def _chat(i=0, max_tokens=50):
@@ -59,9 +58,7 @@ async def test_rate_limit_headers_and_429(base_url, make_key, logs, backend):
     assert int(resp.headers["retry-after"]) >= 1
     assert resp.headers["x-ratelimit-remaining-requests"] == "0"
     assert exc.value.code == "rate_limit_exceeded"
-    claude = anthropic.AsyncAnthropic(
-        base_url=f"{base_url}lcm/proxy/anthropic", api_key=record["key"], max_retries=0
-    )
+    claude = anthropic_via(base_url, record["key"])
     with pytest.raises(anthropic.RateLimitError):
         await claude.messages.create(
             model="claude-3-5-haiku-latest",

@@ -6,14 +6,13 @@ import asyncio
 import time
 
 import httpx
-import openai
 import pytest
 
 from lcm_jupyter.cli import _create_key
 from lcm_jupyter.core.budget import current_month, to_units
 from lcm_jupyter.core.settings import Settings
 
-from .conftest import PROVIDER_KEY
+from .conftest import PROVIDER_KEY, openai_via
 from .servers import free_port, server_env, start_server, stop, wait_ready
 
 
@@ -35,9 +34,7 @@ async def test_redis_outage_keeps_calls_flowing_and_counters_are_rebuilt(
     base_url, make_key, lcm, logs, redis_server
 ):
     record = await make_key(monthly_budget_usd=10.0, rate_limit_rpm=100)
-    client = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-    )
+    client = openai_via(base_url, record["key"])
     for i in range(3):
         await client.chat.completions.create(**_chat(i))
     assert lcm.counters.name == "redis"
@@ -102,9 +99,7 @@ async def test_bookings_in_flight_when_redis_hangs_count_once(
     base_url, make_key, lcm, logs, redis_server, sim
 ):
     record = await make_key(monthly_budget_usd=10.0)
-    client = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-    )
+    client = openai_via(base_url, record["key"])
     await client.chat.completions.create(**_chat(0))
     sim.latency = 0.3  # admitted on Redis, then Redis hangs while they are upstream
     calls = [asyncio.ensure_future(client.chat.completions.create(**_chat(i))) for i in range(6)]

@@ -12,12 +12,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from .conftest import PROVIDER_KEY, expected_cost
+from .conftest import PROVIDER_KEY, anthropic_via, expected_cost, openai_via
 
-
-def _openai(base_url, key, route="openai"):
-    prefix = "lcm/proxy/openai/v1" if route == "openai" else "lcm/proxy/v2/v1"
-    return openai.AsyncOpenAI(base_url=base_url + prefix, api_key=key, max_retries=0)
+_openai = openai_via
 
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -34,9 +31,7 @@ async def test_missing_and_invalid_keys_are_401_in_each_shape(base_url, logs, lc
         await _openai(base_url, "lcm-not-a-real-key").chat.completions.create(**CHAT)
     assert "Invalid proxy key" in exc.value.message
 
-    claude = anthropic.AsyncAnthropic(
-        base_url=f"{base_url}lcm/proxy/anthropic", api_key="lcm-nope", max_retries=0
-    )
+    claude = anthropic_via(base_url, "lcm-nope")
     with pytest.raises(anthropic.AuthenticationError):
         await claude.messages.create(
             model="claude-3-5-haiku-latest",
@@ -149,9 +144,7 @@ async def test_upstream_error_is_passed_through_and_logged(base_url, make_key, s
         await _openai(base_url, record["key"]).chat.completions.create(**CHAT)
     assert "the model fell over" in exc.value.message
     sim.inject_error(429, provider="anthropic", message="slow down")
-    claude = anthropic.AsyncAnthropic(
-        base_url=f"{base_url}lcm/proxy/anthropic", api_key=record["key"], max_retries=0
-    )
+    claude = anthropic_via(base_url, record["key"])
     with pytest.raises(anthropic.RateLimitError):
         await claude.messages.create(
             model="claude-3-5-haiku-latest",

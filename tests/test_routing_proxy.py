@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import anthropic
 import openai
 import pytest
 from google import genai
 from google.genai import types
 
-from .conftest import expected_cost
+from .conftest import anthropic_via, expected_cost, openai_via
 
 SIMPLE = "What is the capital of France?"
 COMPLEX = (
@@ -23,8 +22,7 @@ def lcm_config(lcm_config):
     return lcm_config
 
 
-def _client(base_url, key):
-    return openai.AsyncOpenAI(base_url=base_url + "lcm/proxy/openai/v1", api_key=key, max_retries=0)
+_client = openai_via
 
 
 def _ask(text, model="gpt-4o", **extra):
@@ -82,9 +80,7 @@ async def test_decision_is_stored_for_streams_cache_hits_and_refusals(base_url, 
     await client.chat.completions.create(**_ask("Name a primary colour."))
     hit = await client.chat.completions.with_raw_response.create(**_ask("Name a primary colour."))
     assert hit.headers["x-lcm-cache"] == "hit"
-    bad = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key="lcm-wrong", max_retries=0
-    )
+    bad = openai_via(base_url, "lcm-wrong")
     with pytest.raises(openai.AuthenticationError):
         await bad.chat.completions.create(**_ask(SIMPLE))
     refused, cached, miss, streamed = await logs()
@@ -98,9 +94,7 @@ async def test_decision_is_stored_for_streams_cache_hits_and_refusals(base_url, 
 
 async def test_anthropic_and_gemini_route_down_their_own_ladders(base_url, make_key, logs, sim):
     record = await make_key(routing_mode="auto")
-    claude = anthropic.AsyncAnthropic(
-        base_url=f"{base_url}lcm/proxy/anthropic", api_key=record["key"], max_retries=0
-    )
+    claude = anthropic_via(base_url, record["key"])
     await claude.messages.create(
         model="claude-sonnet-4-20250514",
         max_tokens=100,

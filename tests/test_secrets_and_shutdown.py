@@ -6,9 +6,8 @@ import logging
 import sqlite3
 
 import httpx
-import openai
 
-from .conftest import PROVIDER_KEY
+from .conftest import PROVIDER_KEY, openai_via
 
 
 async def test_keys_are_never_logged(base_url, make_key, logs, caplog, sim, lcm_config):
@@ -40,9 +39,7 @@ async def test_keys_are_never_logged(base_url, make_key, logs, caplog, sim, lcm_
 
 async def test_stopping_the_server_writes_every_queued_row(base_url, make_key, lcm, lcm_config):
     record = await make_key()
-    client = openai.AsyncOpenAI(
-        base_url=base_url + "lcm/proxy/openai/v1", api_key=record["key"], max_retries=0
-    )
+    client = openai_via(base_url, record["key"])
     ids = []
     for i in range(20):
         raw = await client.chat.completions.with_raw_response.create(
