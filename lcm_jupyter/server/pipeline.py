@@ -108,6 +108,7 @@ _OUR_RATE_HEADERS = frozenset(
         "retry-after-ms",
     }
 )
+_DROP_WHEN_RATE_LIMITED = _DROP_RESPONSE_HEADERS | _OUR_RATE_HEADERS
 _AUTH_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "google": "x-goog-api-key"}
 _JSON_HEADERS = (("content-type", "application/json"),)
 # The decision logged for calls refused before routing ran (bad key, bad body, limits).
@@ -607,7 +608,7 @@ def _upstream_headers(
 def _response_headers(headers: Iterable[tuple[str, str]], *, ours: bool) -> list[tuple[str, str]]:
     """The provider's headers that go back; with `ours`, the key's rate-limit headers replace
     the provider's request-count ones."""
-    drop = _DROP_RESPONSE_HEADERS | _OUR_RATE_HEADERS if ours else _DROP_RESPONSE_HEADERS
+    drop = _DROP_WHEN_RATE_LIMITED if ours else _DROP_RESPONSE_HEADERS
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
