@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import openai
 import pytest
 
 from lcm_jupyter.cli import _create_key
@@ -126,3 +127,35 @@ async def test_bookings_in_flight_when_redis_hangs_count_once(
     state = await lcm.counters.primary.budget(key_id=record["id"], month=current_month())
     assert state.spent == sum(to_units(r["cost_usd"]) for r in rows)
     assert state.reserved == 0  # the hung reservations were dropped at the switch back
+
+
+async def test_reservations_in_flight_survive_a_failover(
+    base_url, make_key, lcm, redis_server, sim
+):
+    from lcm_jupyter.core.budget import reservation_units
+    from lcm_jupyter.core.pricing import PriceTable
+
+    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    per_call = reservation_units(price, _chat(0), default_output_tokens=4096, unpriced_units=0)
+    record = await make_key(monthly_budget_usd=per_call * 10 / 10**10)
+    client = openai_via(base_url, record["key"])
+
+    async def one(i):
+        try:
+            await client.chat.completions.create(**_chat(0))
+            return "ok"
+        except openai.RateLimitError:
+            return "refused"
+
+    sim.latency = 0.6
+    first = [asyncio.ensure_future(one(i)) for i in range(10)]  # reserved in Redis
+    await asyncio.sleep(0.2)
+    redis_server.pause()
+    try:
+        second = [asyncio.ensure_future(one(i)) for i in range(10)]  # now against memory
+        results = await asyncio.gather(*first, *second)
+    finally:
+        sim.latency = 0
+        redis_server.resume()
+    assert lcm.counters.degraded
+    assert results.count("ok") == 10  # the memory store knew the ten in flight

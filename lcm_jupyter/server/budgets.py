@@ -39,6 +39,8 @@ from .alerts import AlertService
 
 log = logging.getLogger("lcm_jupyter")
 
+_NO_LIMIT = 2**62  # a budget no reservation reaches: for re-placing known reservations
+
 
 @dataclass(slots=True)
 class Hold:
@@ -49,6 +51,7 @@ class Hold:
     month: str
     rate: RateState | None
     reserved: bool
+    reserve: int = 0
     done: bool = False
 
     def headers(self) -> list[tuple[str, str]]:
@@ -90,6 +93,9 @@ class Guard:
         self.default_output_tokens = default_output_tokens
         self._unpriced_units = to_units(unpriced_reserve_usd)
         self._tasks: set[asyncio.Task] = set()
+        # This process's calls in flight that hold a reservation: a store rebuilt from the
+        # log (failover either way) knows only settled spend, and gets these back.
+        self._live: dict[str, Hold] = {}
 
     async def admit(
         self,
@@ -128,8 +134,10 @@ class Guard:
             reserve=reserve,
             soft=self.soft_budgets,
         )
-        hold = Hold(key, call_id, month, admission.rate, reserved=budget is not None)
+        hold = Hold(key, call_id, month, admission.rate, budget is not None, reserve)
         if admission.allowed:
+            if reserve:
+                self._live[call_id] = hold
             return hold
         if admission.reason == "rate_limit" and admission.rate is not None:
             rate = admission.rate
@@ -168,6 +176,7 @@ class Guard:
             record()
             return
         hold.done = True
+        self._live.pop(hold.call_id, None)
         key, month = hold.key, hold.month
         cost = 0 if cost_usd is None else to_units(cost_usd)
         state = None
@@ -185,6 +194,22 @@ class Guard:
                 record()
         if state is not None and key.budget_alerts_enabled and key.monthly_budget_usd and cost:
             self._spawn(self.alerts.check(key, month, state.spent - cost, state.spent))
+
+    async def _replace_reservations(
+        self, counters: Counters, key_id: int | None, month: str
+    ) -> None:
+        for hold in list(self._live.values()):
+            if hold.done or hold.month != month or (key_id is not None and hold.key.id != key_id):
+                continue
+            # No window, no limit: only put the worst case back where budgets see it.
+            await counters.admit(
+                key_id=hold.key.id,
+                call_id=hold.call_id,
+                rpm=None,
+                month=month,
+                budget=_NO_LIMIT,
+                reserve=hold.reserve,
+            )
 
     def _spawn(self, coro) -> None:
         # Alerts run off the request path; kept referenced so they are not collected.
@@ -243,6 +268,7 @@ class Guard:
                         "drift_usd": to_usd(before - truth),
                     }
                 )
+        await self._replace_reservations(counters, key_id, month)
         drifted = [r for r in report if r["drift_usd"]]
         if drifted:
             log.warning("lcm: reconcile %s corrected %d key(s): %s", month, len(drifted), drifted)
