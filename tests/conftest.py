@@ -161,3 +161,37 @@ def anthropic_via(base_url: str, key: str, route: str = "anthropic"):
     return anthropic.AsyncAnthropic(
         base_url=f"{base_url}lcm/proxy/{route}", api_key=key, max_retries=0
     )
+
+
+@pytest.fixture
+def kernel_env(monkeypatch):
+    """serve() sets LCM_SERVER_URL/TOKEN in os.environ; monkeypatch puts them back after."""
+    monkeypatch.setenv("LCM_SERVER_URL", "http://before.invalid/")
+    monkeypatch.delenv("LCM_SERVER_TOKEN", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def thread_sim():
+    """A simulated provider on a thread of its own, for sync code (accepts PROVIDER_KEY)."""
+    with SimulatedProvider.run_in_thread(api_keys=[PROVIDER_KEY]) as provider:
+        yield provider
+
+
+@pytest.fixture
+def served(thread_sim, kernel_env, tmp_path):
+    """The extension served in this process, as `%lcm serve` does in a kernel: sync code
+    (LCMClient, the sync SDKs, the widgets) reaches it from this thread."""
+    import lcm_jupyter
+
+    handle = lcm_jupyter.serve(
+        db_path=tmp_path / "lcm.sqlite3",
+        openai_base_url=thread_sim.url,
+        anthropic_base_url=thread_sim.url,
+        google_base_url=thread_sim.url,
+        secret_key_file=tmp_path / "secret.key",
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()

@@ -21,40 +21,10 @@ import lcm_jupyter
 from lcm_jupyter import client as lcm_client
 from lcm_jupyter import magics
 from lcm_jupyter.client import LCMClient
-from lcm_jupyter.testing import SimulatedProvider
 
-from .conftest import expected_cost
+from .conftest import PROVIDER_KEY, expected_cost
 
 PROVIDERS = ("openai", "anthropic", "google")
-
-
-@pytest.fixture
-def env(monkeypatch):
-    # serve() sets these in os.environ; monkeypatch puts them back afterwards.
-    monkeypatch.setenv(lcm_client.URL_ENV, "http://before.invalid/")
-    monkeypatch.delenv(lcm_client.TOKEN_ENV, raising=False)
-    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def sim():
-    with SimulatedProvider.run_in_thread(api_keys=["sk-x"]) as provider:
-        yield provider
-
-
-@pytest.fixture
-def served(sim, env, tmp_path):
-    handle = lcm_jupyter.serve(
-        db_path=tmp_path / "lcm.sqlite3",
-        openai_base_url=sim.url,
-        anthropic_base_url=sim.url,
-        google_base_url=sim.url,
-        secret_key_file=tmp_path / "secret.key",
-    )
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def _refused(url: str) -> bool:
@@ -73,7 +43,9 @@ def test_serve_runs_the_proxy_and_api_in_process(served, tmp_path):
     with LCMClient() as lcm:  # found through LCM_SERVER_URL / LCM_SERVER_TOKEN
         assert lcm.url == handle.url
         created = lcm.create_key(
-            name="kernel", routing_mode="off", provider_api_keys=dict.fromkeys(PROVIDERS, "sk-x")
+            name="kernel",
+            routing_mode="off",
+            provider_api_keys=dict.fromkeys(PROVIDERS, PROVIDER_KEY),
         )
         chat = lcm_jupyter.openai_client(created["key"], max_retries=0).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
@@ -105,7 +77,7 @@ def test_serve_runs_the_proxy_and_api_in_process(served, tmp_path):
     assert (count, keys) == (1, 1)
 
 
-def test_serve_again_after_stop_starts_a_new_server(sim, env, tmp_path):
+def test_serve_again_after_stop_starts_a_new_server(thread_sim, kernel_env, tmp_path):
     first = lcm_jupyter.serve(db_path=tmp_path / "a.sqlite3", secret_key_file=tmp_path / "k")
     first.stop()
     second = lcm_jupyter.serve(db_path=tmp_path / "a.sqlite3", secret_key_file=tmp_path / "k")
@@ -118,12 +90,12 @@ def test_serve_again_after_stop_starts_a_new_server(sim, env, tmp_path):
     assert _refused(second.url)
 
 
-def test_serve_rejects_unknown_settings(env):
+def test_serve_rejects_unknown_settings(kernel_env):
     with pytest.raises(TypeError, match="nope"):
         lcm_jupyter.serve(nope=1)
 
 
-def test_a_start_failure_is_raised_and_leaves_nothing_running(env, tmp_path):
+def test_a_start_failure_is_raised_and_leaves_nothing_running(kernel_env, tmp_path):
     before = threading.active_count()
     with pytest.raises(TraitError, match="budget_mode"):
         lcm_jupyter.serve(budget_mode="sometimes", db_path=tmp_path / "x.sqlite3")
@@ -138,7 +110,9 @@ def test_a_start_failure_is_raised_and_leaves_nothing_running(env, tmp_path):
     assert threading.active_count() == before
 
 
-def test_the_magic_starts_it_and_prints_the_url(sim, env, tmp_path, monkeypatch, capsys):
+def test_the_magic_starts_it_and_prints_the_url(
+    thread_sim, kernel_env, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("LCM_DB_PATH", str(tmp_path / "m.sqlite3"))
     monkeypatch.setenv("LCM_SECRET_KEY_FILE", str(tmp_path / "m.key"))
     assert magics.run("serve") is None

@@ -1,0 +1,7 @@
+"""Notebook widgets (ipywidgets 8 + bqplot) over the extension's REST API.
+
+    from lcm_jupyter.ui import Dashboard
+    Dashboard()
+
+Needs the `ui` extra: `pip install "lcm-jupyter[ui]"`.
+"""
