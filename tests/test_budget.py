@@ -51,6 +51,7 @@ def test_module_imports_only_stdlib_and_pure_siblings() -> None:
             modules.add("." * node.level + (node.module or ""))
     assert modules <= {
         "__future__",
+        ".money",
         "math",
         "re",
         "collections.abc",
@@ -540,7 +541,7 @@ def test_crossing_edge_cases() -> None:
 
 # --- messages -----------------------------------------------------------------------------
 
-FIGURES = re.compile(r"\$\d[\d,]*\.\d{2} / \$\d[\d,]*\.\d{2}")
+FIGURES = re.compile(r"<?\$\d[\d,]*\.\d{2,6} / \$\d[\d,]*\.\d{2,6}")
 
 
 def test_alert_message_english() -> None:
@@ -582,8 +583,9 @@ def test_alert_message_korean() -> None:
     [
         (9.025, "$9.03"),  # float 9.025 is 9.0249999...; rounded as the decimal a person reads
         (9.024999, "$9.02"),
-        (0.005, "$0.01"),
-        (0.004, "$0.00"),
+        (0.005, "$0.005"),  # below a dollar, the figure is not hidden in "$0.00"
+        (0.00425, "$0.00425"),
+        (0.0000004, "<$0.000001"),
         (1234.5, "$1,234.50"),
         (to_usd(to_units(D("2.345"))), "$2.35"),
     ],

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from .money import format_usd
 from .pricing import ModelPrice
 from .prompt import MEDIA_KEYS, MEDIA_TYPES
 
@@ -107,17 +108,6 @@ def to_usd(units: int) -> float:
     """Counter units -> USD as a float (for JSON and messages)."""
     # int / int true division is correctly rounded, unlike units * 1e-10.
     return units / MONEY_SCALE
-
-
-def _money(usd: float | Decimal) -> str:
-    """Dollars with two decimals ("$1,234.57"), rounded half-up on the decimal a person reads."""
-    try:
-        value = Decimal(str(usd)).quantize(_CENT, rounding=ROUND_HALF_UP)
-    except (InvalidOperation, ValueError):
-        return f"${usd}"
-    if value < 0:
-        return f"-${-value:,.2f}"
-    return f"${value:,.2f}"
 
 
 # --- prompt estimate ----------------------------------------------------------------------
@@ -406,7 +396,7 @@ def alert_message(
     locale: str = "en",
 ) -> str:
     """A one-line budget alert in English, or Korean when `locale` starts with "ko"."""
-    figures = f"{_money(spent_usd)} / {_money(budget_usd)}"
+    figures = f"{format_usd(spent_usd)} / {format_usd(budget_usd)}"
     korean = isinstance(locale, str) and locale.strip().lower().startswith("ko")
     if percent >= 100:
         if korean:
@@ -433,9 +423,9 @@ def budget_exceeded_message(
 ) -> str:
     """The 429 budget_exceeded error text: spend, holds of calls in flight, and the limit."""
     in_flight = (
-        f" (+{_money(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
+        f" (+{format_usd(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
     )
-    figures = f"{_money(spent_usd)} spent{in_flight} of {_money(budget_usd)}"
+    figures = f"{format_usd(spent_usd)} spent{in_flight} of {format_usd(budget_usd)}"
     if spent_usd >= budget_usd:
         head = f"Monthly budget exhausted for {month}: {figures}."
     else:
@@ -474,8 +464,8 @@ def webhook_payload(
                 "fields": [
                     {"title": "Key", "value": _slack_escape(key_name), "short": True},
                     {"title": "Month", "value": month, "short": True},
-                    {"title": "Spent", "value": _money(spent_usd), "short": True},
-                    {"title": "Budget", "value": _money(budget_usd), "short": True},
+                    {"title": "Spent", "value": format_usd(spent_usd), "short": True},
+                    {"title": "Budget", "value": format_usd(budget_usd), "short": True},
                     {"title": "Threshold", "value": f"{percent}%", "short": True},
                     {"title": "Severity", "value": severity, "short": True},
                 ],

@@ -16,8 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..client import LCMClient, LCMClientError
-
-MISSING = "—"
+from ..core.money import MISSING, format_usd
 
 
 def connect(client: LCMClient | None = None, **kwargs: Any) -> LCMClient:
@@ -25,21 +24,7 @@ def connect(client: LCMClient | None = None, **kwargs: Any) -> LCMClient:
     return client if client is not None else LCMClient(**kwargs)
 
 
-def usd(value: float | None) -> str:
-    """Dollars for a person: cents from a dollar up, up to six decimals below.
-
-    Call costs are often fractions of a cent; "$0.00" would hide them.
-    """
-    if value is None:
-        return MISSING
-    sign = "-" if value < 0 else ""
-    amount = abs(value)
-    if amount >= 1 or amount == 0:
-        return f"{sign}${amount:,.2f}"
-    if amount < 1e-6:
-        return f"{sign}<$0.000001"
-    digits = f"{amount:.6f}".rstrip("0")
-    return f"{sign}${digits.ljust(4, '0')}"  # at least two decimals: 0.5 -> $0.50
+usd = format_usd  # sub-cent costs stay visible: "$0.0042", not "$0.00"
 
 
 def count(value: int | float | None) -> str:
