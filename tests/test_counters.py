@@ -16,6 +16,7 @@ import redis
 from lcm_jupyter.store.counters import (
     BUDGET_TTL_SECONDS,
     RESERVATION_TTL_SECONDS,
+    SETTLED_TTL_SECONDS,
     alert_key,
     budget_key,
     cache_key,
@@ -342,7 +343,7 @@ async def test_redis_keys_carry_ttls(redis_url, raw):
     assert raw.ttl(alert_key(1, MONTH, 50)) == budget_ttl
     assert 60_000 <= raw.pttl(rate_key(1)) <= 61_000
     assert 0 < raw.ttl(cache_key("digest")) <= 30
-    assert 0 < raw.ttl(settled_key(1, MONTH)) <= 24 * 3600
+    assert 0 < raw.ttl(settled_key(1, MONTH)) <= SETTLED_TTL_SECONDS
     resv = [k for k in raw.keys("lcm:resv*") if k.decode().endswith(f":1:{MONTH}")]
     assert len(resv) == 3
     for key in resv:
@@ -432,10 +433,11 @@ async def test_memory_drops_what_went_stale():
     await counters.settle(key_id=0, call_id="c", month=MONTH, cost=1)
     assert len(counters._windows) == 100 and len(counters._months) == 100
 
-    clock.now += 61  # windows idle, reservations expired, cache entries expired
+    clock.now += 61  # windows idle, reservations and settle marks expired, cache entries too
     counters.sweep()
     assert counters._windows == {}
-    assert list(counters._months) == [(0, MONTH)]  # its spend and settle marker remain
+    assert list(counters._months) == [(0, MONTH)]  # its spend remains
+    assert not counters._months[0, MONTH].settled
     assert counters._cache == {} and counters._cache_bytes == 0
     assert len(counters._alerts) == 100
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from .counters import (
     BUDGET_TTL_SECONDS,
+    LOCAL_SETTLED_TTL_SECONDS,
     RATE_WINDOW_SECONDS,
     RESERVATION_TTL_SECONDS,
-    SETTLED_TTL_SECONDS,
     Admission,
     BudgetState,
     RateState,
@@ -98,6 +98,7 @@ class MemoryCounters:
         clock: Callable[[], float] = time.monotonic,
         window_seconds: float = RATE_WINDOW_SECONDS,
         reservation_ttl: float = RESERVATION_TTL_SECONDS,
+        settled_ttl: float = LOCAL_SETTLED_TTL_SECONDS,
         cache_max_entries: int = 10_000,
         cache_max_bytes: int = 256 * 1024 * 1024,
         sweep_interval: float = 60.0,
@@ -105,6 +106,7 @@ class MemoryCounters:
         self._clock = clock
         self._window = window_seconds
         self._reservation_ttl = reservation_ttl
+        self._settled_ttl = settled_ttl
         self._cache_max_entries = cache_max_entries
         self._cache_max_bytes = cache_max_bytes
         self._sweep_interval = sweep_interval
@@ -195,7 +197,7 @@ class MemoryCounters:
         if call_id not in state.settled:
             state.forget(call_id)
             state.set_spent(state.current_spent(now) + cost, now)
-            state.settled[call_id] = now + SETTLED_TTL_SECONDS
+            state.settled[call_id] = now + self._settled_ttl
         return BudgetState(state.current_spent(now), state.reserved)
 
     async def release(self, *, key_id: int, call_id: str, month: str) -> None:
