@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -179,6 +180,10 @@ class LCMClient:
     def set_prices(self, *prices: dict) -> dict:
         """Override prices (USD per million tokens)."""
         return self.request("PUT", "pricing", json={"models": list(prices)})
+
+    def reset_price(self, model: str) -> dict:
+        """Drop a price override: the bundled price (if any) applies again."""
+        return self.request("DELETE", f"pricing/{quote(model, safe='')}")
 
     def routing_quality(self) -> dict:
         """Feedback scores per routed pair and intent."""

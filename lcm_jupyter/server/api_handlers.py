@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -26,6 +27,8 @@ from ..store import logs as log_table
 from .services import LCMServices
 
 MAX_LOG_PAGE = 1000
+UNPRICED_DAYS = 90
+"""GET lcm/api/pricing lists the unpriced models called in this many days."""
 MAX_ID = 2**62
 """Ids and whole-number arguments above this are refused: SQLite integers are int64."""
 
@@ -262,23 +265,30 @@ class RoutingQualityHandler(LCMAPIHandler):
 
 
 class PricingHandler(LCMAPIHandler):
-    """`GET|PUT lcm/api/pricing`: the price table in force; PUT sets overrides."""
+    """`GET|PUT lcm/api/pricing`: the price table in force, and the models called in the last
+    UNPRICED_DAYS days that it cannot price (`unpriced_models`); PUT sets overrides."""
 
     auth_resource = "lcm:pricing"
 
-    def _table(self) -> dict[str, Any]:
+    async def _table(self) -> dict[str, Any]:
+        # Calls just made count as seen: write their queued rows (and rollup) first.
+        await self.lcm.flush_logs()
+        since = int(time.time()) - UNPRICED_DAYS * 86400
+        seen = await self.lcm.store.run(log_table.unpriced_models, since)
         table = self.lcm.pricing.table
         return {
             "version": table.version,
             "currency": "USD",
             "unit": "per_million_tokens",
             "models": [p.to_dict() | {"source": p.source} for p in table.rows()],
+            # Calls logged without a price whose model the table in force still cannot price.
+            "unpriced_models": [m for m in seen if not table.is_known(m["model"])],
         }
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(self._table())
+        self.reply(await self._table())
 
     @web.authenticated
     @authorized
@@ -296,7 +306,7 @@ class PricingHandler(LCMAPIHandler):
         except PricingError as exc:
             raise BadRequest(str(exc)) from exc
         await self.lcm.pricing.set_prices(prices)
-        self.reply(self._table())
+        self.reply(await self._table())
 
 
 class PricingModelHandler(LCMAPIHandler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlite_utils import Database
@@ -44,3 +45,28 @@ def get_log(db: Database, log_id: str) -> dict[str, Any] | None:
     """One call by its id."""
     rows = list(db.query("SELECT * FROM proxy_logs WHERE id = ?", [log_id]))
     return _public(dict(rows[0])) if rows else None
+
+
+def unpriced_models(db: Database, since: int) -> list[dict[str, Any]]:
+    """Models called without a price from `since` (epoch seconds) on, latest first: model,
+    provider, requests and last_seen (the start of its latest 15 minutes, UTC).
+
+    Read from the usage rollup (per 15 minutes and key, provider, model), not the log
+    itself, so it stays quick however many calls there were.
+    """
+    sql = (
+        "SELECT model, provider, SUM(unpriced_requests) AS requests, MAX(bucket) AS last "
+        "FROM usage_rollup WHERE bucket >= ? AND unpriced_requests > 0 AND model != '' "
+        "GROUP BY model, provider ORDER BY last DESC, model"
+    )
+    return [
+        {
+            "model": row["model"],
+            "provider": row["provider"] or None,
+            "requests": row["requests"],
+            "last_seen": datetime.fromtimestamp(row["last"], timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+        }
+        for row in db.query(sql, [since])
+    ]
