@@ -5,6 +5,7 @@
     %lcm report [--period 30d] [--by model|provider|key] [--format table|csv|json]
     %lcm reconcile [--key ID]   rebuild budget counters from the log; the drift per key
     %lcm alerts [--unread]      budget alerts
+    %lcm dashboard [--period 30d] [--by model]   the cost dashboard (a widget)
     %lcm serve [--port N]       run the proxy and API inside this kernel (no extension needed)
 
 Every subcommand takes `--url` and `--token` (default: what the extension put in the
@@ -114,7 +115,9 @@ def build_parser() -> MagicArgumentParser:
     reconcile.add_argument("--key", type=int, default=None, metavar="ID", help="only this key")
     alerts = sub.add_parser("alerts", parents=[common], help="budget alerts")
     alerts.add_argument("--unread", action="store_true", help="only unread alerts")
-    sub.add_parser("dashboard", parents=[common], help="(not available yet)")
+    board = sub.add_parser("dashboard", parents=[common], help="the cost dashboard widget")
+    board.add_argument("--period", default="30d", choices=("7d", "30d", "90d"))
+    board.add_argument("--by", default="model", choices=cli.REPORT_BY, help="bars by")
     serve = sub.add_parser("serve", help="run the proxy and API inside this kernel")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     return parser
@@ -144,14 +147,13 @@ def run(line: str) -> Any:
         return None
     if args.command == "serve":
         return serve(args)
-    if args.command == "dashboard":
-        print(f"%lcm {args.command} is not available yet.")
-        return None
     if args.url is None and not os.environ.get(URL_ENV):
         _error(
             f"extension not found: {URL_ENV} is not set in this kernel; pass --url (and --token)"
         )
         return None
+    if args.command == "dashboard":
+        return dashboard(args)
     try:
         with LCMClient(args.url, args.token) as lcm:
             return COMMANDS[args.command](lcm, args)
@@ -178,6 +180,14 @@ def serve(args: argparse.Namespace) -> None:
     print("LCMClient() and lcm_jupyter.openai_client(key) now use it.")
     print("To stop it: lcm_jupyter.serve().stop()")
     return None
+
+
+def dashboard(args: argparse.Namespace) -> Any:
+    """The dashboard widget (shown as the cell's result); its errors show inside it."""
+    from .ui.dashboard import Dashboard  # ipywidgets and bqplot only when asked for
+
+    # Not closed here, unlike the other subcommands' clients: the widget keeps using it.
+    return Dashboard(LCMClient(args.url, args.token), period=args.period, by=args.by)
 
 
 def status(lcm: LCMClient, args: argparse.Namespace) -> None:

@@ -172,21 +172,22 @@ def test_bad_arguments_and_errors_print_one_message(ip, capsys, monkeypatch):
     assert "usage: %lcm report" in err and "invalid choice: 'colour'" in err
     assert ip("report -h") is None
     assert "--period" in capsys.readouterr().out
-    for what in ("dashboard",):
-        assert ip(what) is None
-        assert capsys.readouterr().out == f"%lcm {what} is not available yet.\n"
 
     monkeypatch.delenv(lcm_client.URL_ENV, raising=False)
-    assert ip("keys") is None
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1
-    assert "LCM_SERVER_URL is not set" in captured.err and "--url" in captured.err
+    for line in ("keys", "dashboard"):
+        assert ip(line) is None
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1
+        assert "LCM_SERVER_URL is not set" in captured.err and "--url" in captured.err
     url = f"http://127.0.0.1:{free_port()}/"
     for line in ("status", "keys", "report", "reconcile", "alerts --unread"):
         assert ip(f"{line} --url {url} --token x") is None
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1
         assert captured.err.startswith(f"lcm: cannot reach {url}")
+    board = ip(f"dashboard --url {url} --token x")  # a widget, which shows its error inside
+    assert board.messages.kind == "error" and f"cannot reach {url}" in board.messages.text
+    assert capsys.readouterr().err == ""
 
 
 def test_server_errors_print_one_line(server, ip, capsys):

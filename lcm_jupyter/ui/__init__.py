@@ -5,3 +5,7 @@
 
 Needs the `ui` extra: `pip install "lcm-jupyter[ui]"`.
 """
+
+from .dashboard import Dashboard
+
+__all__ = ["Dashboard"]
