@@ -81,6 +81,13 @@ def reporting(messages: Messages, doing: str) -> Iterator[None]:
         messages.error(f"Could not {doing}: {type(exc).__name__}: {exc}")
 
 
+def close_all(widget: widgets.Widget) -> None:
+    """Close a widget and everything inside it (a closed box leaves its children open)."""
+    for child in getattr(widget, "children", ()):
+        close_all(child)
+    widget.close()
+
+
 @dataclass(frozen=True)
 class Column:
     """A table column: the record field, its heading, and how a value is shown."""
@@ -169,6 +176,10 @@ class Table(widgets.VBox):
         return button
 
     def _render(self) -> None:
+        # Close the cells being replaced: a widget lives in the kernel and the frontend until
+        # closed, and every sort, page or refresh replaces them all.
+        for old in self.children:
+            close_all(old)
         self.header_buttons = {}
         if not self.records:
             self.row_widgets = []
