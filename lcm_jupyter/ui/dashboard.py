@@ -477,7 +477,7 @@ class Dashboard(widgets.VBox):
                 self.trend_lines[name].y = values
         peak = max([*cost, *savings], default=0.0)
         # Headroom over the highest day: the legend sits in the chart's top-left corner.
-        _dollar_ticks(self.trend_y_axis, peak * 1.25, 5)
+        _dollar_ticks(self.trend_y_axis, peak * 1.25, 6)
         where = describe_filter(self.filter, self.bar_items)
         self.trend_figure.title = "Cost and savings per day" + (f": {where}" if where else "")
 
