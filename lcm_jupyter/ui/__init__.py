@@ -7,5 +7,7 @@ Needs the `ui` extra: `pip install "lcm-jupyter[ui]"`.
 """
 
 from .dashboard import Dashboard
+from .keyform import ProxyKeyForm
+from .rules import RoutingRulesEditor
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "ProxyKeyForm", "RoutingRulesEditor"]
