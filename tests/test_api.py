@@ -63,6 +63,9 @@ async def test_create_key_shows_plain_key_once_and_stores_only_its_hash(api, lcm
     assert key not in dump and "sk-proj-abcdefghijklmnop1234" not in dump
 
 
+CROSS_PROVIDER_RULE = {"from_model": "gpt-4o*", "to_model": "claude-3-haiku"}
+
+
 @pytest.mark.parametrize(
     "body, param",
     [
@@ -74,6 +77,13 @@ async def test_create_key_shows_plain_key_once_and_stores_only_its_hash(api, lcm
         ({"name": "x", "provider_api_keys": {"azure": "k"}}, "provider_api_keys"),
         ({"name": "x", "budget_alert_thresholds": []}, "budget_alert_thresholds"),
         ({"name": "x", "routing_rules": [{"from_model": "a"}]}, "routing_rules"),
+        (
+            {
+                "name": "x",
+                "routing_rules": [{"from_model": "gpt-4o*", "to_model": "claude-3-haiku"}],
+            },
+            "routing_rules",
+        ),
         ({"name": "x", "colour": "blue"}, "colour"),
     ],
 )

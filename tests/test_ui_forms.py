@@ -595,11 +595,6 @@ def test_rules_editor_shows_server_errors(client):
     assert loose.save() is False and "No key to save to" in loose.messages.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the API accepts a rule to another provider's model (core.keyspec does not check it; "
-    "routing skips such a rule at call time); when the API refuses it, drop this mark",
-)
 def test_rules_editor_shows_the_servers_refusal_of_a_cross_provider_rule(client):
     created = client.create_key(name="x", provider_api_keys={"openai": PROVIDER_KEY})
     editor = RoutingRulesEditor(

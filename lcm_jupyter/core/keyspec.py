@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .detect import provider_for_model
 from .errors import BadRequest
 from .settings import PROVIDERS
 
@@ -155,8 +156,22 @@ def _routing_rules(value: Any) -> list[dict[str, str]]:
                 f"routing_rules[{i}].condition must be one of {', '.join(RULE_CONDITIONS)}",
                 param="routing_rules",
             )
+        _same_provider(i, from_model, to_model)
         rules.append({"from_model": from_model, "to_model": to_model, "condition": condition})
     return rules
+
+
+def _same_provider(i: int, from_model: str, to_model: str) -> None:
+    """Refuse a rule whose target is another provider's model: a call keeps its provider's
+    wire format, so routing could never apply it (it would be skipped on every call)."""
+    pattern = from_model.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    source, target = provider_for_model(pattern), provider_for_model(to_model)
+    if source and target and source != target:
+        raise BadRequest(
+            f"routing_rules[{i}]: {to_model} is a {target} model and {from_model} is {source}'s; "
+            "a call can only be routed to a model of its own provider",
+            param="routing_rules",
+        )
 
 
 _CHECKS = {
