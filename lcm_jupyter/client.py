@@ -32,10 +32,11 @@ PROVIDER_PATHS = {
 class LCMClientError(RuntimeError):
     """The extension answered with an error (its message and status are kept)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.param = param  # the request field the server named, when it named one
 
 
 def server_url(url: str | None = None) -> str:
@@ -109,13 +110,15 @@ class LCMClient:
         except httpx.HTTPError as exc:
             raise LCMClientError(0, f"cannot reach {self.url}: {exc}") from exc
         if resp.status_code >= 400:
+            param = None
             try:
                 body = resp.json()
                 error = body.get("error", body)
                 message = error.get("message") if isinstance(error, dict) else str(error)
+                param = error.get("param") if isinstance(error, dict) else None
             except ValueError:
                 message = resp.text[:500]
-            raise LCMClientError(resp.status_code, message or resp.reason_phrase)
+            raise LCMClientError(resp.status_code, message or resp.reason_phrase, param)
         if resp.headers.get("content-type", "").startswith("text/csv"):
             return resp.text
         return resp.json()
@@ -130,6 +133,10 @@ class LCMClient:
         """All proxy keys (provider keys masked)."""
         flag = "true" if include_revoked else "false"
         return self.request("GET", "keys", include_revoked=flag)["keys"]
+
+    def get_key(self, key_id: int) -> dict:
+        """One key's record (provider keys masked)."""
+        return self.request("GET", f"keys/{key_id}")
 
     def create_key(self, **fields: Any) -> dict:
         """Create a key; the answer holds the plain `key`, shown this once."""

@@ -300,7 +300,7 @@ def test_create_an_auto_key_with_three_provider_keys(client):
     assert form.messages.kind == "ok", form.messages.text
     plain = form.created_key
     assert plain and plain.startswith("lcm-")
-    record = client.request("GET", f"keys/{form.key_id}")
+    record = client.get_key(form.key_id)
     assert record["name"] == "research" and record["provider"] == "auto"
     assert record["monthly_budget_usd"] == 25 and record["rate_limit_rpm"] == 120
     assert record["budget_alert_thresholds"] == [90, 100] and record["routing_mode"] == "off"
@@ -358,7 +358,7 @@ def test_the_new_key_goes_away_when_the_user_says_it_is_copied(client):
     (done,) = [w for w in form.new_key_box.children if getattr(w, "description", "") != ""]
     done.click()
     assert form.created_key is None and plain not in shown_text(form)
-    record = client.request("GET", f"keys/{form.key_id}")
+    record = client.get_key(form.key_id)
     assert record["provider"] == "openai" and list(record["provider_api_keys"]) == ["openai"]
 
 
@@ -450,7 +450,7 @@ def test_edit_mode_loads_the_key_and_patches_only_what_changed(client):
     assert form.save(), form.messages.text
     assert form.last_saved == ["budget_alert_thresholds", "monthly_budget_usd"]
     assert form.messages.text == "Saved: alert thresholds, monthly budget."
-    record = client.request("GET", f"keys/{key_id}")
+    record = client.get_key(key_id)
     assert record["monthly_budget_usd"] == 40 and record["budget_alert_thresholds"] == [50, 90, 100]
     assert record["rate_limit_rpm"] == 99 and f["rate_limit_rpm"].value == "99"
     # The provider keys were not touched: calls still reach the provider.
@@ -488,11 +488,11 @@ def test_revoke_asks_first(client):
     cancel = form.confirm_box.children[2]
     cancel.click()
     assert form.confirm_box.layout.display == "none"
-    assert not client.request("GET", f"keys/{created['id']}")["revoked"]
+    assert not client.get_key(created["id"])["revoked"]
 
     form.ask_revoke()
     form.confirm_box.children[1].click()
-    assert client.request("GET", f"keys/{created['id']}")["revoked"]
+    assert client.get_key(created["id"])["revoked"]
     assert form.save_button.disabled and "(revoked)" in form.title.value
     assert "was revoked" in form.messages.text
     with pytest.raises(openai.AuthenticationError):
@@ -552,7 +552,7 @@ def test_rules_editor_add_remove_save_round_trip(client):
             "condition": "short-only",
         },
     ]
-    record = client.request("GET", f"keys/{key_id}")
+    record = client.get_key(key_id)
     assert record["routing_mode"] == "manual" and record["routing_rules"] == expected
     again = RoutingRulesEditor(client, key_id=key_id)
     assert again.mode == "manual" and again.rules == expected
@@ -561,12 +561,12 @@ def test_rules_editor_add_remove_save_round_trip(client):
     again.add_rule("gpt-4o", " ")
     assert again.save() is False
     assert again.row_errors[2].text == "Enter the to model."
-    assert client.request("GET", f"keys/{key_id}")["routing_rules"] == expected
+    assert client.get_key(key_id)["routing_rules"] == expected
     again.remove_rule(2)
     again.rules = []
     again.mode_selector.value = "off"
     assert again.save()
-    record = client.request("GET", f"keys/{key_id}")
+    record = client.get_key(key_id)
     assert (record["routing_mode"], record["routing_rules"]) == ("off", [])
 
     # What the editor saves decides real calls: manual, gpt-4o -> gpt-4o-mini always.
@@ -605,4 +605,4 @@ def test_rules_editor_shows_the_servers_refusal_of_a_cross_provider_rule(client)
     )
     assert editor.save() is False
     assert editor.messages.kind == "error" and "provider" in editor.messages.text
-    assert client.request("GET", f"keys/{created['id']}")["routing_rules"] == []
+    assert client.get_key(created["id"])["routing_rules"] == []

@@ -8,6 +8,8 @@ Needs the `ui` extra: `pip install "lcm-jupyter[ui]"`.
 
 from .dashboard import Dashboard
 from .keyform import ProxyKeyForm
+from .logtable import ProxyLogTable
+from .pricing_table import PricingTable
 from .rules import RoutingRulesEditor
 
-__all__ = ["Dashboard", "ProxyKeyForm", "RoutingRulesEditor"]
+__all__ = ["Dashboard", "PricingTable", "ProxyKeyForm", "ProxyLogTable", "RoutingRulesEditor"]

@@ -168,7 +168,7 @@ class Table(widgets.VBox):
         button = widgets.Button(
             description=column.label + arrow,
             tooltip=f"Sort by {column.label}",
-            layout=widgets.Layout(width="auto"),
+            layout=widgets.Layout(width="auto", min_width="max-content"),  # never cut the label
         )
         button.add_class("lcm-sort")
         button.on_click(lambda _b, field=column.field: self.sort(field))

@@ -522,7 +522,7 @@ class ProxyKeyForm(widgets.VBox):
 
     def show_server_error(self, exc: LCMClientError) -> bool:
         """Put a 400 answer next to the field it names; False when it names none."""
-        field = error_field(exc.message, getattr(exc, "param", None)) if exc.status == 400 else None
+        field = error_field(exc.message, exc.param) if exc.status == 400 else None
         if field is None:
             return False
         if field == "routing_rules":

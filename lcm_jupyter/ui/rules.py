@@ -187,7 +187,7 @@ class RoutingRulesEditor(widgets.VBox):
         if key_id is not None and (mode is None or rules is None):
             self.loaded = False
             with reporting(self.messages, f"load key {key_id}"):
-                record = self.client.request("GET", f"keys/{key_id}")
+                record = self.client.get_key(key_id)
                 self.loaded = True
                 mode = record["routing_mode"] if mode is None else mode
                 rules = record["routing_rules"] if rules is None else rules
