@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import sqlite3
+from contextlib import closing
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
@@ -16,10 +19,13 @@ from traitlets import TraitError
 from lcm_jupyter.core import analytics
 from lcm_jupyter.core.budget import MONEY_SCALE
 from lcm_jupyter.core.ids import new_log_id
+from lcm_jupyter.server.analytics_handlers import breakdown_items, timeseries_points
 from lcm_jupyter.server.app import LCMExtension
 from lcm_jupyter.store import rollup
-from lcm_jupyter.store.db import connect
+from lcm_jupyter.store.db import connect, open_database
+from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.migrations import migrations
+from lcm_jupyter.store.timeutil import to_iso
 
 UTC = timezone.utc
 
@@ -114,7 +120,10 @@ def data(write, make_key, jp_asyncio_loop):
 
 
 def _units(usd):
-    return rollup._units(usd, MONEY_SCALE)
+    """`usd` in money units (None as 0), rounded by SQLite as the rollups round each call."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        sql = f"SELECT COALESCE(CAST(ROUND(? * {MONEY_SCALE}) AS INTEGER), 0)"
+        return db.execute(sql, [usd]).fetchone()[0]
 
 
 async def test_timeseries_has_every_day_with_zeros(api, data):
@@ -245,65 +254,88 @@ async def test_csv_output_parses_back_to_the_same_numbers(api, data, jp_fetch):
                     assert float(row[field]) == value, field
 
 
-def _raw_by_day(db_path, start: date, end: date) -> dict[str, dict]:
-    """The timeseries figures straight from proxy_logs, per UTC day."""
+def _raw_calls(db_path) -> list[dict]:
+    """Every logged call straight from proxy_logs, its money rounded to units by SQLite."""
     sql = f"""
-        SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS requests,
-               SUM(CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER)) AS cost,
-               SUM(CAST(ROUND(savings_usd * {MONEY_SCALE}) AS INTEGER)) AS savings,
-               SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
-               SUM(cost_usd IS NULL) AS unpriced_requests
-        FROM proxy_logs WHERE created_at >= ? AND created_at < ? GROUP BY day
+        SELECT created_at, COALESCE(key_id, -1) AS key_id, provider, model,
+               CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER) AS cost,
+               CAST(ROUND(savings_usd * {MONEY_SCALE}) AS INTEGER) AS savings,
+               input_tokens, output_tokens, CAST(ROUND(latency_ms * 1000) AS INTEGER) AS latency,
+               status IS NULL OR status >= 400 AS error, cost_usd IS NULL AS unpriced
+        FROM proxy_logs
     """
     db = sqlite3.connect(db_path)
     db.row_factory = sqlite3.Row
-    rows = db.execute(sql, (start.isoformat(), (end + timedelta(1)).isoformat())).fetchall()
+    rows = [dict(r) for r in db.execute(sql)]
     db.close()
-    return {
-        r["day"]: {
-            "date": r["day"],
-            "cost_usd": (r["cost"] or 0) / MONEY_SCALE,
-            "savings_usd": (r["savings"] or 0) / MONEY_SCALE,
-            "requests": r["requests"],
-            "input_tokens": r["input_tokens"],
-            "output_tokens": r["output_tokens"],
-            "unpriced_requests": r["unpriced_requests"],
+    for row in rows:
+        row["moment"] = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
+    return rows
+
+
+def _in_period(calls, period: analytics.Period, **filters):
+    """(local date, call) of the calls in `period` that the filters keep, by Python's tz rules."""
+    for call in calls:
+        day = call["moment"].astimezone(period.tz).date()
+        if period.first <= day <= period.last and all(call[f] == v for f, v in filters.items()):
+            yield day, call
+
+
+def _expected_points(calls, period: analytics.Period, **filters) -> list[dict]:
+    days = {d: [] for d in period.days}
+    for day, call in _in_period(calls, period, **filters):
+        days[day].append(call)
+    return [
+        {
+            "date": day.isoformat(),
+            "cost_usd": sum(c["cost"] or 0 for c in got) / MONEY_SCALE,
+            "savings_usd": sum(c["savings"] for c in got) / MONEY_SCALE,
+            "requests": len(got),
+            "input_tokens": sum(c["input_tokens"] for c in got),
+            "output_tokens": sum(c["output_tokens"] for c in got),
+            "unpriced_requests": sum(c["unpriced"] for c in got),
         }
-        for r in rows
-    }
+        for day, got in days.items()
+    ]
 
 
-def _raw_by_model(db_path) -> dict[str, dict]:
-    sql = f"""
-        SELECT model, COUNT(*) AS requests,
-               SUM(CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER)) AS cost,
-               SUM(status IS NULL OR status >= 400) AS errors,
-               SUM(CAST(ROUND(latency_ms * 1000) AS INTEGER)) AS lat, COUNT(latency_ms) AS n
-        FROM proxy_logs GROUP BY model
-    """
-    db = sqlite3.connect(db_path)
-    rows = db.execute(sql).fetchall()
-    db.close()
-    return {
-        model: {
-            "requests": requests,
-            "cost_usd": (cost or 0) / MONEY_SCALE,
-            "error_rate": errors / requests,
-            "avg_latency_ms": round(lat / n / 1000, 3) if n else None,
+def _expected_items(calls, by: str, period: analytics.Period, **filters) -> dict[str, dict]:
+    groups: dict = {}
+    for _, call in _in_period(calls, period, **filters):
+        groups.setdefault(call["key_id" if by == "key" else by], []).append(call)
+    items = {}
+    for name, got in groups.items():
+        latencies = [c["latency"] for c in got if c["latency"] is not None]
+        if by == "key":
+            name = "(no key)" if name == rollup.NO_KEY else f"key {name}"
+        items[name] = {
+            "requests": len(got),
+            "cost_usd": sum(c["cost"] or 0 for c in got) / MONEY_SCALE,
+            "savings_usd": sum(c["savings"] for c in got) / MONEY_SCALE,
+            "input_tokens": sum(c["input_tokens"] for c in got),
+            "output_tokens": sum(c["output_tokens"] for c in got),
+            "unpriced_requests": sum(c["unpriced"] for c in got),
+            "error_rate": sum(c["error"] for c in got) / len(got),
+            "avg_latency_ms": (
+                round(sum(latencies) / len(latencies) / 1000, 3) if latencies else None
+            ),
         }
-        for model, requests, cost, errors, lat, n in rows
-    }
+    return items
 
 
-async def test_rollup_and_raw_logs_agree_exactly(api, write, lcm_config):
-    # Many calls with awkward costs, spread over 40 days and every quarter hour.
-    t = today()
+def _awkward_rows(first: date, days: int, midnights: list[datetime], seed: int = 1) -> list[dict]:
+    """Calls at random instants over `days` days from `first` (UTC), plus a call just before
+    and at each instant in `midnights`; awkward costs, NULL keys, errors, missing latencies."""
+    rnd = random.Random(seed)
+    base = datetime.combine(first, time(), UTC)
+    moments = [base + timedelta(seconds=rnd.randrange(days * 86400)) for _ in range(1500)]
+    for midnight in midnights:
+        moments += [midnight - timedelta(milliseconds=1), midnight]
     rows = []
-    for i in range(1500):
-        day = t - timedelta(i % 40)
+    for i, moment in enumerate(sorted(moments)):
         rows.append(
             log_row(
-                at(day, i % 24, (i * 7) % 60),
+                to_iso(moment),
                 key_id=i % 3 or None,
                 provider=("openai", "anthropic", "google")[i % 3],
                 model=f"model-{i % 7}",
@@ -315,24 +347,80 @@ async def test_rollup_and_raw_logs_agree_exactly(api, write, lcm_config):
                 status=(200, 200, 429, 500, None)[i % 5],
             )
         )
-    await write(*rows)
-    start, end = t - timedelta(45), t
-    status, body = await api(
-        "GET", "analytics/timeseries", start=start.isoformat(), end=end.isoformat()
-    )
-    assert status == 200 and body["period"] == "custom"
-    raw = _raw_by_day(lcm_config["db_path"], start, end)
-    assert len(raw) == 40
-    assert {p["date"]: p for p in body["points"] if p["requests"]} == raw
+    return rows
 
-    status, body = await api(
-        "GET", "analytics/breakdown", start=start.isoformat(), end=end.isoformat(), limit="50"
-    )
-    got = {
-        i["name"]: {k: i[k] for k in ("requests", "cost_usd", "error_rate", "avg_latency_ms")}
-        for i in body["items"]
-    }
-    assert got == _raw_by_model(lcm_config["db_path"])
+
+FILTERS = [{}, {"key_id": 1}, {"model": "model-3"}, {"provider": "google"}]
+COMBINED = [
+    {"key_id": 2, "model": "model-5"},
+    {"key_id": 1, "provider": "anthropic"},
+    {"provider": "openai", "model": "model-3"},
+]
+ITEM_KEYS = (
+    "requests", "cost_usd", "savings_usd", "input_tokens", "output_tokens",
+    "unpriced_requests", "error_rate", "avg_latency_ms",
+)  # fmt: skip
+
+
+def _local_midnights(tz, first: date, days: int) -> list[datetime]:
+    return [datetime.combine(first + timedelta(n), time(), tz) for n in range(days + 1)]
+
+
+def _cases(spans, tz):
+    """(path, period, params) of the timeseries and breakdowns to check for each span."""
+    for start, end in spans:
+        period = analytics.Period("custom", start, end, tz)
+        dates = {"start": start.isoformat(), "end": end.isoformat()}
+        for filters in FILTERS + COMBINED:
+            yield "timeseries", period, {**dates, **filters}
+        for by in analytics.BREAKDOWN_BY:
+            for filters in [{}, {"key_id": 1}, COMBINED[0]]:
+                yield "breakdown", period, {**dates, "by": by, "limit": 50, **filters}
+
+
+def _filters(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k in rollup.FILTERS}
+
+
+def _expected(calls, path: str, period: analytics.Period, params: dict):
+    if path == "timeseries":
+        return _expected_points(calls, period, **_filters(params))
+    return _expected_items(calls, params["by"], period, **_filters(params))
+
+
+def _comparable(path: str, answer: list[dict]):
+    if path == "timeseries":
+        return answer
+    return {i["name"]: {k: i[k] for k in ITEM_KEYS} for i in answer}
+
+
+def _spans(t: date) -> list[tuple[date, date]]:
+    """Long (whole UTC days inside, partial ones at the ends), one day, two days, all."""
+    return [(t - timedelta(35), t - timedelta(3)), (t - timedelta(7), t - timedelta(7)),
+            (t - timedelta(9), t - timedelta(8)), (t - timedelta(45), t)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "lcm_config", ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"], indirect=True
+)
+async def test_rollups_and_raw_logs_agree_exactly(api, write, lcm_config):
+    tz = analytics.load_timezone(lcm_config["analytics_timezone"])
+    t = datetime.now(tz).date()
+    # Calls over 40 days up to now, with some just before and at each local midnight.
+    first = t - timedelta(39)
+    rows = _awkward_rows(first, 40, _local_midnights(tz, first, 39))
+    await write(*rows)
+    calls = _raw_calls(lcm_config["db_path"])
+    assert len(calls) == len(rows)
+    for path, period, params in _cases(_spans(t), tz):
+        status, body = await api("GET", f"analytics/{path}", **params)
+        assert status == 200, body
+        answer = body["points" if path == "timeseries" else "items"]
+        assert _comparable(path, answer) == _expected(calls, path, period, params), params
+    # One local day more at either end holds every call: none is lost or counted twice.
+    whole = {"start": (first - timedelta(1)).isoformat(), "end": (t + timedelta(1)).isoformat()}
+    status, body = await api("GET", "analytics/timeseries", **whole)
+    assert sum(p["requests"] for p in body["points"]) == len(rows)
 
 
 async def test_real_sdk_calls_show_up(api, make_key, base_url, logs):
@@ -432,30 +520,46 @@ async def test_analytics_refuses_requests_without_the_jupyter_token(base_url):
             assert resp.status_code == 403, path
 
 
-def test_migration_backfills_rows_written_before_it(tmp_path):
+ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia/Lord_Howe"]
+
+
+def test_upgraded_database_and_its_writer_agree_with_raw_logs(tmp_path):
+    # Days around New York's spring-forward day (23 h) and Lord Howe's half-hour fall-back.
+    first = date(2026, 3, 1)
+    old = _awkward_rows(first, 40, [], seed=2)
+    new = _awkward_rows(first, 40, _local_midnights(ZoneInfo("Asia/Kathmandu"), first, 39))
     path = tmp_path / "old.db"
     db = connect(path)
     migrations.apply(db, stop_before="0004_usage_rollup")
-    assert "usage_rollup" not in db.table_names()
-    t = today()
-    rows = [
-        log_row(at(t - timedelta(n % 4), n % 24, n % 60), model=f"m{n % 3}", cost_usd=n * 1e-7)
-        for n in range(50)
-    ] + [log_row(at(t, 1), cost_usd=None, latency_ms=None, status=None, model=None)]
-    db["proxy_logs"].insert_all(rows)
-    migrations.apply(db)
-    bounds = analytics.Period("custom", t - timedelta(5), t, UTC).bounds()
-    got = {m: x for m, x in rollup.by_group(db, "model", bounds[0], bounds[-1])}
-    # What the log writer's own path makes of the same rows, in a fresh database.
-    fresh = connect(tmp_path / "new.db")
-    migrations.apply(fresh)
-    with fresh.atomic():
-        fresh["proxy_logs"].insert_all(rows)
-        rollup.add_batch(fresh.conn, rows)
-    assert got == dict(rollup.by_group(fresh, "model", bounds[0], bounds[-1]))
-    assert sum(x.requests for x in got.values()) == 51
-    assert got["gpt-4o-mini"].unpriced_requests == 1 and got["gpt-4o-mini"].errors == 1
-    assert got["m1"].cost_units == sum(_units(r["cost_usd"]) for r in rows if r["model"] == "m1")
+    db.table("proxy_logs").insert_all(old)
+    # The database as the release with usage_rollup alone left it, then upgraded.
+    migrations.apply(db, stop_before="0005_usage_summaries")
+    assert db.execute("SELECT SUM(requests) FROM usage_rollup").fetchone()[0] == len(old)
+    assert "usage_rollup_day" not in db.table_names()
+    migrations.apply(db)  # 0005 fills the new tables from usage_rollup
+    db.conn.close()
+    writer = LogWriter(path, batch_size=97)  # batches cross bucket and day boundaries
+    for row in new:
+        writer.submit(row)
+    writer.close()
+
+    db = open_database(path)
+    calls = _raw_calls(path)
+    assert len(calls) == len(old) + len(new)
+    spans = [
+        (date(2026, 3, 3), date(2026, 4, 7)),  # whole UTC days inside, partial ones at the ends
+        (date(2026, 3, 8), date(2026, 3, 8)),  # New York's 23-hour day
+        (date(2026, 4, 5), date(2026, 4, 5)),  # Lord Howe's 24.5-hour day
+        (date(2026, 3, 7), date(2026, 3, 8)),
+    ]
+    for zone in ZONES:
+        for path_, period, params in _cases(spans, ZoneInfo(zone)):
+            filters = _filters(params)
+            if path_ == "timeseries":
+                answer = timeseries_points(db, period, filters)
+            else:
+                answer = breakdown_items(db, params["by"], params["limit"], period, filters)
+            assert _comparable(path_, answer) == _expected(calls, path_, period, params), params
 
 
 def test_period_shaping():
@@ -470,8 +574,6 @@ def test_period_shaping():
     ny = analytics.load_timezone("America/New_York")
     spring = analytics.Period("custom", date(2026, 3, 7), date(2026, 3, 9), ny).bounds()
     assert [b - a for a, b in pairwise(spring)] == [86400, 82800, 86400]
-    filled = analytics.fill_days(bounds, [(bounds[1] + 900, analytics.Totals(requests=2))])
-    assert [t.requests for t in filled] == [0, 2, 0, 0, 0, 0, 0]
     groups = [(f"m{n}", analytics.Totals(requests=1, cost_units=n)) for n in range(5)]
     top = analytics.top_with_other(groups, 2)
     assert [n for n, _ in top] == ["m4", "m3", "other"]

@@ -1,4 +1,4 @@
-"""Analytics shaping: periods as local days, gap filling, top-N + other, CSV rendering.
+"""Analytics shaping: periods as local days, top-N + other, CSV rendering.
 
 Pure functions over usage totals that the store aggregated. Money arrives as integer
 units of 1e-10 USD (`MONEY_SCALE`) so that sums stay exact however they are grouped;
@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, tzinfo
@@ -187,20 +186,6 @@ def resolve_period(
         raise BadRequest(f"period must be one of {', '.join(PERIODS)}", param="period")
     today = (now or datetime.now(tz)).astimezone(tz).date()
     return Period(label, today - timedelta(PERIODS[label] - 1), today, tz)
-
-
-def fill_days(bounds: Sequence[int], buckets: Iterable[tuple[int, Totals]]) -> list[Totals]:
-    """Fold (bucket start, totals) pairs into one Totals per day; days without calls stay zero.
-
-    `bounds` are the days' start instants and the end, as `Period.bounds` gives;
-    buckets outside them are ignored.
-    """
-    days = [Totals() for _ in range(len(bounds) - 1)]
-    for start, totals in buckets:
-        index = bisect_right(bounds, start) - 1
-        if 0 <= index < len(days):
-            days[index].add(totals)
-    return days
 
 
 def top_with_other(groups: Iterable[tuple[T, Totals]], limit: int) -> list[tuple[T | str, Totals]]:

@@ -1,7 +1,7 @@
 """The analytics REST API: cost over time and cost by model, provider or key.
 
 `GET lcm/api/analytics/timeseries` and `GET lcm/api/analytics/breakdown`, JSON or
-(`?format=csv`) CSV. Both read the usage rollup (store/rollup.py), never the raw
+(`?format=csv`) CSV. Both read the usage rollups (store/rollup.py), never the raw
 log, and shape it with core/analytics.py; days are calendar days in the configured
 `analytics_timezone`.
 """
@@ -56,6 +56,12 @@ class AnalyticsHandler(LCMAPIHandler):
         self.finish(analytics.to_csv(columns, records), set_content_type="text/csv; charset=utf-8")
 
 
+def timeseries_points(db, period: analytics.Period, filters: dict) -> list[dict]:
+    """The timeseries points: one per day of the period, over the calls the filters keep."""
+    totals = rollup.by_day(db, period.bounds(), **filters)
+    return [t.point(day) for day, t in zip(period.days, totals, strict=True)]
+
+
 class TimeseriesHandler(AnalyticsHandler):
     """`GET lcm/api/analytics/timeseries?period=|start=&end=&key_id=&model=&provider=&format=`."""
 
@@ -64,19 +70,18 @@ class TimeseriesHandler(AnalyticsHandler):
     @answers_errors
     async def get(self) -> None:
         period, filters, as_csv = self.period(), self.filters(), self.csv_wanted()
-        bounds = period.bounds()
-        buckets = await self.lcm.store.run(rollup.by_bucket, bounds[0], bounds[-1], **filters)
-        totals = analytics.fill_days(bounds, buckets)
-        points = [t.point(day) for day, t in zip(period.days, totals, strict=True)]
+        points = await self.lcm.store.run(timeseries_points, period, filters)
         if as_csv:
             self.reply_csv(analytics.POINT_FIELDS, points, "timeseries")
         else:
             self.reply({**period.to_json(), "points": points})
 
 
-def _breakdown(db, by: str, limit: int, start: int, end: int, filters: dict) -> list[dict]:
+def breakdown_items(db, by: str, limit: int, period: analytics.Period, filters: dict) -> list[dict]:
     """The breakdown items; by key, each named after its key and carrying its key_id."""
-    ranked = analytics.top_with_other(rollup.by_group(db, by, start, end, **filters), limit)
+    bounds = period.bounds()
+    groups = rollup.by_group(db, by, bounds[0], bounds[-1], **filters)
+    ranked = analytics.top_with_other(groups, limit)
     if by != "key":
         return [totals.item(name or "(none)") for name, totals in ranked]
     names = rollup.key_names(db, [kid for kid, _ in ranked if kid != analytics.OTHER])
@@ -104,8 +109,7 @@ class BreakdownHandler(AnalyticsHandler):
         if by not in analytics.BREAKDOWN_BY:
             raise BadRequest(f"by must be one of {', '.join(analytics.BREAKDOWN_BY)}", param="by")
         limit = self.int_arg("limit", 10, lo=1, hi=MAX_BREAKDOWN_LIMIT)
-        bounds = period.bounds()
-        items = await self.lcm.store.run(_breakdown, by, limit, bounds[0], bounds[-1], filters)
+        items = await self.lcm.store.run(breakdown_items, by, limit, period, filters)
         if as_csv:
             columns = (*analytics.ITEM_FIELDS, "key_id") if by == "key" else analytics.ITEM_FIELDS
             self.reply_csv(columns, items, f"breakdown-{by}")

@@ -161,6 +161,8 @@ class LogWriter:
     def _insert(self, db, rows: list[Mapping[str, Any]]) -> None:
         # Plain executemany, one statement per column set: the pipeline's rows all share
         # one, and sqlite-utils' per-row work would hold the GIL the event loop needs.
+        rolled_up = self._table == "proxy_logs"
+        after = rollup.last_rowid(db.conn) if rolled_up else 0
         groups: dict[tuple[str, ...], list[tuple]] = {}
         for row in rows:
             groups.setdefault(tuple(row), []).append(tuple(row.values()))
@@ -171,6 +173,6 @@ class LogWriter:
                 marks = ", ".join("?" * len(columns))
                 sql = self._sql[columns] = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
             db.conn.executemany(sql, values)
-        if self._table == "proxy_logs":
-            # In the rows' own transaction: the rollup never counts a row that is not there.
-            rollup.add_batch(db.conn, rows)
+        if rolled_up:
+            # In the rows' own transaction: the rollups never count a row that is not there.
+            rollup.add_rows(db.conn, after)

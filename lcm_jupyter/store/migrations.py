@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .rollup import create_and_backfill
+from .rollup import create_and_backfill, create_summaries
 
 migrations = Migrations("lcm_jupyter")
 
@@ -117,3 +117,9 @@ def m0003_usage_estimated(db: Database) -> None:
 def m0004_usage_rollup(db: Database) -> None:
     """Usage per 15 minutes and key/provider/model for analytics, filled from the log so far."""
     create_and_backfill(db)
+
+
+@migrations(name="0005_usage_summaries")
+def m0005_usage_summaries(db: Database) -> None:
+    """Usage per UTC day and per dimension for long analytics periods, filled from the rollup."""
+    create_summaries(db)

@@ -1,23 +1,32 @@
-"""The usage rollup: proxy_logs summed per 15 minutes and (key, provider, model).
+"""The usage rollups: proxy_logs summed at the grains analytics read, so they never read the log.
 
-Analytics read this table, not the call log: 90 days are at most 8,640 buckets
-times the groups active in each, however many calls there were. The bucket is 15
-minutes of UTC because every timezone in use today is offset from UTC by a multiple
-of 15 minutes (Asia/Kolkata +5:30, Asia/Kathmandu +5:45), so local days of any
-configured timezone are whole runs of buckets.
+Three tables, kept up by the log writer in each batch's own transaction (`add_rows`):
 
-Money is summed as integer units of 1e-10 USD, each row rounded exactly as SQLite's
-`ROUND(cost_usd * MONEY_SCALE)` rounds it (as spend.py does), so the rollup equals
-the same sum taken straight from proxy_logs, to the unit. Latency is summed in
-whole microseconds for the same reason. NULL key, provider or model are stored as
--1 and '' so that the primary key matches them on upsert.
+- `usage_rollup`: per 15 minutes of UTC and (key, provider, model). The bucket is 15
+  minutes because every timezone in use today is offset from UTC by a multiple of 15
+  minutes (Asia/Kolkata +5:30, Asia/Kathmandu +5:45), so the local days of any
+  configured timezone are whole runs of buckets. Busy, it has a row per bucket and group.
+- `usage_rollup_dim`: per 15 minutes and one value of one dimension (`total`, `key_id`,
+  `provider` or `model`). A 90-day timeseries, unfiltered or with one filter, reads its
+  8,640 rows however many keys and models there are.
+- `usage_rollup_day`: per UTC day and (key, provider, model). A breakdown reads a
+  period's whole UTC days here and only its partial days at either end (under a day
+  each) from `usage_rollup`.
+
+Every figure comes from one set of SQL expressions over proxy_logs (`ROW_SQL`), used by
+the writer and by the migrations' backfills alike. Money is summed as integer units of
+1e-10 USD, each row rounded by SQLite's `ROUND(cost_usd * MONEY_SCALE)` as spend.py
+does, so every table equals the same sum taken straight from proxy_logs, to the unit;
+latency is summed in whole microseconds for the same reason. NULL key, provider or
+model are stored as -1 and '' so that primary keys match them on upsert. A row whose
+created_at SQLite cannot read is in no rollup.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from sqlite_utils import Database
@@ -26,29 +35,11 @@ from ..core.analytics import Totals
 from ..core.budget import MONEY_SCALE
 
 BUCKET_SECONDS = 900
+DAY_SECONDS = 86400
 NO_KEY = -1
+FILTERS = ("key_id", "provider", "model")
 
-SCHEMA = """
-CREATE TABLE usage_rollup (
-    bucket INTEGER NOT NULL,
-    key_id INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0,
-    cost_units INTEGER NOT NULL DEFAULT 0,
-    savings_units INTEGER NOT NULL DEFAULT 0,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    latency_us_sum INTEGER NOT NULL DEFAULT 0,
-    latency_count INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    unpriced_requests INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (bucket, key_id, provider, model)
-) WITHOUT ROWID
-"""
-# WITHOUT ROWID clusters the rows by bucket: a period is one contiguous range scan.
-
-_SUMS = (
+SUMS = (
     "requests",
     "cost_units",
     "savings_units",
@@ -59,19 +50,13 @@ _SUMS = (
     "errors",
     "unpriced_requests",
 )
-_UPSERT = (
-    f"INSERT INTO usage_rollup (bucket, key_id, provider, model, {', '.join(_SUMS)}) "
-    f"VALUES ({', '.join('?' * (4 + len(_SUMS)))}) "
-    "ON CONFLICT (bucket, key_id, provider, model) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMS)
-)
 
 
 def _sql_units(column: str, scale: int) -> str:
     return f"CAST(ROUND({column} * {scale}) AS INTEGER)"
 
 
-# The same per-row figures as `_row_totals`, in SQL: for the backfill and for checks.
+# One proxy_logs row's group and figures, in SQL: what every rollup sums.
 ROW_SQL = {
     "bucket": f"CAST(strftime('%s', created_at) AS INTEGER) / {BUCKET_SECONDS} * {BUCKET_SECONDS}",
     "key_id": f"COALESCE(key_id, {NO_KEY})",
@@ -88,110 +73,148 @@ ROW_SQL = {
     "unpriced_requests": "(cost_usd IS NULL OR COALESCE(unpriced, 0) != 0)",
 }
 
+_GROUP = ("bucket", "key_id", "provider", "model")
+_GROUP_TYPES = {"bucket": "INTEGER", "key_id": "INTEGER", "provider": "TEXT", "model": "TEXT"}
+# `value` has no type, so key ids stay integers and names stay text.
+_TABLES = {
+    "usage_rollup": _GROUP_TYPES,
+    "usage_rollup_day": {"day": "INTEGER", **{c: _GROUP_TYPES[c] for c in FILTERS}},
+    "usage_rollup_dim": {"dim": "TEXT", "value": "", "bucket": "INTEGER"},
+}
+_BATCH = "temp.usage_batch"
 
-def _sqlite_round(value: float) -> int:
-    """`CAST(ROUND(value) AS INTEGER)` as SQLite computes it (half away from zero, on doubles)."""
-    return int(value + 0.5) if value >= 0 else -int(-value + 0.5)
+# How the rows of a 15-minute group table (usage_rollup, or a batch's own sums) feed
+# each table: (table, {group column: expression over the 15-minute group row}).
+_SAME = {c: c for c in _GROUP}
+_SUMMARIES = (
+    ("usage_rollup_day", {"day": f"bucket - bucket % {DAY_SECONDS}", **{c: c for c in FILTERS}}),
+    ("usage_rollup_dim", {"dim": "'total'", "value": "''", "bucket": "bucket"}),
+    *(("usage_rollup_dim", {"dim": f"'{c}'", "value": c, "bucket": "bucket"}) for c in FILTERS),
+)
 
 
-def _units(value: Any, scale: int) -> int:
-    return 0 if value is None else _sqlite_round(float(value) * scale)
+def _columns(groups: dict[str, str]) -> str:
+    """The column definitions of a table keyed by `groups` (name: type) that holds SUMS."""
+    keys = [" ".join(filter(None, (name, kind, "NOT NULL"))) for name, kind in groups.items()]
+    sums = [f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS]
+    return f"({', '.join(keys + sums)}, PRIMARY KEY ({', '.join(groups)}))"
 
 
-def bucket_of(created_at: str) -> int:
-    """The bucket (epoch seconds, a multiple of BUCKET_SECONDS) of a stored timestamp."""
-    moment = datetime.fromisoformat(created_at)
-    if moment.tzinfo is None:  # SQLite reads a timestamp without offset as UTC: so do we
-        moment = moment.replace(tzinfo=timezone.utc)
-    seconds = int(moment.timestamp())
-    return seconds - seconds % BUCKET_SECONDS
+def _create(db: Database, table: str) -> None:
+    # WITHOUT ROWID clusters the rows by their key: a period is one contiguous range scan.
+    db.execute(f"CREATE TABLE {table} {_columns(_TABLES[table])} WITHOUT ROWID")
 
 
-def _row_totals(row: Mapping[str, Any]) -> tuple[tuple, tuple]:
-    key_id = row.get("key_id")
-    status = row.get("status")
-    cost = row.get("cost_usd")
-    latency = row.get("latency_ms")
-    group = (
-        bucket_of(row.get("created_at")),
-        NO_KEY if key_id is None else int(key_id),
-        row.get("provider") or "",
-        row.get("model") or row.get("requested_model") or "",
+def _upsert(table: str, groups: dict[str, str], source: str) -> str:
+    """SQL adding `source`'s rows (group columns and SUMS), regrouped by `groups`, to `table`."""
+    return (
+        f"INSERT INTO {table} ({', '.join([*groups, *SUMS])}) "
+        f"SELECT {', '.join(groups.values())}, {', '.join(f'SUM({c})' for c in SUMS)} "
+        f"FROM {source} WHERE true GROUP BY {', '.join(str(n + 1) for n in range(len(groups)))} "
+        f"ON CONFLICT ({', '.join(groups)}) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUMS)
     )
-    sums = (
-        1,
-        _units(cost, MONEY_SCALE),
-        _units(row.get("savings_usd"), MONEY_SCALE),
-        int(row.get("input_tokens") or 0),
-        int(row.get("output_tokens") or 0),
-        _units(latency, 1000),
-        int(latency is not None),
-        int(status is None or int(status) >= 400),
-        int(cost is None or bool(row.get("unpriced"))),
+
+
+def _log_rows(where: str) -> str:
+    figures = ", ".join(f"{sql} AS {name}" for name, sql in ROW_SQL.items())
+    return (
+        f"(SELECT {figures} FROM proxy_logs "
+        f"WHERE {where} AND strftime('%s', created_at) IS NOT NULL)"
     )
-    return group, sums
 
 
-def add_batch(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Add freshly inserted proxy_logs rows to the rollup; the number of upserts made.
+_BATCH_SCHEMA = f"CREATE TEMP TABLE IF NOT EXISTS usage_batch {_columns(_GROUP_TYPES)}"
+_FILL_BATCH = _upsert(_BATCH, _SAME, _log_rows("rowid > ?"))
+_FROM_BATCH = [_upsert(t, g, _BATCH) for t, g in (("usage_rollup", _SAME), *_SUMMARIES)]
 
-    The batch is summed per bucket and group here first, so 500 calls of a few
-    keys and models are a handful of upserts. Call it in the rows' transaction.
+
+def last_rowid(conn: sqlite3.Connection) -> int:
+    """The highest proxy_logs rowid (0 if none): rows inserted after reading it come above it."""
+    return conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM proxy_logs").fetchone()[0]
+
+
+def add_rows(conn: sqlite3.Connection, after_rowid: int) -> None:
+    """Add the proxy_logs rows above `after_rowid` to every rollup. Call it in their transaction.
+
+    The rows are summed per 15-minute group once, into a small temporary table (a
+    500-call batch of a few keys and models is a few hundred groups at most), and
+    each rollup is fed from those sums. All in SQLite: the GIL stays free meanwhile.
     """
-    sums: dict[tuple, list[int]] = {}
-    for row in rows:
-        group, values = _row_totals(row)
-        acc = sums.get(group)
-        if acc is None:
-            sums[group] = list(values)
-        else:
-            for i, v in enumerate(values):
-                acc[i] += v
-    conn.executemany(_UPSERT, [(*group, *acc) for group, acc in sums.items()])
-    return len(sums)
+    conn.execute(_BATCH_SCHEMA)
+    conn.execute(f"DELETE FROM {_BATCH}")
+    conn.execute(_FILL_BATCH, [after_rowid])
+    for sql in _FROM_BATCH:
+        conn.execute(sql)
 
 
 def create_and_backfill(db: Database) -> None:
-    """Create the rollup and fill it from every proxy_logs row already written."""
-    db.execute(SCHEMA)
-    group = ("bucket", "key_id", "provider", "model")
-    select = (
-        ", ".join(ROW_SQL[c] for c in group) + ", " + ", ".join(f"SUM({ROW_SQL[c]})" for c in _SUMS)
-    )
-    db.execute(
-        f"INSERT INTO usage_rollup ({', '.join(group)}, {', '.join(_SUMS)}) "
-        f"SELECT {select} FROM proxy_logs WHERE strftime('%s', created_at) IS NOT NULL "
-        "GROUP BY 1, 2, 3, 4"
-    )
+    """Create usage_rollup and fill it from every proxy_logs row already written (0004)."""
+    _create(db, "usage_rollup")
+    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true")))
 
 
-def _where(
-    start: int, end: int, *, key_id: int | None, provider: str | None, model: str | None
-) -> tuple[str, list]:
-    clauses, params = ["bucket >= ? AND bucket < ?"], [start, end]
-    for column, value in (("key_id", key_id), ("provider", provider), ("model", model)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    return " AND ".join(clauses), params
+def create_summaries(db: Database) -> None:
+    """Create the per-day and per-dimension tables and fill them from usage_rollup (0005)."""
+    _create(db, "usage_rollup_day")
+    _create(db, "usage_rollup_dim")
+    for table, groups in _SUMMARIES:
+        db.execute(_upsert(table, groups, "usage_rollup"))
 
 
-_SELECT_SUMS = ", ".join(f"SUM({c}) AS {c}" for c in _SUMS)
+_SELECT_SUMS = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
 
 
-def by_bucket(
+def _given(key_id: int | None, provider: str | None, model: str | None) -> dict[str, Any]:
+    return {c: v for c, v in zip(FILTERS, (key_id, provider, model), strict=True) if v is not None}
+
+
+def by_day(
     db: Database,
-    start: int,
-    end: int,
+    bounds: Sequence[int],
     *,
     key_id: int | None = None,
     provider: str | None = None,
     model: str | None = None,
-) -> list[tuple[int, Totals]]:
-    """Totals per bucket in [start, end) epoch seconds, over the groups the filters keep."""
-    where, params = _where(start, end, key_id=key_id, provider=provider, model=model)
-    sql = f"SELECT bucket, {_SELECT_SUMS} FROM usage_rollup WHERE {where} GROUP BY bucket"
-    return [(row["bucket"], Totals.from_row(row)) for row in db.query(sql, params)]
+) -> list[Totals]:
+    """Totals per day, day i being [bounds[i], bounds[i+1]) in epoch seconds, over the
+    calls the filters keep; days without calls are zero.
+
+    With no filter or one, from usage_rollup_dim; with several, from usage_rollup.
+    """
+    given = _given(key_id, provider, model)
+    days = ", ".join("(?, ?, ?)" for _ in range(len(bounds) - 1))
+    if len(given) <= 1:
+        ((dim, value),) = given.items() or [("total", "")]
+        # Each day is a range of the value's rows: summed per day in SQLite.
+        sql = (
+            f"WITH days (i, lo, hi) AS (VALUES {days}) SELECT i, {_SELECT_SUMS} FROM days "
+            "JOIN usage_rollup_dim ON dim = ? AND value = ? AND bucket >= lo AND bucket < hi "
+            "GROUP BY i"
+        )
+        params = [dim, value]
+    else:
+        # Each bucket of each day looked up on its own: with a key given, that seeks to
+        # the key's few groups in the bucket instead of reading every group's row.
+        step = BUCKET_SECONDS
+        sql = (
+            f"WITH RECURSIVE days (i, lo, hi) AS (VALUES {days}), slots (i, bucket, hi) AS "
+            f"(SELECT i, lo, hi FROM days WHERE lo < hi UNION ALL "
+            f"SELECT i, bucket + {step}, hi FROM slots WHERE bucket + {step} < hi) "
+            f"SELECT i, {_SELECT_SUMS} FROM slots JOIN usage_rollup USING (bucket) "
+            f"WHERE {' AND '.join(f'{c} = ?' for c in given)} GROUP BY i"
+        )
+        params = list(given.values())
+    # Each day from its first bucket: the same buckets as from its first instant.
+    day_params = [
+        x
+        for i, (lo, hi) in enumerate(pairwise(bounds))
+        for x in (i, -(-lo // BUCKET_SECONDS) * BUCKET_SECONDS, hi)
+    ]
+    totals = [Totals() for _ in range(len(bounds) - 1)]
+    for row in db.query(sql, day_params + params):
+        totals[row["i"]] = Totals.from_row(row)
+    return totals
 
 
 _GROUP_COLUMN = {"model": "model", "provider": "provider", "key": "key_id"}
@@ -207,10 +230,34 @@ def by_group(
     provider: str | None = None,
     model: str | None = None,
 ) -> list[tuple[Any, Totals]]:
-    """Totals per model, provider or key_id in [start, end) epoch seconds."""
-    column = _GROUP_COLUMN[by]
-    where, params = _where(start, end, key_id=key_id, provider=provider, model=model)
-    sql = f"SELECT {column} AS grp, {_SELECT_SUMS} FROM usage_rollup WHERE {where} GROUP BY grp"
+    """Totals per model, provider or key_id in [start, end) epoch seconds.
+
+    The whole UTC days inside the period come from usage_rollup_day; the rest, under a
+    day at either end, from usage_rollup.
+    """
+    given = _given(key_id, provider, model)
+    first_day = -(-start // DAY_SECONDS) * DAY_SECONDS
+    end_day = end // DAY_SECONDS * DAY_SECONDS
+    if first_day < end_day:
+        ranges = [
+            ("usage_rollup_day", "day", first_day, end_day),
+            ("usage_rollup", "bucket", start, first_day),
+            ("usage_rollup", "bucket", end_day, end),
+        ]
+    else:
+        ranges = [("usage_rollup", "bucket", start, end)]
+    parts, params = [], []
+    for table, column, lo, hi in ranges:
+        if lo < hi:
+            where = " ".join(f"AND {c} = ?" for c in given)
+            parts.append(
+                f"SELECT {_GROUP_COLUMN[by]} AS grp, {', '.join(SUMS)} FROM {table} "
+                f"WHERE {column} >= ? AND {column} < ? {where}"
+            )
+            params += [lo, hi, *given.values()]
+    if not parts:
+        return []
+    sql = f"SELECT grp, {_SELECT_SUMS} FROM ({' UNION ALL '.join(parts)}) GROUP BY grp"
     return [(row["grp"], Totals.from_row(row)) for row in db.query(sql, params)]
 
 

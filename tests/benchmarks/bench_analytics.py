@@ -1,34 +1,52 @@
-"""Benchmark: the analytics queries over the usage rollup, 90 days of many calls.
+"""Benchmark: the analytics REST queries over 90 days of many calls, and the log writer's cost.
 
-    python tests/benchmarks/bench_analytics.py [--rows 1000000] [--keys 20] [--runs 20]
+    python tests/benchmarks/bench_analytics.py [--rows 1000000,10000000] [--keys 20] [--runs 30]
 
-Fills a temporary database's proxy_logs with `--rows` calls spread evenly over
-the last 90 days (`--keys` keys x 8 models of 3 providers) by plain executemany,
-then applies migration 0004, whose backfill builds the rollup from them (the
-same figures the log writer's `rollup.add_batch` keeps up call by call; that
-path is timed separately on 500-row batches). Then times, p50 and p99 over
-`--runs` runs, the 90-day timeseries (UTC and Asia/Kolkata) and the breakdowns
-by model and by key, exactly as the handlers run them minus HTTP.
-Target: each under 100 ms for 90 days over 10M rows.
+For each row count, fills a temporary database's proxy_logs with that many calls spread
+evenly over the last 90 days (`--keys` keys x 8 models of 3 providers) in one SQL
+statement, then applies the migrations, whose backfills build the rollups from them
+(0004 the 15-minute table from proxy_logs, 0005 the per-day and per-dimension tables
+from it): the product's own code, as an existing database upgrades. Then measures:
+
+- the log writer (store/logwriter.py, the proxy's path) per 500-row batch of calls made
+  in a quarter second: insert, rollups and commit, wall time; and the rollups' part;
+- each 90-day query of the dashboard through the REST API of a server running on the
+  database (`lcm_jupyter.serve`, `LCMClient`), p50 and p99 over `--runs`, per timezone
+  of `--timezones` (Asia/Kolkata's days cut UTC days at 18:30, the worst case for
+  breakdowns), next to the in-process time of what the handler runs.
+
+Target: each query under 100 ms p50 over 10M rows, printed PASS or FAIL; the exit code
+is 1 if one fails. A timeseries with two filters reads the full 15-minute table: it has
+no target and is shown for information. Figures go to stdout and to
+tests/benchmarks/results/analytics.json. Timings on a shared machine are indicative.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import random
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
 
+import lcm_jupyter  # noqa: E402
+from lcm_jupyter.client import LCMClient  # noqa: E402
 from lcm_jupyter.core import analytics  # noqa: E402
+from lcm_jupyter.server.analytics_handlers import breakdown_items, timeseries_points  # noqa: E402
 from lcm_jupyter.store import rollup  # noqa: E402
 from lcm_jupyter.store.db import connect  # noqa: E402
+from lcm_jupyter.store.logwriter import LogWriter  # noqa: E402
 from lcm_jupyter.store.migrations import migrations  # noqa: E402
 
 MODELS = [
@@ -41,109 +59,265 @@ COLUMNS = (
     "cost_usd", "unpriced", "savings_usd", "latency_ms", "status", "created_at",
 )  # fmt: skip
 DAYS = 90
+TARGET_MS = 100.0
+BATCH = 500
+RESULTS = HERE / "results" / "analytics.json"
+
+# (path, params, has the target): what the dashboard asks, then one combined filter.
+CASES = [
+    ("timeseries", {}, True),
+    ("timeseries", {"key_id": 3}, True),
+    ("timeseries", {"model": "gpt-4o"}, True),
+    ("timeseries", {"provider": "anthropic"}, True),
+    ("breakdown", {"by": "model"}, True),
+    ("breakdown", {"by": "provider"}, True),
+    ("breakdown", {"by": "key"}, True),
+    ("timeseries", {"key_id": 3, "model": "gpt-4o"}, False),
+]
+
+_CASE_WHEN = " ".join(f"WHEN {i} THEN '{{}}'" for i in range(len(MODELS)))
+# The random draws are made once per row in `r`: OFFSET 0 keeps SQLite from folding
+# that subquery into the outer one, which would draw the model and provider apart.
+FILL_SQL = f"""
+INSERT INTO proxy_logs ({", ".join(COLUMNS)})
+WITH RECURSIVE n (i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :rows),
+r AS (
+    SELECT i, abs(random()) % {len(MODELS)} AS m, abs(random()) % :keys + 1 AS key_id,
+           CASE WHEN abs(random()) % 100 = 0 THEN NULL
+                ELSE (abs(random()) % 1000000) / 1e8 END AS cost
+    FROM n LIMIT -1 OFFSET 0
+)
+SELECT printf('log-%010d', i), key_id,
+       CASE m {_CASE_WHEN.format(*(p for p, _ in MODELS))} END,
+       CASE m {_CASE_WHEN.format(*(m for _, m in MODELS))} END,
+       CASE m {_CASE_WHEN.format(*(m for _, m in MODELS))} END,
+       10 + abs(random()) % 4990, 1 + abs(random()) % 800, cost, cost IS NULL,
+       (abs(random()) % 100000) / 1e8, (abs(random()) % 2000000) / 1e3,
+       CASE WHEN abs(random()) % 100 < 97 THEN 200 ELSE 500 END,
+       strftime('%Y-%m-%dT%H:%M:%fZ', :start + :span * i / CAST(:rows AS REAL), 'unixepoch')
+FROM r
+"""
 
 
-def _rows(n: int, keys: int, start: datetime, seed: int = 7, span: float = DAYS * 86400):
-    rnd = random.Random(seed)
-    base = start.timestamp()
-    for i in range(n):
+def _batch(n: int, keys: int) -> list[dict]:
+    """500 calls made in the last quarter second, as the pipeline submits them."""
+    rnd = random.Random(n)
+    now = datetime.now(timezone.utc)
+    rows = []
+    for i in range(BATCH):
         provider, model = MODELS[rnd.randrange(len(MODELS))]
-        moment = datetime.fromtimestamp(base + span * i / n, timezone.utc)
         cost = None if rnd.random() < 0.01 else rnd.random() * 0.01
-        yield (
-            f"log-{i}", rnd.randrange(1, keys + 1), provider, model, model,
-            rnd.randrange(10, 5000), rnd.randrange(1, 800), cost, int(cost is None),
-            rnd.random() * 0.001, rnd.random() * 2000, 200 if rnd.random() < 0.97 else 500,
-            moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        moment = now - timedelta(seconds=0.25 * i / BATCH)
+        rows.append(
+            dict(
+                zip(COLUMNS, (
+                    f"batch-{n}-{i}", rnd.randrange(1, keys + 1), provider, model, model,
+                    rnd.randrange(10, 5000), rnd.randrange(1, 800), cost, int(cost is None),
+                    rnd.random() * 0.001, rnd.random() * 2000, 200,
+                    moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                ), strict=True)
+            )
         )  # fmt: skip
+    return rows
 
 
-def _timed(fn, runs: int) -> tuple[float, float]:
+def _pct(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(p99, 2)}
+
+
+def _timed(fn, runs: int) -> dict:
+    fn()  # warm: the first call prepares statements and reads pages in
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return _pct(samples)
 
 
-def main() -> None:
-    """Fill, backfill, then time the queries; prints the figures."""
+def fill(path: Path, rows: int, keys: int) -> dict:
+    """The calls in proxy_logs, then the migrations' backfills; their times in seconds."""
+    db = connect(path)
+    migrations.apply(db, stop_before="0004_usage_rollup")
+    first = analytics.resolve_period(f"{DAYS}d", None, None, timezone.utc).first
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+    t0 = time.perf_counter()
+    with db.atomic():
+        params = {"rows": rows, "keys": keys, "start": start, "span": time.time() - start}
+        db.execute(FILL_SQL, params)
+    times = {"fill_s": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    migrations.apply(db, stop_before="0005_usage_summaries")
+    times["migration_0004_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    migrations.apply(db)
+    times["migration_0005_s"] = time.perf_counter() - t0
+    times["tables"] = {
+        t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        for t in ("usage_rollup", "usage_rollup_day", "usage_rollup_dim")
+    }
+    groups = db.execute("SELECT COUNT(DISTINCT provider || model) FROM usage_rollup_day")
+    assert groups.fetchone()[0] == len(MODELS), "model and provider drawn apart"
+    db.conn.close()
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in times.items()}
+
+
+def writer_cost(path: Path, keys: int, batches: int = 40) -> dict:
+    """Wall ms per 500-row batch through the LogWriter, and of the rollups alone in it."""
+    writer = LogWriter(path, batch_size=BATCH, interval=3600)
+    writer.start()
+    per_batch = []
+    for n in range(batches):
+        rows = _batch(n, keys)
+        t0 = time.perf_counter()
+        for row in rows:
+            writer.submit(row)
+        assert writer.flush(timeout=60)
+        per_batch.append((time.perf_counter() - t0) * 1000)
+    writer.close()
+    assert writer.written == batches * BATCH and not writer.failed
+    # The same again by hand, to time the writer's rollup call apart from the insert.
+    db = connect(path)
+    insert = f"INSERT INTO proxy_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 13)})"
+    rollups = []
+    for n in range(batches, 2 * batches):
+        rows = [tuple(r.values()) for r in _batch(n, keys)]
+        with db.atomic():
+            mark = rollup.last_rowid(db.conn)
+            db.conn.executemany(insert, rows)
+            t0 = time.perf_counter()
+            rollup.add_rows(db.conn, mark)
+            rollups.append((time.perf_counter() - t0) * 1000)
+    db.conn.close()
+    return {"batch": _pct(per_batch), "rollups": _pct(rollups)}
+
+
+def _name(path: str, params: dict, tz: str) -> str:
+    words = [f"{k}={v}" for k, v in params.items()]
+    return " ".join([path, f"{DAYS}d", *words, f"[{tz}]"])
+
+
+def query_times(path: Path, tz_name: str, runs: int) -> list[dict]:
+    """Each case through the REST API of a server on `path`, and in-process."""
+    tz = analytics.load_timezone(tz_name)
+    db = connect(path)
+    server = lcm_jupyter.serve(
+        db_path=path, analytics_timezone=tz_name, secret_key_file=path.parent / "secret.key"
+    )
+    out = []
+    try:
+        client = LCMClient(server.url, server.token, timeout=120)
+        for path_, params, has_target in CASES:
+            filters = {k: v for k, v in params.items() if k in rollup.FILTERS}
+            by = params.get("by", "")
+
+            def rest(path_=path_, params=params):
+                getattr(client, path_)(period=f"{DAYS}d", **params)
+
+            def local(path_=path_, filters=filters, by=by):
+                period = analytics.resolve_period(f"{DAYS}d", None, None, tz)
+                filters = {**dict.fromkeys(rollup.FILTERS), **filters}
+                if path_ == "timeseries":
+                    return timeseries_points(db, period, filters)
+                return breakdown_items(db, by, 10, period, filters)
+
+            rest_t, local_t = _timed(rest, runs), _timed(local, runs)
+            ok = rest_t["p50_ms"] < TARGET_MS
+            out.append(
+                {
+                    "case": _name(path_, params, tz_name),
+                    "rest": rest_t,
+                    "in_process": local_t,
+                    "target_ms": TARGET_MS if has_target else None,
+                    "verdict": ("PASS" if ok else "FAIL") if has_target else None,
+                }
+            )
+        client.close()
+    finally:
+        server.stop()
+        db.conn.close()
+    return out
+
+
+def _print_rows(rows: int, keys: int, result: dict) -> None:
+    f, w = result["fill"], result["writer"]
+    print(f"\n{rows:,} rows over {DAYS} days, {keys} keys x {len(MODELS)} models")
+    print(
+        f"  fill {f['fill_s']} s; migration 0004 backfill {f['migration_0004_s']} s, "
+        f"0005 backfill {f['migration_0005_s']} s"
+    )
+    print("  tables: " + ", ".join(f"{t} {n:,} rows" for t, n in f["tables"].items()))
+    print(
+        f"  log writer per {BATCH}-row batch: {w['batch']['p50_ms']} ms p50, "
+        f"{w['batch']['p99_ms']} ms p99 (insert, rollups, commit); "
+        f"rollups alone {w['rollups']['p50_ms']} ms p50"
+    )
+    print(f"  {'REST query (in-process time of the same work)':56s} target < {TARGET_MS:g} ms")
+    for case in result["queries"]:
+        r, q = case["rest"], case["in_process"]
+        if case["verdict"] is None:
+            print(
+                f"  {case['case']}: {r['p50_ms']:.2f} ms p50, {r['p99_ms']:.2f} ms p99 "
+                f"(in-process {q['p50_ms']:.2f} ms; no target: two filters read the "
+                "15-minute table)"
+            )
+        else:
+            print(
+                f"  {case['case']:46s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms"
+                f"   (in-process {q['p50_ms']:6.2f} ms)   {case['verdict']}"
+            )
+
+
+def _git_rev() -> str:
+    run = lambda *a: subprocess.run(  # noqa: E731
+        ["git", "-C", str(HERE), *a], capture_output=True, text=True
+    ).stdout.strip()
+    return run("rev-parse", "--short", "HEAD") + ("-dirty" if run("status", "--porcelain") else "")
+
+
+def main() -> int:
+    """Fill, backfill, then time the writer and the queries; prints and saves the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="1000000,10000000", help="row counts, comma-separated")
     parser.add_argument("--keys", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--timezones", default="UTC,Asia/Kolkata")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        db = connect(Path(tmp) / "bench.sqlite3")
-        migrations.apply(db, stop_before="0004_usage_rollup")
-        now = datetime.now(timezone.utc)
-        first = analytics.resolve_period("90d", None, None, timezone.utc).first
-        start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
-        span = (now - start).total_seconds()
-        sql = f"INSERT INTO proxy_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 13)})"
-        t0 = time.perf_counter()
-        with db.atomic():
-            db.conn.executemany(sql, _rows(args.rows, args.keys, start, span=span))
-        fill = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        migrations.apply(db)  # 0004: create the rollup and backfill it from the rows above
-        backfill = time.perf_counter() - t0
-        rollup_rows = db.execute("SELECT COUNT(*) FROM usage_rollup").fetchone()[0]
-        print(f"rows: {args.rows:,} over {DAYS} days, {args.keys} keys x {len(MODELS)} models")
-        print(f"fill (executemany): {fill:.1f} s; migration 0004 backfill: {backfill:.1f} s")
-        print(f"rollup rows: {rollup_rows:,}")
-
-        # The writer's path: aggregate a 500-row batch and upsert it, in one transaction.
-        # Its batches hold the calls of a quarter second: one bucket, the groups in use.
-        recent = _rows(500, args.keys, now - timedelta(seconds=1), seed=9, span=0.25)
-        batch = [dict(zip(COLUMNS, r, strict=True)) for r in recent]
-        t0 = time.perf_counter()
-        for _ in range(20):
-            with db.atomic():
-                upserts = rollup.add_batch(db.conn, batch)
-        per_batch = (time.perf_counter() - t0) / 20 * 1000
-        print(f"writer rollup: {per_batch:.2f} ms per 500-row batch ({upserts} upserts)")
-
-        def timeseries(tz_name: str):
-            tz = analytics.load_timezone(tz_name)
-            period = analytics.resolve_period("90d", None, None, tz)
-            bounds = period.bounds()
-            days = analytics.fill_days(bounds, rollup.by_bucket(db, bounds[0], bounds[-1]))
-            return [t.point(d) for d, t in zip(period.days, days, strict=True)]
-
-        def breakdown(by: str, **filters):
-            period = analytics.resolve_period("90d", None, None, timezone.utc)
-            bounds = period.bounds()
-            groups = rollup.by_group(db, by, bounds[0], bounds[-1], **filters)
-            return [t.item(str(n)) for n, t in analytics.top_with_other(groups, 10)]
-
-        total = sum(p["requests"] for p in timeseries("UTC"))
-        assert total == args.rows + 20 * 500, total  # + the writer's batches (rollup only)
-        cases = [
-            ("timeseries 90d UTC", lambda: timeseries("UTC")),
-            ("timeseries 90d Asia/Kolkata", lambda: timeseries("Asia/Kolkata")),
-            ("timeseries 90d key_id=3", lambda: _filtered_timeseries(db, 3)),
-            ("breakdown 90d by=model", lambda: breakdown("model")),
-            ("breakdown 90d by=key", lambda: breakdown("key")),
-            (
-                "breakdown 90d by=provider model=gpt-4o",
-                lambda: breakdown("provider", model="gpt-4o"),
-            ),
-        ]
-        for name, fn in cases:
-            p50, p99 = _timed(fn, args.runs)
-            print(f"{name:42s} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
-        db.conn.close()
-
-
-def _filtered_timeseries(db, key_id: int):
-    period = analytics.resolve_period("90d", None, None, timezone.utc)
-    bounds = period.bounds()
-    return analytics.fill_days(bounds, rollup.by_bucket(db, bounds[0], bounds[-1], key_id=key_id))
+    results = {
+        "git": _git_rev(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+        },
+        "target_ms": TARGET_MS,
+        "runs": args.runs,
+        "by_rows": {},
+    }
+    failed = False
+    for rows in [int(r) for r in args.rows.split(",") if r]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.sqlite3"
+            result = {"fill": fill(path, rows, args.keys)}
+            result["writer"] = writer_cost(path, args.keys)
+            result["queries"] = [
+                case
+                for tz in args.timezones.split(",")
+                for case in query_times(path, tz, args.runs)
+            ]
+        _print_rows(rows, args.keys, result)
+        failed |= any(c["verdict"] == "FAIL" for c in result["queries"])
+        results["by_rows"][str(rows)] = result
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nfigures written to {RESULTS.relative_to(HERE.parents[1])}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
