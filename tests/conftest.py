@@ -163,6 +163,18 @@ def anthropic_via(base_url: str, key: str, route: str = "anthropic"):
     )
 
 
+def wait_until(predicate, timeout: float = 10.0):
+    """Poll `predicate` from sync code until it is truthy or `timeout` passes; its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def kernel_env(monkeypatch):
     """serve() sets LCM_SERVER_URL/TOKEN in os.environ; monkeypatch puts them back after."""

@@ -11,7 +11,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -21,7 +20,7 @@ from lcm_jupyter import client as lcm_client
 from lcm_jupyter.client import LCMClient
 from lcm_jupyter.testing import SimulatedProvider
 
-from .conftest import PROVIDER_KEY
+from .conftest import PROVIDER_KEY, wait_until
 from .servers import TOKEN, free_port, server_env, start_server, stop, wait_ready
 
 BUDGET = 2e-4  # one small call spends a few percent of it
@@ -52,15 +51,6 @@ def ip():
     return lambda line: shell.run_line_magic("lcm", line)
 
 
-def _wait(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 def _one_call_and_an_alert(lcm: LCMClient) -> tuple[dict, list[dict]]:
     """A key, one priced call through the openai SDK, crossing the key's 1% alert."""
     created = lcm.create_key(
@@ -74,8 +64,8 @@ def _one_call_and_an_alert(lcm: LCMClient) -> tuple[dict, list[dict]]:
     sdk = lcm_client.openai_client(created["key"], max_retries=0)
     chat = [{"role": "user", "content": "hello"}]
     assert sdk.chat.completions.create(model="gpt-4o-mini", messages=chat, max_tokens=20).choices
-    assert _wait(lambda: len(lcm.logs()) == 1)
-    assert _wait(lambda: lcm.alerts())
+    assert wait_until(lambda: len(lcm.logs()) == 1)
+    assert wait_until(lambda: lcm.alerts())
     return created, lcm.logs()
 
 

@@ -8,7 +8,6 @@ message to the Bars mark (`{"event": "element_click", "data": {...}}`, or
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from urllib.parse import parse_qsl
 
@@ -21,22 +20,13 @@ from lcm_jupyter.client import LCMClient
 from lcm_jupyter.ui import Dashboard
 from lcm_jupyter.ui import dashboard as dash
 
-from .conftest import PROVIDER_KEY, expected_cost
+from .conftest import PROVIDER_KEY, expected_cost, wait_until
 from .servers import free_port
 
 BUDGET = 0.0001  # USD a month: one small call crosses alerts at 1% to 6%
 THRESHOLDS = [1, 2, 3, 4, 5, 6]
 PROVIDERS = ("openai", "anthropic", "google")
 CHAT = [{"role": "user", "content": "Say hello to the dashboard."}]
-
-
-def _wait(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def _key(lcm: LCMClient, name: str, **fields) -> dict:
@@ -63,7 +53,7 @@ def _anthropic(key: dict, model: str) -> float:
 
 def _logged(lcm: LCMClient, n: int) -> list[dict]:
     # GET logs writes the queued rows first, so the analytics rollup has them too.
-    assert _wait(lambda: len(lcm.logs()) == n), lcm.logs()
+    assert wait_until(lambda: len(lcm.logs()) == n), lcm.logs()
     return lcm.logs()
 
 
@@ -119,7 +109,7 @@ def calls(served):
         costs["team-a", "gpt-4o"] += _openai(a, "gpt-4o")
         costs["team-b", "claude-3-5-haiku"] += _anthropic(b, "claude-3-5-haiku")
         rows = _logged(lcm, 4)
-        assert _wait(lambda: len(lcm.alerts(unread=True)) == len(THRESHOLDS))
+        assert wait_until(lambda: len(lcm.alerts(unread=True)) == len(THRESHOLDS))
     assert {r["model"] for r in rows} == {"gpt-4o-mini", "gpt-4o", "claude-3-5-haiku"}
     return {"a": a, "b": b, "costs": dict(costs), "rows": rows}
 
