@@ -430,9 +430,10 @@ async def test_real_sdk_calls_show_up(api, make_key, base_url, logs):
     )
     for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "gpt-99-experimental"):
         await oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-    rows = await logs()
+    # Asked at once: the answer waits for the queued rows, as GET logs does.
     status, body = await api("GET", "analytics/timeseries", period="7d")
     assert status == 200, body
+    rows = await logs()
     point = body["points"][-1]
     assert point["date"] == today().isoformat()
     assert (point["requests"], point["unpriced_requests"]) == (4, 1)

@@ -37,5 +37,5 @@ async def test_unpriced_models_are_listed_until_priced(api, make_key, base_url, 
     assert [m["model"] for m in (await api("GET", "pricing"))[1]["unpriced_models"]] == [
         "gpt-unknown-model"
     ]
-    # Only calls from `since` on count.
-    assert await lcm.store.run(log_table.unpriced_models, int(time.time()) + 3600) == []
+    # Only calls from the UTC day of `since` on count.
+    assert await lcm.store.run(log_table.unpriced_models, int(time.time()) + 86400) == []

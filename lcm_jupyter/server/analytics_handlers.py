@@ -70,6 +70,7 @@ class TimeseriesHandler(AnalyticsHandler):
     @answers_errors
     async def get(self) -> None:
         period, filters, as_csv = self.period(), self.filters(), self.csv_wanted()
+        await self.lcm.flush_logs()  # the calls just made count (as GET logs does)
         points = await self.lcm.store.run(timeseries_points, period, filters)
         if as_csv:
             self.reply_csv(analytics.POINT_FIELDS, points, "timeseries")
@@ -109,6 +110,7 @@ class BreakdownHandler(AnalyticsHandler):
         if by not in analytics.BREAKDOWN_BY:
             raise BadRequest(f"by must be one of {', '.join(analytics.BREAKDOWN_BY)}", param="by")
         limit = self.int_arg("limit", 10, lo=1, hi=MAX_BREAKDOWN_LIMIT)
+        await self.lcm.flush_logs()
         items = await self.lcm.store.run(breakdown_items, by, limit, period, filters)
         if as_csv:
             columns = (*analytics.ITEM_FIELDS, "key_id") if by == "key" else analytics.ITEM_FIELDS

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .rollup import DAY_SECONDS
+
 _JSON_COLUMNS = ("routing_decision", "usage_json")
 _BOOL_COLUMNS = ("stream", "unpriced", "cache_hit", "usage_estimated")
 
@@ -48,25 +50,33 @@ def get_log(db: Database, log_id: str) -> dict[str, Any] | None:
 
 
 def unpriced_models(db: Database, since: int) -> list[dict[str, Any]]:
-    """Models called without a price from `since` (epoch seconds) on, latest first: model,
-    provider, requests and last_seen (the start of its latest 15 minutes, UTC).
+    """Models called without a price from the UTC day of `since` (epoch seconds) on, latest
+    first: model, provider, requests and last_seen (the start of its latest 15 minutes, UTC).
 
-    Read from the usage rollup (per 15 minutes and key, provider, model), not the log
-    itself, so it stays quick however many calls there were.
+    Read from the rollups, not the log, so it stays quick however many calls there were:
+    the per-day table finds them, the 15-minute table only dates their last day.
     """
-    sql = (
-        "SELECT model, provider, SUM(unpriced_requests) AS requests, MAX(bucket) AS last "
-        "FROM usage_rollup WHERE bucket >= ? AND unpriced_requests > 0 AND model != '' "
-        "GROUP BY model, provider ORDER BY last DESC, model"
+    found = db.query(
+        "SELECT model, provider, SUM(unpriced_requests) AS requests, MAX(day) AS last_day "
+        "FROM usage_rollup_day WHERE day >= ? AND unpriced_requests > 0 AND model != '' "
+        "GROUP BY model, provider",
+        [since - since % DAY_SECONDS],
     )
-    return [
-        {
-            "model": row["model"],
-            "provider": row["provider"] or None,
-            "requests": row["requests"],
-            "last_seen": datetime.fromtimestamp(row["last"], timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-        }
-        for row in db.query(sql, [since])
-    ]
+    models = []
+    for row in list(found):
+        [(last,)] = db.execute(
+            "SELECT MAX(bucket) FROM usage_rollup WHERE bucket >= ? AND bucket < ? "
+            "AND model = ? AND provider = ? AND unpriced_requests > 0",
+            [row["last_day"], row["last_day"] + DAY_SECONDS, row["model"], row["provider"]],
+        ).fetchall()
+        models.append(
+            {
+                "model": row["model"],
+                "provider": row["provider"] or None,
+                "requests": row["requests"],
+                "last_seen": datetime.fromtimestamp(last, timezone.utc)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
+            }
+        )
+    return sorted(models, key=lambda m: (m["last_seen"], m["model"]), reverse=True)
