@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 
 import anthropic
@@ -201,13 +202,22 @@ async def test_streams_are_not_cached(base_url, make_key, sim):
     assert len(sim.requests) == 2
 
 
-async def test_reconcile_reports_and_fixes_drift(base_url, make_key, lcm, api, logs):
+async def test_reconcile_reports_and_fixes_drift(base_url, make_key, lcm, api, logs, caplog):
     record, _, cost = await _one_call_cost(base_url, make_key, logs, monthly_budget_usd=5.0)
     from lcm_jupyter.core.budget import current_month
 
     month = current_month()
+    # An empty counter (as at a start with in-memory counters) is loaded without a warning.
+    await lcm.counters.set_spent(key_id=record["id"], month=month, spent=0)
+    caplog.set_level(logging.INFO, logger="lcm_jupyter")
+    caplog.clear()
+    assert (await api("POST", "reconcile", {"key_id": record["id"]}))[0] == 200
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "loaded 1 key(s)' spend" in caplog.text
+
     await lcm.counters.set_spent(key_id=record["id"], month=month, spent=to_units(1.5))
     status, report = await api("POST", "reconcile", {"key_id": record["id"]})
+    assert "corrected 1 key(s)" in caplog.text
     assert status == 200 and report["month"] == month
     (entry,) = report["keys"]
     assert entry["counter_usd"] == 1.5

@@ -269,9 +269,14 @@ class Guard:
                     }
                 )
         await self._replace_reservations(counters, key_id, month)
-        drifted = [r for r in report if r["drift_usd"]]
+        # An empty counter (a fresh in-memory store, an expired Redis key) is loaded, not
+        # corrected: only a counter that held a different figure is worth a warning.
+        drifted = [r for r in report if r["drift_usd"] and r["counter_usd"]]
         if drifted:
             log.warning("lcm: reconcile %s corrected %d key(s): %s", month, len(drifted), drifted)
+        loaded = sum(1 for r in report if r["logged_usd"] and not r["counter_usd"])
+        if loaded:
+            log.info("lcm: reconcile %s loaded %d key(s)' spend from the log", month, loaded)
         return {"month": month, "store": getattr(counters, "name", "?"), "keys": report}
 
     async def drain(self) -> None:

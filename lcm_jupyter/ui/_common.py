@@ -195,7 +195,9 @@ class Table(widgets.VBox):
             for column in self.columns:
                 align = "right" if column.numeric else "left"
                 value = html.escape(column.format(record.get(column.field)))
-                row.append(widgets.HTML(f'<div style="text-align:{align}">{value}</div>'))
+                # One line per record: a wrapped cell makes rows of uneven height.
+                style = f"text-align:{align};white-space:nowrap"
+                row.append(widgets.HTML(f'<div style="{style}" title="{value}">{value}</div>'))
             if self.extra:
                 row.append(self.extra(record))
             self.row_widgets.append(row)

@@ -379,7 +379,8 @@ class Dashboard(widgets.VBox):
             label_offset="56px",
             grid_lines="dashed",
         )
-        x_axis = bq.Axis(scale=x, tick_format="%b %d", grid_lines="none")
+        # At most 8 dates: with more, they overlap once the file browser narrows the notebook.
+        x_axis = bq.Axis(scale=x, tick_format="%b %d", grid_lines="none", num_ticks=8)
         self.trend_figure = bq.Figure(
             marks=[self.trend_lines["cost"], self.trend_lines["savings"]],
             axes=[x_axis, self.trend_y_axis],
