@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -78,9 +79,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         LCM_OPENAI_BASE_URL=sim_url,
         LCM_ANTHROPIC_BASE_URL=sim_url,
         LCM_GOOGLE_BASE_URL=sim_url,
+        # notebooks/dashboard.ipynb then shows this server's data instead of its own demo.
+        LCM_DEMO="1",
     )
     os.environ.update({k: env[k] for k in env if k.startswith("LCM_")})
     procs: list[subprocess.Popen] = []
+    # A SIGTERM (a process manager, `kill`) stops the demo as Ctrl-C does: the `finally`
+    # below then stops the simulated provider and Jupyter instead of leaving them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         sim = subprocess.Popen(
             [
@@ -100,6 +106,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _wait_http(f"{sim_url}/_sim/requests", proc=sim)
 
         settings = _settings(argparse.Namespace())
+        if not args.no_history:
+            _seed_demo_history(settings)
         record, plain = _create_key(
             settings,
             name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -120,15 +128,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ]
         if args.no_browser or args.check:
             cmd.append("--no-browser")
+        dashboard = _dashboard_notebook(Path(args.notebook_dir or os.getcwd())) if use_lab else None
+        if dashboard:
+            cmd.append(f"--LabApp.default_url=/lab/tree/{dashboard}")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # these machines run everything as root
         server = subprocess.Popen(cmd, env=env)
         procs.append(server)
         base = f"http://127.0.0.1:{port}/"
         _wait_http(f"{base}api/status?token={token}", proc=server)
-        _print_demo(base, token, plain, record.id, sim_url, use_lab)
+        _print_demo(base, token, plain, record.id, sim_url, use_lab, dashboard)
         if args.check:
-            return _demo_check(base, plain, token)
+            return _demo_check(base, plain, record.id, token)
         server.wait()
         return server.returncode or 0
     except KeyboardInterrupt:
@@ -136,19 +147,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT if proc is not procs[0] else signal.SIGTERM)
+                # SIGTERM, not SIGINT: a process started in the background ignores SIGINT,
+                # and Jupyter handles SIGINT only on a terminal; it stops cleanly on SIGTERM.
+                proc.terminate()
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
 
-def _print_demo(base: str, token: str, key: str, key_id: int, sim: str, lab: bool) -> None:
+DASHBOARD_NOTEBOOK = "notebooks/dashboard.ipynb"
+DEMO_HISTORY_DAYS = 30
+
+
+def _seed_demo_history(settings) -> None:
+    """Fill an empty demo database with made-up history, so the dashboard has data to show."""
+    import sqlite3
+
+    from .testing.history import seed_history
+
+    db_path = Path(settings.db_path)
+    if db_path.exists():
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "proxy_logs" in tables and conn.execute("SELECT 1 FROM proxy_logs").fetchone():
+                return  # the demo ran here before: keep what it has
+    history = seed_history(
+        db_path,
+        secret_key_file=settings.secret_key_file,
+        days=DEMO_HISTORY_DAYS,
+        provider_api_key=DEMO_PROVIDER_KEY,
+    )
+    print(
+        f"Seeded {DEMO_HISTORY_DAYS} days of made-up history: {history.calls:,} calls of "
+        f"{len(history.keys)} keys, ${history.cost_usd:,.2f} (--no-history to start empty).",
+        flush=True,
+    )
+
+
+def _dashboard_notebook(root: Path) -> str | None:
+    """The dashboard notebook's path under the Jupyter root, when it is there (a checkout)."""
+    return DASHBOARD_NOTEBOOK if (root / DASHBOARD_NOTEBOOK).is_file() else None
+
+
+def _print_demo(
+    base: str, token: str, key: str, key_id: int, sim: str, lab: bool, dashboard: str | None
+) -> None:
+    opened = f"{base}lab/tree/{dashboard}" if dashboard else f"{base}{'lab' if lab else ''}"
     print(
         f"""
 lcm-jupyter demo is running (offline: every provider is simulated at {sim}).
 
-  {"JupyterLab" if lab else "Jupyter Server"}: {base}{"lab" if lab else ""}?token={token}
+  {"JupyterLab" if lab else "Jupyter Server"}: {opened}?token={token}
   Demo proxy key (id {key_id}, shown once): {key}
 
 In a notebook:
@@ -171,7 +221,7 @@ Press Ctrl-C to stop.
     )
 
 
-def _demo_check(base: str, key: str, token: str) -> int:
+def _demo_check(base: str, key: str, key_id: int, token: str) -> int:
     """One call per provider through the proxy, then the log: the demo works end to end."""
     calls = [
         (
@@ -213,7 +263,8 @@ def _demo_check(base: str, key: str, token: str) -> int:
     deadline = time.monotonic() + 10
     logs: list = []
     while time.monotonic() < deadline and len(logs) < len(calls):
-        with urllib.request.urlopen(f"{base}lcm/api/logs?limit=3&token={token}") as resp:
+        url = f"{base}lcm/api/logs?key_id={key_id}&limit=3&token={token}"  # not the history's
+        with urllib.request.urlopen(url) as resp:
             logs = json.load(resp)["logs"]
         time.sleep(0.3)
     for row in logs:
@@ -414,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--token", default=None, help="Jupyter token (default: random)")
     demo.add_argument("--server-only", action="store_true", help="Jupyter Server, not Lab")
     demo.add_argument("--no-browser", action="store_true")
+    demo.add_argument(
+        "--no-history", action="store_true", help="don't seed an empty demo database with history"
+    )
     demo.add_argument(
         "--check", action="store_true", help="make one call per provider, show the log, and stop"
     )

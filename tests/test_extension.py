@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lcm_jupyter.core.settings import Settings
 from lcm_jupyter.server.app import LCMExtension
 
 
@@ -58,8 +60,26 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo check: OK" in out.stdout
+    assert "Seeded 30 days of made-up history" in out.stdout  # the dashboard has data
     for provider in ("openai", "anthropic", "google"):
         assert f"logged {provider}" in out.stdout
+
+
+def test_the_demo_seeds_history_once_and_opens_the_dashboard_notebook(tmp_path, capsys):
+    from lcm_jupyter import cli
+
+    settings = Settings(db_path=tmp_path / "demo.sqlite3", secret_key_file=tmp_path / "k")
+    cli._seed_demo_history(settings)
+    assert "Seeded 30 days" in capsys.readouterr().out
+    with sqlite3.connect(settings.db_path) as conn:
+        (calls,) = conn.execute("SELECT COUNT(*) FROM proxy_logs").fetchone()
+    cli._seed_demo_history(settings)  # a second demo run keeps what is there
+    assert capsys.readouterr().out == ""
+    with sqlite3.connect(settings.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM proxy_logs").fetchone() == (calls,)
+    repo = Path(__file__).resolve().parents[1]
+    assert cli._dashboard_notebook(repo) == "notebooks/dashboard.ipynb"
+    assert cli._dashboard_notebook(tmp_path) is None
 
 
 async def test_kernels_are_told_where_the_extension_is(lcm, jp_serverapp, monkeypatch):
