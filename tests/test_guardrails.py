@@ -16,7 +16,7 @@ import pytest
 import tornado.web
 
 from lcm_jupyter.core.budget import reservation_units, to_units
-from lcm_jupyter.core.pricing import PriceTable
+from lcm_jupyter.core.pricing import ModelPrice, PriceTable
 
 from .conftest import PROVIDER_KEY, anthropic_via, openai_via
 
@@ -303,3 +303,54 @@ async def test_soft_budget_checks_settled_spend_only(soft_config, base_url, make
     with pytest.raises(openai.RateLimitError) as exc:
         await client.chat.completions.create(**_chat(0, max_tokens=20))
     assert exc.value.code == "budget_exceeded"
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=False)
+async def test_a_budgeted_key_may_not_call_a_model_without_a_price(base_url, make_key, lcm, logs):
+    budgeted = _client(base_url, (await make_key(monthly_budget_usd=5.0))["key"])
+    unknown = {**_chat(), "model": "gpt-99-experimental"}
+    # Its cost would be logged as unknown and never counted: refused, with the ways out.
+    with pytest.raises(openai.BadRequestError) as exc:
+        await budgeted.chat.completions.create(**unknown)
+    assert exc.value.code == "model_not_priced"
+    assert "'gpt-99-experimental' has no price" in exc.value.message
+    assert (
+        "PUT lcm/api/pricing" in exc.value.message and "unpriced_reserve_usd" in exc.value.message
+    )
+    assert (await budgeted.chat.completions.create(**_chat())).choices  # priced models go on
+    # Without a budget there is nothing to protect: the call runs and is logged unpriced.
+    free = _client(base_url, (await make_key())["key"])
+    assert (await free.chat.completions.create(**unknown)).choices
+    # Once priced, the budgeted key may call it, and it counts.
+    await lcm.pricing.set_prices(
+        [
+            ModelPrice.from_dict(
+                {"model": "gpt-99-experimental", "provider": "openai", "input": "1", "output": "2"}
+            )
+        ]
+    )
+    assert (await budgeted.chat.completions.create(**unknown)).choices
+    rows = await logs()
+    assert [(r["model"], r["status"], r["unpriced"]) for r in rows] == [
+        ("gpt-99-experimental", 200, 0),
+        ("gpt-99-experimental", 200, 1),
+        ("gpt-4o-mini", 200, 0),
+        ("gpt-99-experimental", 400, 0),
+    ]
+
+
+@pytest.fixture
+def reserve_config(lcm_config):
+    lcm_config["unpriced_reserve_usd"] = 0.5
+    return lcm_config
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=False)
+async def test_a_flat_unpriced_reserve_lets_budgeted_keys_call_unpriced_models(
+    reserve_config, base_url, make_key, logs
+):
+    budgeted = _client(base_url, (await make_key(monthly_budget_usd=5.0))["key"])
+    unknown = {**_chat(), "model": "gpt-99-experimental"}
+    assert (await budgeted.chat.completions.create(**unknown)).choices
+    (row,) = await logs()
+    assert row["unpriced"] == 1 and row["cost_usd"] is None

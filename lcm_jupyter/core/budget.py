@@ -418,6 +418,17 @@ def alert_message(
     )
 
 
+def unpriced_model_message(model: str | None) -> str:
+    """Why a budgeted key's call to a model without a price is refused, and the two ways out."""
+    name = f"'{model}'" if model else "This model"
+    return (
+        f"{name} has no price in lcm-jupyter's price table, so its cost cannot be held "
+        "against this key's monthly budget. Set its price (PUT lcm/api/pricing, or "
+        "lcm_jupyter.ui.PricingTable()), or set LCMExtension.unpriced_reserve_usd to hold "
+        "a flat amount for calls to unpriced models."
+    )
+
+
 def budget_exceeded_message(
     *, spent_usd: float, reserved_usd: float, budget_usd: float, month: str
 ) -> str:

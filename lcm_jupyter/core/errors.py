@@ -65,6 +65,13 @@ class ProviderNotDetected(BadRequest):
     code = "provider_not_detected"
 
 
+class ModelNotPriced(BadRequest):
+    """A budgeted key called a model the price table cannot price: its cost could not be
+    held against the budget, so the call is refused rather than let through uncounted."""
+
+    code = "model_not_priced"
+
+
 class AuthenticationFailed(LCMError):
     """The proxy key is missing, unknown or revoked."""
 

@@ -21,8 +21,9 @@ from ..core.budget import (
     reservation_units,
     to_units,
     to_usd,
+    unpriced_model_message,
 )
-from ..core.errors import BudgetExceeded, RateLimited
+from ..core.errors import BudgetExceeded, ModelNotPriced, RateLimited
 from ..core.pricing import ModelPrice
 from ..core.ratelimit import (
     rate_limit_headers,
@@ -105,13 +106,16 @@ class Guard:
         body: dict | None,
         *,
         generates: bool = True,
+        metered: bool = True,
+        model: str | None = None,
         month: str | None = None,
     ) -> Hold | None:
         """Admit a call or raise RateLimited/BudgetExceeded; None when the key has no limits.
 
         `generates`: False for calls that produce no output tokens (embeddings), so no
-        default output allowance is held for them. `month`: the one the call is logged
-        in (its start), so that counter and log agree at a month's edge.
+        default output allowance is held for them. `metered`: False for pass-through
+        endpoints, which are never priced. `month`: the one the call is logged in (its
+        start), so that counter and log agree at a month's edge.
         """
         budget = key.monthly_budget_usd
         if key.rate_limit_rpm is None and budget is None:
@@ -119,6 +123,9 @@ class Guard:
         month = month or current_month()
         reserve = 0
         if budget is not None and not self.soft_budgets:
+            if price is None and metered and not self._unpriced_units:
+                # Its cost would be logged as unknown and never reach the counter.
+                raise ModelNotPriced(unpriced_model_message(model), param="model")
             reserve = reservation_units(
                 price,
                 body,

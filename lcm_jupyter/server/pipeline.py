@@ -296,7 +296,14 @@ class ProxyPipeline:
             price = self.pricing.table.resolve(call.requested_model or "")
             embeds = endpoint.wire in ("openai.embeddings", "google.embed")
             call.hold = await self.guard.admit(
-                key, call.id, price, jbody, generates=not embeds, month=call.created_at[:7]
+                key,
+                call.id,
+                price,
+                jbody,
+                generates=not embeds,
+                metered=endpoint.wire is not None,
+                model=call.requested_model,
+                month=call.created_at[:7],
             )
         extra = call.hold.headers() if call.hold is not None else []
 
