@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipywidgets as widgets
 import pytest
+from ipywidgets.widgets.widget import _instances
 
 from lcm_jupyter.client import LCMClientError
 from lcm_jupyter.core.money import format_usd
-from lcm_jupyter.ui._common import Column, Messages, Table, reporting, usd
+from lcm_jupyter.ui._common import Column, Messages, Table, heading, reporting, usd
 
 RECORDS = [
     {"name": "b", "cost": 0.2},
@@ -34,13 +36,41 @@ def test_a_header_click_sorts_and_a_second_reverses_with_missing_values_last():
     assert [r["name"] for r in table.rows] == ["a", "b", "C"]
 
 
+def open_widgets() -> int:
+    """How many widgets are open in this kernel (each is also a model in the frontend)."""
+    return len(_instances)
+
+
 def test_a_new_render_closes_the_widgets_it_replaces():
     table = _table()
     old_grid = table.children[0]
     old_cells = list(old_grid.children)
     table.sort("name")
     assert old_grid.comm is None and all(cell.comm is None for cell in old_cells)
+    assert all(cell.layout.comm is None for cell in old_cells)  # a layout is a widget too
     assert table.children[0].comm is not None
+    # However often it is sorted or given records, the table holds as many widgets open.
+    table.set_records(RECORDS)
+    before = open_widgets()
+    for field in ("name", "cost", "cost"):
+        table.sort(field)
+        table.set_records(RECORDS)
+    assert open_widgets() == before
+
+
+def test_a_column_holding_numbers_and_text_sorts_instead_of_raising():
+    table = Table([Column("value", "Value")])
+    table.set_records([{"value": "b"}, {"value": 2}, {"value": None}, {"value": 1}, {"value": "A"}])
+    table.header_buttons["value"].click()
+    assert [r["value"] for r in table.rows] == [1, 2, "A", "b", None]
+
+
+def test_headings_escape_their_text():
+    assert heading("Keys <all>", "a & b") == (
+        '<b style="font-size:1.1em">Keys &lt;all&gt;</b> '
+        '<span style="color:#555;font-size:12px">a &amp; b</span>'
+    )
+    assert widgets.HTML(heading("x")).value == '<b style="font-size:1.1em">x</b>'
 
 
 def test_no_records_shows_the_empty_text():

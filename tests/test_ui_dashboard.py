@@ -245,8 +245,12 @@ def test_clicking_a_bar_filters_the_cost_trend(calls):
     _background(board.bars)  # nothing to clear: no call made
     assert requests.take() == []
 
-    # By provider: the bars are providers; a click filters on the provider.
+    # By provider: the bars are providers; a click filters on the provider. Only the bars
+    # depend on the grouping, so only they are fetched.
     board.breakdown_selector.value = "provider"
+    assert requests.take() == [
+        ("analytics/breakdown", {"by": "provider", "period": "30d", "limit": "10"})
+    ]
     assert [b.name for b in board.bar_items] == [
         i["name"] for i in lcm.breakdown("provider", "30d")["items"]
     ]
@@ -258,9 +262,16 @@ def test_clicking_a_bar_filters_the_cost_trend(calls):
         costs["team-b", "claude-3-5-haiku"], abs=1e-12
     )
 
-    # By key: a new breakdown clears the filter; a key's bar filters on its id.
+    # By key: a new breakdown clears the filter (the trend shows all again); a key's bar
+    # filters on its id.
+    requests.take()
     board.breakdown_selector.value = "key"
-    assert board.filter is None
+    assert requests.take() == [
+        ("analytics/breakdown", {"by": "key", "period": "30d", "limit": "10"}),
+        ("analytics/timeseries", {"period": "30d"}),
+    ]
+    assert board.filter is None and list(board.trend_lines["cost"].y) == everything
+    assert "Click a bar to show only that key" in board.filter_label.value
     assert {b.name for b in board.bar_items} == {"team-a", "team-b"}
     key_a = calls["a"]["id"]
     requests.take()
@@ -353,13 +364,18 @@ def test_the_server_going_away_keeps_the_figures_and_says_so(served):
         _logged(lcm, 1)
     board = Dashboard()
     shown = list(board.bars.x)
+    _click(board, 0)
     served.stop()
     board.refresh()
     assert board.messages.kind == "error" and "cannot reach" in board.messages.text
     assert list(board.bars.x) == shown == ["gpt-4o-mini"]
     _click(board, 0)
-    assert board.filter is None and "Could not filter the cost trend" in board.messages.text
-    assert "Click a bar" in board.filter_label.value
+    assert "Could not filter the cost trend" in board.messages.text
+    # Another grouping that could not be loaded: the filter, its label and the bars still agree.
+    board.breakdown_selector.value = "provider"
+    assert "Could not load the breakdown" in board.messages.text
+    assert board.filter == ("model", "gpt-4o-mini") and list(board.bars.x) == shown
+    assert "filtered to <b>model gpt-4o-mini</b>" in board.filter_label.value
 
 
 def test_the_magic_shows_the_dashboard(served, capsys):

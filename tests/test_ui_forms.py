@@ -34,6 +34,7 @@ from lcm_jupyter.ui.rules import (
 )
 
 from .conftest import PROVIDER_KEY, expected_cost
+from .test_ui_common import open_widgets
 
 PROVIDERS = ("openai", "anthropic", "google")
 HELLO = [{"role": "user", "content": "hello"}]
@@ -60,6 +61,13 @@ def shown_text(widget) -> str:
                 out.append(repr(getattr(w, trait)))
         stack.extend(getattr(w, "children", ()) or ())
     return "\n".join(out)
+
+
+def open_values() -> str:
+    """Every value an open widget holds: what the kernel and the browser still have."""
+    from ipywidgets.widgets.widget import _instances
+
+    return "\n".join(repr(getattr(w, "value", "")) for w in list(_instances.values()))
 
 
 def errors_of(form) -> dict[str, str]:
@@ -343,7 +351,15 @@ def test_create_an_auto_key_with_three_provider_keys(client):
     # Reloading drops the plain key: it is in no widget and not on the form any more.
     form.refresh()
     assert form.created_key is None and form.new_key_box.layout.display == "none"
-    assert plain not in shown_text(form)
+    assert plain not in shown_text(form) and plain not in open_values()
+    # Reloading again and again leaves no widget behind (thresholds, rule rows, confirmations).
+    form.refresh()
+    form.ask_revoke()
+    before = open_widgets()
+    for _ in range(3):
+        form.refresh()
+        form.ask_revoke()
+    assert open_widgets() == before
     assert len(client.list_keys()) == 1
 
 
@@ -358,6 +374,8 @@ def test_the_new_key_goes_away_when_the_user_says_it_is_copied(client):
     (done,) = [w for w in form.new_key_box.children if getattr(w, "description", "") != ""]
     done.click()
     assert form.created_key is None and plain not in shown_text(form)
+    # Closed, not only hidden: no widget model left in the kernel (or browser) holds it.
+    assert plain not in open_values()
     record = client.get_key(form.key_id)
     assert record["provider"] == "openai" and list(record["provider_api_keys"]) == ["openai"]
 
@@ -501,6 +519,19 @@ def test_revoke_asks_first(client):
         )
 
 
+def test_without_a_server_the_form_and_editor_say_so(kernel_env, monkeypatch):
+    monkeypatch.delenv("LCM_SERVER_URL")
+    form = ProxyKeyForm()
+    assert form.client is None and "LCM_SERVER_URL" in form.messages.text
+    fill(form, name="team")
+    form.fields["provider_api_keys.openai"].value = PROVIDER_KEY
+    assert form.save() is False  # the line says why; no traceback from the button
+    assert form.messages.kind == "error" and "LCM_SERVER_URL" in form.messages.text
+    editor = RoutingRulesEditor(key_id=3)
+    assert editor.client is None and "LCM_SERVER_URL" in editor.messages.text
+    assert editor.save() is False and editor.save_button.disabled
+
+
 def test_server_errors_are_shown_in_the_form_not_raised(client):
     form = ProxyKeyForm(client, key_id=987654)
     assert form.messages.kind == "error"
@@ -541,7 +572,12 @@ def test_rules_editor_add_remove_save_round_trip(client):
     editor.add_rule("gpt-4o*", "gpt-4o-mini", "simple-only")
     editor.add_rule("claude-sonnet-4-5", "claude-haiku-4-5", "short-only")
     editor.rows[0]["remove"].click()
+    assert [line.children[0].children[0] for line in editor.table.children[1:]] == [
+        row["from_model"] for row in editor.rows
+    ]
+    before = open_widgets()
     assert editor.save(), editor.messages.text
+    assert open_widgets() == before  # the rows shown again after the save replace the old
     assert editor.messages.text == "Saved: mode manual, 2 rules."
 
     expected = [

@@ -20,6 +20,7 @@ from lcm_jupyter.ui.logtable import (
 from lcm_jupyter.ui.pricing_table import (
     PricingTable,
     filter_prices,
+    price,
     price_body,
     price_records,
     unpriced_records,
@@ -128,6 +129,11 @@ def test_price_rows_are_shaped_filtered_and_edited():
         ],
     }  # fmt: skip
     records = price_records(answer)
+    # A price reads as it was set: a cost is this number times the tokens.
+    assert [price(Decimal(p)) for p in ("0.3125", "0.01875", "2.5", "1234.5", "1E-7")] == [
+        "$0.3125", "$0.01875", "$2.50", "$1,234.50", "$0.0000001",
+    ]  # fmt: skip
+    assert price(None) == "—"
     assert [(r["model"], r["input"], r["overridden"]) for r in records] == [
         ("m-a", Decimal("0.15"), False),
         ("m-b", Decimal("1.25"), True),
@@ -286,13 +292,43 @@ def test_paging_walks_every_call_once(rest):
     assert ProxyLogTable(client=rest, key_id=team["id"]).key_picker.value == team["id"]
 
 
-def test_widgets_without_a_server_say_so(kernel_env, monkeypatch):
+def test_widgets_without_a_server_say_so_and_find_it_once_it_is_there(
+    kernel_env, monkeypatch, thread_sim, tmp_path
+):
     monkeypatch.delenv("LCM_SERVER_URL")
-    for widget in (ProxyLogTable(), PricingTable()):
+    widgets = (ProxyLogTable(), PricingTable())
+    for widget in widgets:
         assert widget.messages.kind == "error" and widget.client is None
         assert "LCM_SERVER_URL" in widget.messages.text
         widget.refresh()
         assert widget.messages.kind == "error"
+    # `%lcm serve` started later in the kernel: Refresh finds it, no new widget needed.
+    handle = lcm_jupyter.serve(
+        db_path=tmp_path / "lcm.sqlite3", secret_key_file=tmp_path / "secret.key"
+    )
+    try:
+        for widget in widgets:
+            widget.refresh()
+            assert widget.messages.kind == "" and widget.client is not None
+        assert len(widgets[1].records) >= 40
+    finally:
+        widgets[0].client.close()
+        widgets[1].client.close()
+        handle.stop()
+
+
+def test_a_key_picked_while_the_server_is_away_leaves_the_table_as_it_was(served):
+    with LCMClient() as rest:
+        team = make_key(rest)
+        chat(rest, team["key"], "gpt-4.1")
+        table = ProxyLogTable(client=rest)
+        shown = [r["id"] for r in table.records]
+        served.stop()
+        table.key_picker.value = team["id"]
+        assert table.messages.kind == "error" and "Could not load the calls" in table.messages.text
+        # The picker, the key and the page still say what the table shows: all keys' calls.
+        assert table.key_picker.value == "all" and table.key_id is None
+        assert [r["id"] for r in table.records] == shown and "calls 1-1" in table.page_label.value
 
 
 def test_log_table_shows_errors_instead_of_raising(served):
@@ -328,6 +364,15 @@ def test_pricing_table_lists_and_filters_the_prices_in_force(rest):
     assert all("haiku" in r["model"] for r in pricing.shown)
     pricing.model_filter.value = "no-such-model"
     assert pricing.shown == [] and "match" in pricing.table.children[0].value
+    # Every price shown exactly as the API has it (no rounding of, say, $0.3125).
+    pricing.model_filter.value = ""
+    pricing.provider_filter.value = "google"
+    shown = {cells[0]: cells[2:5] for cells in pricing.table.text()}
+    assert shown["gemini-1.5-pro"][2] == "$0.3125"
+    google = [m for m in answer["models"] if m["provider"] == "google"]
+    for m in google:
+        values = (m["input"], m["output"], m["cached_input"])
+        assert shown[m["model"]] == ["—" if v is None else price(Decimal(v)) for v in values]
     row = next(r for r in pricing.records if r["model"] == "gpt-4o-mini")
     source = answer["models"][[m["model"] for m in answer["models"]].index("gpt-4o-mini")]
     assert (row["input"], row["output"]) == (Decimal(source["input"]), Decimal(source["output"]))

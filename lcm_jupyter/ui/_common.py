@@ -1,5 +1,6 @@
-"""What every widget shares: the client it talks through, a message line, money and
-token formats, and a table with sortable columns.
+"""What every widget shares: the client it talks through, a message line, money, token
+and time formats, a table with sortable columns, and the small layout pieces (form rows,
+headings, the Refresh button).
 
 The widgets talk to the extension only through `lcm_jupyter.client.LCMClient` (the REST
 API), so they work the same against the server extension and `%lcm serve`.
@@ -11,12 +12,16 @@ import contextlib
 import html
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..client import LCMClient, LCMClientError
 from ..core.money import MISSING, format_usd
+
+ALL = "all"  # a picker's "All ..." choice (a None value would show as no selection at all)
+LABEL_WIDTH = "190px"  # of a form row's label, so that the fields of a form line up
 
 
 def connect(client: LCMClient | None = None, **kwargs: Any) -> LCMClient:
@@ -40,6 +45,17 @@ def percent(value: float | None) -> str:
 def millis(value: float | None) -> str:
     """A latency in milliseconds."""
     return MISSING if value is None else f"{value:,.0f} ms"
+
+
+def local_time(created_at: str | None, tz: tzinfo | None = None) -> str:
+    """A stored UTC timestamp as `YYYY-MM-DD HH:MM:SS` in `tz` (default: this machine's)."""
+    if not created_at:
+        return MISSING
+    try:
+        moment = datetime.fromisoformat(created_at)
+    except ValueError:
+        return created_at
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class Messages(widgets.HTML):
@@ -68,6 +84,22 @@ class Messages(widgets.HTML):
         self.kind = self.text = self.value = ""
 
 
+class LineBelow(Messages):
+    """A message line under a row that takes no room while it is empty."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.layout.display = "none"
+
+    def show(self, text: str, kind: str = "info") -> None:
+        super().show(text, kind)
+        self.layout.display = ""
+
+    def clear(self) -> None:
+        super().clear()
+        self.layout.display = "none"
+
+
 @contextlib.contextmanager
 def reporting(messages: Messages, doing: str) -> Iterator[None]:
     """Run a REST call for a widget: a failure becomes one line in `messages`, never a
@@ -81,11 +113,75 @@ def reporting(messages: Messages, doing: str) -> Iterator[None]:
         messages.error(f"Could not {doing}: {type(exc).__name__}: {exc}")
 
 
+class Connected:
+    """The client part of a widget (mixed into its box): `client`, the one given, else one
+    found from the kernel's environment when first needed.
+
+    Until one is found, each use tries again (`%lcm serve` may set the environment after
+    the widget is shown). Call `_connect()` inside `reporting()`: a failure is one line.
+    """
+
+    client: LCMClient | None
+    messages: Messages
+
+    def _connect(self) -> LCMClient:
+        if self.client is None:
+            self.client = connect()
+        return self.client
+
+
 def close_all(widget: widgets.Widget) -> None:
-    """Close a widget and everything inside it (a closed box leaves its children open)."""
+    """Close a widget and everything inside it: its children, and its layout and style,
+    which are widgets too (closing a box leaves them all open in the kernel and frontend)."""
     for child in getattr(widget, "children", ()):
         close_all(child)
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, widgets.Widget):
+            part.close()
     widget.close()
+
+
+def replace_children(box: widgets.Box, children: Sequence[widgets.Widget] = ()) -> None:
+    """Show `children` in `box`, closing the widgets they replace (see `close_all`)."""
+    old, box.children = box.children, tuple(children)
+    for widget in old:
+        close_all(widget)
+
+
+def field_row(label: str, *parts: widgets.Widget, tooltip: str = "") -> widgets.HBox:
+    """A form row: a label of the shared width, then the field and whatever follows it."""
+    title = f' title="{html.escape(tooltip)}"' if tooltip else ""
+    text = widgets.HTML(
+        f"<span{title}>{html.escape(label)}</span>",
+        layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
+    )
+    return widgets.HBox([text, *parts], layout=widgets.Layout(align_items="center"))
+
+
+def fixed(layout: widgets.Layout) -> widgets.Layout:
+    """`layout` kept at its width in a row: an error beside it may wrap, never squeeze it."""
+    layout.flex = "0 0 auto"
+    return layout
+
+
+def heading(text: str, note: str = "", size: str = "1.1em") -> str:
+    """A widget's or section's heading as HTML: bold `text`, then a grey `note`."""
+    line = f'<b style="font-size:{size}">{html.escape(text, quote=False)}</b>'
+    if note:
+        line += f' <span style="color:#555;font-size:12px">{html.escape(note, quote=False)}</span>'
+    return line
+
+
+def refresh_button(on_click: Callable[[], Any], tooltip: str, description: str = "Refresh"):
+    """The Refresh button of a widget: `on_click()` when pressed."""
+    button = widgets.Button(
+        description=description,
+        icon="refresh",
+        tooltip=tooltip,
+        layout=widgets.Layout(width="auto"),
+    )
+    button.on_click(lambda _b: on_click())
+    return button
 
 
 @dataclass(frozen=True)
@@ -100,10 +196,13 @@ class Column:
 
 
 def _sort_key(value: Any) -> tuple:
-    # None sorts last whatever the direction would put first: (missing, value).
+    # None sorts last whatever the direction would put first: (missing, kind, value). Numbers
+    # before text, so that a column holding both sorts instead of raising in the click.
     if value is None:
-        return (1, 0)
-    return (0, value.lower() if isinstance(value, str) else value)
+        return (1, 0, 0)
+    if isinstance(value, str):
+        return (0, 1, value.lower())
+    return (0, 0, value)
 
 
 class Table(widgets.VBox):
@@ -176,14 +275,12 @@ class Table(widgets.VBox):
         return button
 
     def _render(self) -> None:
-        # Close the cells being replaced: a widget lives in the kernel and the frontend until
-        # closed, and every sort, page or refresh replaces them all.
-        for old in self.children:
-            close_all(old)
+        # The cells replaced are closed (replace_children): a widget lives in the kernel and
+        # the frontend until closed, and every sort, page or refresh replaces them all.
         self.header_buttons = {}
         if not self.records:
             self.row_widgets = []
-            self.children = [widgets.HTML(f"<i>{html.escape(self.empty)}</i>")]
+            replace_children(self, [widgets.HTML(f"<i>{html.escape(self.empty)}</i>")])
             return
         n = len(self.columns) + (1 if self.extra else 0)
         cells: list[widgets.Widget] = [self._header(c) for c in self.columns]
@@ -208,4 +305,4 @@ class Table(widgets.VBox):
                 grid_template_columns=" ".join(["auto"] * n), grid_gap="2px 12px"
             ),
         )
-        self.children = [grid]
+        replace_children(self, [grid])

@@ -27,7 +27,18 @@ import numpy as np
 
 from ..client import LCMClient
 from ..core.analytics import BREAKDOWN_BY, OTHER, PERIODS
-from ._common import Column, Messages, Table, connect, count, percent, reporting, usd
+from ._common import (
+    Column,
+    Connected,
+    Messages,
+    Table,
+    count,
+    heading,
+    percent,
+    refresh_button,
+    reporting,
+    usd,
+)
 
 TOP = 10  # bars in the breakdown; the API sums the rest into one "other" bar
 ALERTS_SHOWN = 5  # the newest; "Mark all read" marks the others too
@@ -236,7 +247,7 @@ def _show(widget: widgets.Widget, visible: bool) -> None:
     widget.layout.display = "" if visible else "none"
 
 
-class Dashboard(widgets.VBox):
+class Dashboard(Connected, widgets.VBox):
     """Cost and savings over time, cost by model/provider/key, the keys, unread alerts."""
 
     def __init__(
@@ -269,12 +280,9 @@ class Dashboard(widgets.VBox):
         )
         self.period_selector.style.button_width = "56px"
         self.breakdown_selector.style.button_width = "84px"
-        self.refresh_button = widgets.Button(
-            description="Refresh", icon="refresh", tooltip="Load the figures again"
-        )
+        self.refresh_button = refresh_button(self.refresh, "Load the figures again")
         self.period_selector.observe(lambda _c: self.refresh(), names="value")
         self.breakdown_selector.observe(self._breakdown_changed, names="value")
-        self.refresh_button.on_click(lambda _b: self.refresh())
         self.summary = widgets.HTML()
 
         self._build_trend()
@@ -297,8 +305,7 @@ class Dashboard(widgets.VBox):
 
         self.key_table = Table(KEY_COLUMNS, empty="No calls by any key in this period.")
         self.key_heading = widgets.HTML(
-            '<b style="font-size:14px">Keys</b> <span style="color:#777;font-size:12px">'
-            "calls and cost in the period; budget used this month</span>"
+            heading("Keys", "calls and cost in the period; budget used this month", "14px")
         )
         keys_box = widgets.VBox(
             [self.key_heading, self.key_table],
@@ -315,7 +322,7 @@ class Dashboard(widgets.VBox):
             layout=widgets.Layout(flex="2 1 320px", margin="8px 0 0 0"),
         )
 
-        title = widgets.HTML('<b style="font-size:16px">LLM cost dashboard</b>')
+        title = widgets.HTML(heading("LLM cost dashboard", size="16px"))
         controls = widgets.HBox(
             [title, self.period_selector, self.breakdown_selector, self.refresh_button],
             layout=widgets.Layout(
@@ -421,12 +428,6 @@ class Dashboard(widgets.VBox):
 
     # -- loading ---------------------------------------------------------------------------------
 
-    def _connect(self) -> LCMClient:
-        # Found again on each refresh until it works: `%lcm serve` may set the environment later.
-        if self.client is None:
-            self.client = connect()
-        return self.client
-
     def refresh(self) -> None:
         """Load everything again (what the Refresh button does); errors show in the widget."""
         with reporting(self.messages, "load the dashboard"):
@@ -485,7 +486,7 @@ class Dashboard(widgets.VBox):
     def _show_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> None:
         self.alerts = list(alerts)
         n = len(self.alerts)
-        self.alerts_heading.value = f'<b style="font-size:14px">Budget alerts ({n} unread)</b>'
+        self.alerts_heading.value = heading(f"Budget alerts ({n} unread)", size="14px")
         rows = []
         for alert in self.alerts[:ALERTS_SHOWN]:
             severity = str(alert.get("severity") or "info")
@@ -505,9 +506,21 @@ class Dashboard(widgets.VBox):
     # -- interaction -----------------------------------------------------------------------------
 
     def _breakdown_changed(self, _change: Any) -> None:
-        # A model filter means nothing among providers' bars: the trend shows all again.
-        self.filter = None
-        self.refresh()
+        if self.body.layout.display == "none":  # nothing loaded yet: load everything
+            self.refresh()
+            return
+        # Only the bars depend on the grouping; and a model filter means nothing among
+        # providers' bars, so a filtered trend shows all again. The filter changes only once
+        # the figures are here: after a failure, the bars and the label still match it.
+        with reporting(self.messages, "load the breakdown"):
+            client = self._connect()
+            breakdown = client.breakdown(self.by, self.period, limit=TOP)
+            trend = None if self.filter is None else client.timeseries(self.period)
+            self.filter = None
+            self._show_breakdown(breakdown)
+            if trend is not None:
+                self._show_trend(trend["points"])
+            self.messages.clear()
 
     def _bar_clicked(self, _mark: Any, content: Mapping[str, Any]) -> None:
         index = (content.get("data") or {}).get("index")

@@ -28,8 +28,17 @@ from ..client import LCMClient, LCMClientError
 from ..core.errors import BadRequest
 from ..core.keyspec import DEFAULT_THRESHOLDS, KEY_PROVIDERS, validate_key_fields
 from ..core.settings import PROVIDERS
-from ._common import Messages, connect, reporting
-from .rules import LABEL_WIDTH, LineBelow, RoutingRulesEditor, clean_rules, field_row, fixed
+from ._common import (
+    LABEL_WIDTH,
+    Connected,
+    LineBelow,
+    Messages,
+    field_row,
+    fixed,
+    replace_children,
+    reporting,
+)
+from .rules import RoutingRulesEditor, clean_rules
 
 PROVIDER_LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google Gemini"}
 PROVIDER_CHOICES = {
@@ -231,7 +240,7 @@ def _error_line() -> Messages:
     return Messages(layout=widgets.Layout(margin="0 0 0 8px"))
 
 
-class ProxyKeyForm(widgets.VBox):
+class ProxyKeyForm(Connected, widgets.VBox):
     """Create a proxy key, or edit one (`key_id`); talks to the extension through LCMClient.
 
     For tests and scripts: `fields` (form field -> widget), `field_errors` (form field ->
@@ -241,16 +250,21 @@ class ProxyKeyForm(widgets.VBox):
 
     def __init__(self, client: LCMClient | None = None, key_id: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.client = connect(client)
+        self.client = client
         self.key_id: int | None = None
         self.record: dict[str, Any] | None = None
         self.created_key: str | None = None
         self.last_saved: list[str] = []
         self.messages = Messages()
+        with reporting(self.messages, "connect to the lcm-jupyter extension"):
+            self._connect()  # now, so that the rules editor shares the client
         self.editor = RoutingRulesEditor(self.client, embedded=True)
         self._build()
+        not_found = self.messages.text  # shown again after the fields are set, which clear it
         self._set_values(blank_values())
         self._show_mode()
+        if not_found:
+            self.messages.error(not_found)
         if key_id is not None:
             self.load(key_id)
 
@@ -320,7 +334,7 @@ class ProxyKeyForm(widgets.VBox):
         f["budget_alerts_enabled"].observe(lambda _c: self._alerts_switched(), names="value")
         self.editor.mode_selector.observe(self._mode_switched, names="value")
 
-        def heading(text: str) -> widgets.HTML:
+        def section(text: str) -> widgets.HTML:
             return widgets.HTML(
                 f'<div style="margin-top:8px;font-weight:600;color:#333">{text}</div>'
             )
@@ -329,12 +343,12 @@ class ProxyKeyForm(widgets.VBox):
         self.children = [
             self.title,
             self.new_key_box,
-            heading("Key"),
+            section("Key"),
             field_row("Name", f["name"], errors["name"]),
             field_row("Provider", f["provider"], errors["provider"]),
             self.key_rows_box,
             errors["provider_api_keys"],
-            heading("Budget and limits"),
+            section("Budget and limits"),
             field_row(
                 "Monthly budget (USD)", f["monthly_budget_usd"], errors["monthly_budget_usd"]
             ),
@@ -352,7 +366,7 @@ class ProxyKeyForm(widgets.VBox):
                 errors["cache_ttl_seconds"],
                 tooltip="How long an identical request is answered from the cache",
             ),
-            heading("Routing"),
+            section("Routing"),
             field_row("Routing mode", f["routing_mode"], errors["routing_mode"]),
             field_row("", self.editor.mode_help),
             self.rules_section,
@@ -376,7 +390,8 @@ class ProxyKeyForm(widgets.VBox):
             )
             for pct in sorted({*DEFAULT_THRESHOLDS, *chosen})
         }
-        self.fields["budget_alert_thresholds"].children = list(self.thresholds.values())
+        # Replaced on every load: the old boxes are closed, not left open.
+        replace_children(self.fields["budget_alert_thresholds"], list(self.thresholds.values()))
         self._alerts_switched()
 
     def _alerts_switched(self) -> None:
@@ -490,7 +505,7 @@ class ProxyKeyForm(widgets.VBox):
         if not changes:
             self.messages.show("Nothing to save: no field was changed.")
             return True
-        record = self._call("save the key", self.client.update_key, self.key_id, **changes)
+        record = self._call("save the key", "update_key", self.key_id, **changes)
         if record is None:
             return False
         self.last_saved = sorted(changes)
@@ -499,7 +514,7 @@ class ProxyKeyForm(widgets.VBox):
         return True
 
     def _create(self, payload: dict[str, Any]) -> bool:
-        record = self._call("create the key", self.client.create_key, **payload)
+        record = self._call("create the key", "create_key", **payload)
         if record is None:
             return False
         self.last_saved = sorted(payload)
@@ -510,11 +525,12 @@ class ProxyKeyForm(widgets.VBox):
         self.messages.ok(f"Key #{record['id']} created. The form now edits it.")
         return True
 
-    def _call(self, doing: str, method, *args: Any, **fields: Any) -> dict[str, Any] | None:
-        """One REST call; a 400 naming a field is shown next to it, other failures below."""
+    def _call(self, doing: str, method: str, *args: Any, **fields: Any) -> dict[str, Any] | None:
+        """One REST call (an LCMClient method); a 400 naming a field is shown next to it,
+        other failures below."""
         with reporting(self.messages, doing):
             try:
-                return method(*args, **fields)
+                return getattr(self._connect(), method)(*args, **fields)
             except LCMClientError as exc:
                 if not self.show_server_error(exc):
                     raise
@@ -535,7 +551,7 @@ class ProxyKeyForm(widgets.VBox):
 
     def load(self, key_id: int) -> bool:
         """Show key `key_id` (GET lcm/api/keys/{id}) for editing; True when it was found."""
-        record = self._call(f"load key {key_id}", self.client.request, "GET", f"keys/{key_id}")
+        record = self._call(f"load key {key_id}", "get_key", key_id)
         if record is None:
             self.key_id = key_id
             self.save_button.disabled = True
@@ -565,22 +581,26 @@ class ProxyKeyForm(widgets.VBox):
     def _show_new_key(self) -> None:
         done = widgets.Button(description="I have copied it", icon="check")
         done.on_click(lambda _b: self.dismiss_key())
-        self.new_key_box.children = [
-            widgets.HTML(
-                "<b>Your new proxy key</b> (click it to select it):<br>"
-                "<code style='user-select:all;font-size:1.05em;word-break:break-all'>"
-                f"{html.escape(self.created_key or '')}</code><br>"
-                "<span style='color:#8a6d00'>Copy it now: it is shown only this once. "
-                "The server keeps only its hash, so it cannot be shown again.</span>"
-            ),
-            done,
-        ]
+        replace_children(
+            self.new_key_box,
+            [
+                widgets.HTML(
+                    "<b>Your new proxy key</b> (click it to select it):<br>"
+                    "<code style='user-select:all;font-size:1.05em;word-break:break-all'>"
+                    f"{html.escape(self.created_key or '')}</code><br>"
+                    "<span style='color:#8a6d00'>Copy it now: it is shown only this once. "
+                    "The server keeps only its hash, so it cannot be shown again.</span>"
+                ),
+                done,
+            ],
+        )
         self.new_key_box.layout.display = ""
 
     def dismiss_key(self) -> None:
         """Forget the new plain key: it leaves the display and this object."""
         self.created_key = None
-        self.new_key_box.children = []
+        # Closed, not only taken out: an open widget keeps the key in the kernel and browser.
+        replace_children(self.new_key_box)
         self.new_key_box.layout.display = "none"
 
     def ask_revoke(self) -> None:
@@ -592,20 +612,23 @@ class ProxyKeyForm(widgets.VBox):
         yes.on_click(lambda _b: self.revoke())
         no.on_click(lambda _b: setattr(self.confirm_box.layout, "display", "none"))
         name = html.escape(self.record["name"])
-        self.confirm_box.children = [
-            widgets.HTML(
-                f"Revoke <b>{name}</b>? Calls with it are refused from then on; its logs stay.",
-                layout=widgets.Layout(margin="0 8px 0 0"),
-            ),
-            yes,
-            no,
-        ]
+        replace_children(
+            self.confirm_box,
+            [
+                widgets.HTML(
+                    f"Revoke <b>{name}</b>? Calls with it are refused from then on; its logs stay.",
+                    layout=widgets.Layout(margin="0 8px 0 0"),
+                ),
+                yes,
+                no,
+            ],
+        )
         self.confirm_box.layout.display = ""
 
     def revoke(self) -> bool:
         """Revoke the key (DELETE lcm/api/keys/{id}); True when done."""
         self.confirm_box.layout.display = "none"
-        record = self._call("revoke the key", self.client.revoke_key, self.key_id)
+        record = self._call("revoke the key", "revoke_key", self.key_id)
         if record is None:
             return False
         self._loaded(record)

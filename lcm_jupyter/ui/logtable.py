@@ -10,16 +10,28 @@ the +/- buttons rate a routed call's answer, which is what the routing quality g
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..client import LCMClient
-from ._common import Column, Messages, Table, connect, count, millis, reporting, usd
+from ._common import (
+    ALL,
+    Column,
+    Connected,
+    Messages,
+    Table,
+    count,
+    heading,
+    local_time,
+    millis,
+    refresh_button,
+    reporting,
+    usd,
+)
 
 MAX_PAGE_SIZE = 999  # the API answers at most 1000 rows; one more than a page is asked for
-ALL = "all"  # the picker's "All keys" (a None value would show as no selection at all)
 ERROR_WIDTH = 40  # characters of an error shown in the status cell
 
 
@@ -49,17 +61,6 @@ def status_label(row: Mapping[str, Any]) -> str:
         short = error if len(error) <= ERROR_WIDTH else error[: ERROR_WIDTH - 1] + "…"
         text += f" · {short}"
     return text
-
-
-def local_time(created_at: str | None, tz: tzinfo | None = None) -> str:
-    """A stored UTC timestamp as `YYYY-MM-DD HH:MM:SS` in `tz` (default: this machine's)."""
-    if not created_at:
-        return "—"
-    try:
-        moment = datetime.fromisoformat(created_at)
-    except ValueError:
-        return created_at
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def log_record(
@@ -112,7 +113,7 @@ SCORES = {
 }
 
 
-class ProxyLogTable(widgets.VBox):
+class ProxyLogTable(Connected, widgets.VBox):
     """The newest calls through the proxy, a page at a time, with feedback on routed calls.
 
     State for code and tests: `records` (this page, as shown), `page` (0 is the newest),
@@ -120,14 +121,16 @@ class ProxyLogTable(widgets.VBox):
     """
 
     def __init__(
-        self, client: LCMClient | None = None, key_id: int | None = None, page_size: int = 20
+        self,
+        client: LCMClient | None = None,
+        key_id: int | None = None,
+        page_size: int = 20,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         self.add_class("lcm-logtable")
         self.messages = Messages()
-        self.client = None
-        with reporting(self.messages, "connect to the lcm-jupyter extension"):
-            self.client = connect(client)
+        self.client = client
         self.page_size = max(1, min(int(page_size), MAX_PAGE_SIZE))
         self.key_id = key_id
         self.page = 0
@@ -145,12 +148,10 @@ class ProxyLogTable(widgets.VBox):
             layout=widgets.Layout(width="240px"),
             style={"description_width": "32px"},
         )
-        self.refresh_button = widgets.Button(
-            description="Refresh", icon="refresh", tooltip="Load the newest calls"
-        )
+        self.refresh_button = refresh_button(self.refresh, "Load the newest calls")
         self.newer_button = widgets.Button(description="Newer", icon="chevron-left")
         self.older_button = widgets.Button(description="Older", icon="chevron-right")
-        for button in (self.refresh_button, self.newer_button, self.older_button):
+        for button in (self.newer_button, self.older_button):
             button.layout = widgets.Layout(width="auto")
         self.page_label = widgets.HTML()
         self.table = Table(
@@ -159,13 +160,12 @@ class ProxyLogTable(widgets.VBox):
             extra_label="Feedback",
             empty="No calls yet: calls made through the proxy show here.",
         )
-        self.refresh_button.on_click(lambda _b: self.refresh())
         self.newer_button.on_click(lambda _b: self.newer())
         self.older_button.on_click(lambda _b: self.older())
         self.children = [
             widgets.HBox(
                 [
-                    widgets.HTML("<b style='font-size:1.1em'>Recent calls</b>"),
+                    widgets.HTML(heading("Recent calls")),
                     self.key_picker,
                     self.refresh_button,
                 ],
@@ -190,11 +190,9 @@ class ProxyLogTable(widgets.VBox):
 
     def _load_keys(self) -> None:
         """Key names for the Key column and the picker; a failure leaves ids shown as #id."""
-        if self.client is None:
-            return
         self._quiet = True  # new options are not a pick by the user
         with reporting(self.messages, "list the proxy keys"):
-            keys = self.client.list_keys()
+            keys = self._connect().list_keys()
             self._key_names = {k["id"]: k["name"] for k in keys}
             options = [("All keys", ALL)] + [
                 (f"{k['name']} (#{k['id']}){' · revoked' if k.get('revoked') else ''}", k["id"])
@@ -209,15 +207,20 @@ class ProxyLogTable(widgets.VBox):
     def _key_picked(self, change: dict) -> None:
         if self._quiet:
             return
+        shown = (self.key_id, self._cursors, self.page)
         self.key_id = None if change["new"] == ALL else change["new"]
         self.messages.clear()
         self._cursors, self.page = [None], 0
-        self._load(0)
+        if not self._load(0):
+            # The calls shown are still the other key's: so are the picker and the pager.
+            self.key_id, self._cursors, self.page = shown
+            self._quiet = True
+            self.key_picker.value = change["old"]
+            self._quiet = False
+            self._show_pager()
 
     def refresh(self) -> None:
         """Reload the key names and this page (the first page shows calls made since)."""
-        if self.client is None:
-            return  # the message says why there is nothing to load
         self.messages.clear()
         self._load_keys()
         self._load(self.page)
@@ -234,23 +237,26 @@ class ProxyLogTable(widgets.VBox):
             self.messages.clear()
             self._load(self.page - 1)
 
-    def _load(self, page: int) -> None:
-        """Show page `page`; on a failure the page shown stays and the message says why."""
-        if self.client is not None:
-            with reporting(self.messages, "load the calls"):
-                # One row more than a page says whether there is an older page at all.
-                rows = self.client.logs(
-                    key_id=self.key_id, limit=self.page_size + 1, before=self._cursors[page]
-                )
-                self.page = page
-                self.has_older = len(rows) > self.page_size
-                rows = rows[: self.page_size]
-                del self._cursors[page + 1 :]
-                if self.has_older:
-                    self._cursors.append(rows[-1]["id"])
-                self.feedback_buttons = {}
-                self.table.set_records([log_record(r, self._key_names) for r in rows])
+    def _load(self, page: int) -> bool:
+        """Show page `page`; on a failure the page shown stays, the message says why, and
+        the answer is False."""
+        loaded = False
+        with reporting(self.messages, "load the calls"):
+            # One row more than a page says whether there is an older page at all.
+            rows = self._connect().logs(
+                key_id=self.key_id, limit=self.page_size + 1, before=self._cursors[page]
+            )
+            self.page = page
+            self.has_older = len(rows) > self.page_size
+            rows = rows[: self.page_size]
+            del self._cursors[page + 1 :]
+            if self.has_older:
+                self._cursors.append(rows[-1]["id"])
+            self.feedback_buttons = {}
+            self.table.set_records([log_record(r, self._key_names) for r in rows])
+            loaded = True
         self._show_pager()
+        return loaded
 
     def _show_pager(self) -> None:
         self.newer_button.disabled = self.page == 0
@@ -291,10 +297,8 @@ class ProxyLogTable(widgets.VBox):
 
     def rate(self, log_id: str, score: int) -> None:
         """What a feedback button does: record +1 or -1 for a routed call (replacing any)."""
-        if self.client is None:
-            return
         with reporting(self.messages, "record the feedback"):
-            recorded = self.client.feedback(log_id, score)["feedback"]
+            recorded = self._connect().feedback(log_id, score)["feedback"]
             what = "the call"
             for record in self.table.records:
                 if record["id"] == log_id:

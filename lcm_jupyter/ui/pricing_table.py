@@ -3,9 +3,9 @@
     from lcm_jupyter.ui import PricingTable
     PricingTable()
 
-Prices are USD per million tokens. Bundled rows come with the package; an override
-(set here, or with PUT lcm/api/pricing) replaces or adds a model and can be reset.
-A price applies to calls made after it is set; logged costs are not rewritten.
+Prices are USD per million tokens, shown exactly as set. Bundled rows come with the
+package; an override (set here, or with PUT lcm/api/pricing) replaces or adds a model
+and can be reset. A price applies to calls made after it is set; logged costs are not rewritten.
 """
 
 from __future__ import annotations
@@ -17,11 +17,20 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..client import LCMClient
-from ._common import Column, Messages, Table, connect, count, reporting, usd
-from .logtable import local_time
-
-ALL = "all"  # the filter's "All providers" (a None value would show as no selection at all)
-PROVIDERS = ("openai", "anthropic", "google")
+from ..core.money import MISSING
+from ..core.settings import PROVIDERS
+from ._common import (
+    ALL,
+    Column,
+    Connected,
+    Messages,
+    Table,
+    count,
+    heading,
+    local_time,
+    refresh_button,
+    reporting,
+)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -108,6 +117,15 @@ def price_body(
     return body
 
 
+def price(value: Decimal | None) -> str:
+    """A price as it was set, every decimal kept ("$0.3125", not usd()'s rounded "$0.313"):
+    the table is where a price is checked, and a cost is this number times the tokens."""
+    if value is None:
+        return MISSING
+    whole, _, decimals = f"{value:,f}".partition(".")
+    return f"${whole}.{decimals.rstrip('0').ljust(2, '0')}"
+
+
 def _source(value: str) -> str:
     return "override ✎" if value == "override" else value
 
@@ -115,9 +133,9 @@ def _source(value: str) -> str:
 PRICE_COLUMNS = (
     Column("model", "Model"),
     Column("provider", "Provider"),
-    Column("input", "Input", usd, numeric=True),
-    Column("output", "Output", usd, numeric=True),
-    Column("cached_input", "Cached input", usd, numeric=True),
+    Column("input", "Input", price, numeric=True),
+    Column("output", "Output", price, numeric=True),
+    Column("cached_input", "Cached input", price, numeric=True),
     Column("source", "Source", _source),
 )
 UNPRICED_COLUMNS = (
@@ -174,7 +192,7 @@ class PriceEditor(widgets.VBox):
         self.note = widgets.HTML()
         self.layout = _section()
         self.children = [
-            widgets.HTML("<b>Set a price</b> <span style='color:#555'>(USD per 1M tokens)</span>"),
+            widgets.HTML(heading("Set a price", "USD per 1M tokens", size="1em")),
             widgets.HBox([self.model, self.provider], layout=widgets.Layout(grid_gap="8px")),
             widgets.HBox(
                 [self.input, self.output, self.cached_input],
@@ -228,7 +246,7 @@ class PriceEditor(widgets.VBox):
         )
 
 
-class PricingTable(widgets.VBox):
+class PricingTable(Connected, widgets.VBox):
     """The prices in force (bundled or overridden), filterable by provider and model, with
     an editor, a reset for overrides, and the models called without a price.
 
@@ -237,13 +255,11 @@ class PricingTable(widgets.VBox):
     `edit_buttons` / `reset_buttons` / `price_buttons` ({model: button}), `messages`.
     """
 
-    def __init__(self, client: LCMClient | None = None) -> None:
-        super().__init__()
+    def __init__(self, client: LCMClient | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.add_class("lcm-pricing")
         self.messages = Messages()
-        self.client = None
-        with reporting(self.messages, "connect to the lcm-jupyter extension"):
-            self.client = connect(client)
+        self.client = client
         self.version = ""
         self.records: list[dict[str, Any]] = []
         self.unpriced: list[dict[str, Any]] = []
@@ -262,9 +278,7 @@ class PricingTable(widgets.VBox):
         self.model_filter = widgets.Text(
             placeholder="model name contains…", layout=widgets.Layout(width="200px")
         )
-        self.refresh_button = widgets.Button(
-            description="Refresh", icon="refresh", layout=widgets.Layout(width="auto")
-        )
+        self.refresh_button = refresh_button(self.refresh, "Load the prices again")
         self.table = Table(
             PRICE_COLUMNS,
             extra=self._row_buttons,
@@ -281,7 +295,6 @@ class PricingTable(widgets.VBox):
         self._quiet = False
         self.provider_filter.observe(self._filter_changed, names="value")
         self.model_filter.observe(self._filter_changed, names="value")
-        self.refresh_button.on_click(lambda _b: self.refresh())
         self.children = [
             self.title,
             widgets.HBox(
@@ -290,8 +303,12 @@ class PricingTable(widgets.VBox):
             ),
             self.table,
             widgets.HTML(
-                "<b>Called without a price</b> <span style='color:#555'>(calls logged in "
-                "the last 90 days whose model no price covers: their cost is unknown)</span>",
+                heading(
+                    "Called without a price",
+                    "calls logged in the last 90 days whose model no price covers: "
+                    "their cost is unknown",
+                    size="1em",
+                ),
                 layout=_section(),
             ),
             self.unpriced_table,
@@ -309,16 +326,12 @@ class PricingTable(widgets.VBox):
 
     def refresh(self) -> None:
         """Load the price table and the unpriced models again."""
-        if self.client is None:
-            return  # the message says why there is nothing to load
         self.messages.clear()
         self._fetch()
 
     def _fetch(self) -> bool:
-        if self.client is None:
-            return False
         with reporting(self.messages, "load the prices"):
-            self._apply(self.client.pricing())
+            self._apply(self._connect().pricing())
             return True
         return False
 
@@ -327,10 +340,10 @@ class PricingTable(widgets.VBox):
         self.records = price_records(answer)
         self.unpriced = unpriced_records(answer)
         overrides = sum(1 for r in self.records if r["overridden"])
-        self.title.value = (
-            "<b style='font-size:1.1em'>Model prices</b> <span style='color:#555'>"
+        self.title.value = heading(
+            "Model prices",
             f"USD per 1M tokens · {len(self.records)} models, {overrides} overridden · "
-            f"table {self.version}</span>"
+            f"table {self.version}",
         )
         providers = sorted({r["provider"] for r in self.records})
         keep = self.provider_filter.value
@@ -407,25 +420,21 @@ class PricingTable(widgets.VBox):
 
     def save(self) -> None:
         """PUT the editor's price; later calls of that model are priced with it."""
-        if self.client is None:
-            return
         body = self.editor.body()
         with reporting(self.messages, f"save the price of {body['model'] or '(no model)'}"):
-            self._apply(self.client.set_prices(body))
+            self._apply(self._connect().set_prices(body))
             saved = next((r for r in self.records if r["model"] == body["model"].lower()), None)
             if saved is not None:
                 self.editor.load(saved["row"])
                 self.messages.ok(
-                    f"Saved: {saved['model']} at {usd(saved['input'])} in, "
-                    f"{usd(saved['output'])} out per 1M tokens (calls from now on)."
+                    f"Saved: {saved['model']} at {price(saved['input'])} in, "
+                    f"{price(saved['output'])} out per 1M tokens (calls from now on)."
                 )
 
     def reset(self, model: str) -> None:
         """Drop a model's override; the bundled price, if there is one, applies again."""
-        if self.client is None:
-            return
         with reporting(self.messages, f"reset the price of {model}"):
-            self.client.reset_price(model)
+            self._connect().reset_price(model)
             if self._fetch():
                 back = any(r["model"] == model for r in self.records)
                 self.messages.ok(

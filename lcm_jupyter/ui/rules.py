@@ -22,9 +22,7 @@ import ipywidgets as widgets
 
 from ..client import LCMClient, LCMClientError
 from ..core.keyspec import ROUTING_MODES, RULE_CONDITIONS
-from ._common import Messages, connect, reporting
-
-LABEL_WIDTH = "190px"
+from ._common import Connected, LineBelow, Messages, close_all, field_row, fixed, reporting
 
 MODE_LABELS = {"auto": "Auto", "manual": "Manual rules", "off": "Off"}
 MODE_HELP = {
@@ -100,39 +98,7 @@ def model_suggestions(pricing: Mapping[str, Any]) -> list[str]:
 # -- widgets -------------------------------------------------------------------------------------
 
 
-def field_row(label: str, *parts: widgets.Widget, tooltip: str = "") -> widgets.HBox:
-    """A form row: a label of the shared width, then the field and whatever follows it."""
-    title = f' title="{html.escape(tooltip)}"' if tooltip else ""
-    text = widgets.HTML(
-        f"<span{title}>{html.escape(label)}</span>",
-        layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
-    )
-    return widgets.HBox([text, *parts], layout=widgets.Layout(align_items="center"))
-
-
-class LineBelow(Messages):
-    """A message line under a row that takes no room while it is empty."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.layout.display = "none"
-
-    def show(self, text: str, kind: str = "info") -> None:
-        super().show(text, kind)
-        self.layout.display = ""
-
-    def clear(self) -> None:
-        super().clear()
-        self.layout.display = "none"
-
-
-def fixed(layout: widgets.Layout) -> widgets.Layout:
-    """`layout` kept at its width in a row: an error beside it may wrap, never squeeze it."""
-    layout.flex = "0 0 auto"
-    return layout
-
-
-class RoutingRulesEditor(widgets.VBox):
+class RoutingRulesEditor(Connected, widgets.VBox):
     """Edit a key's routing mode and manual rules; standalone with a key id it saves them."""
 
     def __init__(
@@ -146,13 +112,14 @@ class RoutingRulesEditor(widgets.VBox):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.client = connect(client)
+        self.client = client
         self.key_id = key_id
         self.embedded = embedded
         self.messages = Messages()
-        # Row widgets by column name, and one error line per row.
+        # Row widgets by column name, one error line per row, and the box holding both.
         self.rows: list[dict[str, widgets.Widget]] = []
         self.row_errors: list[LineBelow] = []
+        self._lines: list[widgets.VBox] = []
         self._listeners: list[Callable[[], None]] = []
 
         self.mode_selector = widgets.ToggleButtons(
@@ -165,6 +132,19 @@ class RoutingRulesEditor(widgets.VBox):
         self.title = widgets.HTML()
         self.mode_selector.observe(self._mode_changed, names="value")
         self.table = widgets.VBox()
+        self.no_rules = widgets.HTML("<i>No rules. Add one to route a model to a cheaper one.</i>")
+        self.header = widgets.HBox(
+            [
+                widgets.HTML(f"<b>{text}</b>", layout=widgets.Layout(width=width))
+                for text, width in (
+                    ("From model", _FROM),
+                    ("", _ARROW),
+                    ("To model", _TO),
+                    ("When", _WHEN),
+                    ("", _REMOVE),
+                )
+            ]
+        )
         self.add_button = widgets.Button(
             description="Add rule", icon="plus", tooltip="Add a rule at the end"
         )
@@ -179,7 +159,7 @@ class RoutingRulesEditor(widgets.VBox):
 
         self.suggestions: list[str] = []
         with reporting(self.messages, "load the model names"):
-            self.suggestions = model_suggestions(self.client.pricing())
+            self.suggestions = model_suggestions(self._connect().pricing())
         if key_id is not None:
             self.title.value = f"<h3 style='margin:4px 0'>Routing of key #{key_id}</h3>"
         # Saving defaults over a key whose routing could not be read would lose its rules.
@@ -187,7 +167,7 @@ class RoutingRulesEditor(widgets.VBox):
         if key_id is not None and (mode is None or rules is None):
             self.loaded = False
             with reporting(self.messages, f"load key {key_id}"):
-                record = self.client.get_key(key_id)
+                record = self._connect().get_key(key_id)
                 self.loaded = True
                 mode = record["routing_mode"] if mode is None else mode
                 rules = record["routing_rules"] if rules is None else rules
@@ -232,7 +212,9 @@ class RoutingRulesEditor(widgets.VBox):
 
     @rules.setter
     def rules(self, rules: Sequence[Mapping[str, Any]]) -> None:
-        self.rows, self.row_errors = [], []
+        for line in self._lines:
+            close_all(line)  # the rows replaced: else each load or save leaves them open
+        self.rows, self.row_errors, self._lines = [], [], []
         for rule in clean_rules(rules):
             self._append(rule)
         self._render()
@@ -266,6 +248,7 @@ class RoutingRulesEditor(widgets.VBox):
         """Remove the rule in row `index`."""
         del self.rows[index]
         del self.row_errors[index]
+        close_all(self._lines.pop(index))
         self._render()
 
     def _append(self, rule: Mapping[str, str]) -> dict[str, widgets.Widget]:
@@ -291,8 +274,10 @@ class RoutingRulesEditor(widgets.VBox):
             ),
         }
         row["remove"].on_click(lambda _b, row=row: self.remove_rule(self.rows.index(row)))
+        error = LineBelow(layout=widgets.Layout(margin="0 0 4px 0"))
         self.rows.append(row)
-        self.row_errors.append(LineBelow(layout=widgets.Layout(margin="0 0 4px 0")))
+        self.row_errors.append(error)
+        self._lines.append(widgets.VBox([widgets.HBox(list(row.values())), error]))
         return row
 
     def _model_box(self, value: str, placeholder: str, width: str) -> widgets.Combobox:
@@ -306,28 +291,8 @@ class RoutingRulesEditor(widgets.VBox):
         )
 
     def _render(self) -> None:
-        if not self.rows:
-            self.table.children = [
-                widgets.HTML("<i>No rules. Add one to route a model to a cheaper one.</i>")
-            ]
-        else:
-            header = widgets.HBox(
-                [
-                    widgets.HTML(f"<b>{text}</b>", layout=widgets.Layout(width=width))
-                    for text, width in (
-                        ("From model", _FROM),
-                        ("", _ARROW),
-                        ("To model", _TO),
-                        ("When", _WHEN),
-                        ("", _REMOVE),
-                    )
-                ]
-            )
-            lines = [
-                widgets.VBox([widgets.HBox(list(row.values())), error])
-                for row, error in zip(self.rows, self.row_errors, strict=True)
-            ]
-            self.table.children = [header, *lines]
+        # Only boxes made once are shown: a re-draw creates no widget, so it leaves none open.
+        self.table.children = [self.header, *self._lines] if self.rows else [self.no_rules]
         for listener in self._listeners:
             listener()
 
@@ -369,7 +334,7 @@ class RoutingRulesEditor(widgets.VBox):
         record = None
         with reporting(self.messages, "save the routing"):
             try:
-                record = self.client.update_key(self.key_id, **self.value)
+                record = self._connect().update_key(self.key_id, **self.value)
             except LCMClientError as exc:
                 if exc.status != 400:
                     raise
