@@ -62,6 +62,8 @@ async def test_redis_outage_keeps_calls_flowing_and_counters_are_rebuilt(
     assert len(rows) == 8 and all(r["status"] == 200 for r in rows)
     logged = sum(to_units(r["cost_usd"]) for r in rows)
     redis_state = await lcm.counters.primary.budget(key_id=record["id"], month=current_month())
+    # One failover: connections pooled before the outage are not reused to fail again.
+    assert lcm.counters.failovers == 1 and not lcm.counters.degraded
     assert redis_state.spent == logged  # rebuilt from the logs, then counted on
     assert memory.spent == sum(to_units(r["cost_usd"]) for r in rows[2:])  # the first six
 

@@ -127,6 +127,9 @@ class FailoverCounters:
         while self._open:
             await asyncio.sleep(self._probe_interval)
             try:
+                # Connections pooled before the outage are dead: each would fail its first
+                # operation after the switch back and trip the breaker again.
+                await self.primary.reconnect()
                 if not await self.primary.ping():
                     continue
                 # Memory operations complete in one step, so none is in flight here; new
@@ -178,6 +181,10 @@ class FailoverCounters:
     async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
         """See Counters.cache_set."""
         return await self._call("cache_set", key=key, value=value, ttl=ttl)
+
+    async def reconnect(self) -> None:
+        """See Counters.reconnect."""
+        return await self._call("reconnect")
 
     async def ping(self) -> bool:
         """True when the store answering now answers."""

@@ -139,6 +139,11 @@ class Counters(Protocol):
         """True when the store answers."""
         ...
 
+    async def reconnect(self) -> None:
+        """Drop pooled connections, so that the next operations open fresh ones (those
+        pooled before an outage are dead, and each would fail once)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

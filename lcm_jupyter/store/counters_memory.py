@@ -270,6 +270,9 @@ class MemoryCounters:
         """Always True: memory answers."""
         return True
 
+    async def reconnect(self) -> None:
+        """Nothing to reconnect."""
+
     async def close(self) -> None:
         """Nothing to release."""
 

@@ -345,6 +345,10 @@ class RedisCounters:
         except (RedisError, OSError):
             return False
 
+    async def reconnect(self) -> None:
+        """Drop pooled connections; the next operations open fresh ones."""
+        await self._redis.connection_pool.disconnect()
+
     async def close(self) -> None:
         """Release connections."""
         await self._redis.aclose()
