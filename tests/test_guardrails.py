@@ -354,3 +354,30 @@ async def test_a_flat_unpriced_reserve_lets_budgeted_keys_call_unpriced_models(
     assert (await budgeted.chat.completions.create(**unknown)).choices
     (row,) = await logs()
     assert row["unpriced"] == 1 and row["cost_usd"] is None
+
+
+async def test_bookings_run_side_by_side_and_a_reconcile_runs_alone():
+    from lcm_jupyter.server.budgets import _Books
+
+    books, order = _Books(), []
+    await books.enter()
+    await books.enter()  # a second booking does not wait for the first (Redis round trips)
+
+    async def reconcile():
+        async with books:
+            order.append("reconcile")
+
+    async def late_booking():
+        await books.enter()
+        order.append("late booking")
+        books.leave()
+
+    task = asyncio.ensure_future(reconcile())
+    await asyncio.sleep(0.01)
+    late = asyncio.ensure_future(late_booking())
+    await asyncio.sleep(0.01)
+    assert order == []  # the reconcile waits for both bookings; the late one for it
+    books.leave()
+    books.leave()
+    await asyncio.gather(task, late)
+    assert order == ["reconcile", "late booking"]

@@ -66,6 +66,51 @@ class Hold:
         )
 
 
+class _Books:
+    """Bookings run side by side; a reconcile runs alone, once those in flight are done.
+
+    Not a lock around each booking: a Redis booking is a network round trip, and bookings
+    in a row through one lock go no faster than one per turn or two of a busy event loop
+    (about 100 a second at 32 connections), far below the rate calls end at.
+    """
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()  # clear while a reconcile runs
+        self._open.set()
+        self._exclusive = asyncio.Lock()
+
+    async def enter(self) -> None:
+        """Start a booking: at once, unless a reconcile runs."""
+        while not self._open.is_set():
+            await self._open.wait()
+        self._active += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """End a booking."""
+        self._active -= 1
+        if not self._active:
+            self._idle.set()
+
+    async def __aenter__(self) -> None:
+        """Alone (reconcile): new bookings wait, those in flight end first."""
+        await self._exclusive.acquire()
+        self._open.clear()
+        try:
+            await self._idle.wait()
+        except BaseException:
+            self._open.set()
+            self._exclusive.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._open.set()
+        self._exclusive.release()
+
+
 class Guard:
     """Rate limits, budget reservations and settlement against the shared counters."""
 
@@ -86,7 +131,7 @@ class Guard:
         # Held while a call's cost is booked and its row queued, and while reconcile
         # flushes, sums and sets: a call can then never be in the counter but missing
         # from the sum (its cost wiped) or in the sum and booked again.
-        self._books = asyncio.Lock()
+        self._books = _Books()
         self.store = store
         self._box = box
         self.alerts = alerts
@@ -187,18 +232,19 @@ class Guard:
         key, month = hold.key, hold.month
         cost = 0 if cost_usd is None else to_units(cost_usd)
         state = None
-        async with self._books:
-            try:
-                if cost_usd is None:
-                    await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
-                else:
-                    state = await self.counters.settle(
-                        key_id=key.id, call_id=hold.call_id, month=month, cost=cost
-                    )
-            except Exception:  # the answer is already out: never fail the call for this
-                log.exception("lcm: could not settle call %s", hold.call_id)
-            finally:
-                record()
+        await self._books.enter()
+        try:
+            if cost_usd is None:
+                await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
+            else:
+                state = await self.counters.settle(
+                    key_id=key.id, call_id=hold.call_id, month=month, cost=cost
+                )
+        except Exception:  # the answer is already out: never fail the call for this
+            log.exception("lcm: could not settle call %s", hold.call_id)
+        finally:
+            record()
+            self._books.leave()
         if state is not None and key.budget_alerts_enabled and key.monthly_budget_usd and cost:
             self._spawn(self.alerts.check(key, month, state.spent - cost, state.spent))
 
