@@ -461,3 +461,40 @@ async def test_memory_cache_is_a_bounded_lru():
     assert await counters.cache_get("huge") is None
     await counters.cache_set("e", b"small", 60)
     assert counters._cache_bytes == 25
+
+
+async def test_calls_of_one_loop_turn_go_to_redis_as_one_pipeline(redis_url):
+    counters = RedisCounters(redis_url, timeout=TIMEOUT)
+    sent = []
+    pipeline = counters._batch._pipeline
+
+    async def counting(batch):
+        sent.append(len(batch))
+        return await pipeline(batch)
+
+    counters._batch._pipeline = counting
+    try:
+        # A fresh (or restarted) Redis has no scripts: the batch comes back "no script",
+        # the scripts are loaded and the calls sent again, once.
+        await counters._redis.script_flush()
+        got = await asyncio.gather(
+            *(admit(counters, f"c{i}", rpm=100, budget=1_000, reserve=100) for i in range(12))
+        )
+        assert sent == [12, 12]
+        # Each call has its own answer, in order: the 11th and 12th do not fit the budget.
+        assert [a.allowed for a in got] == [True] * 10 + [False] * 2
+        assert [a.reserved for a in got[:10]] == [100 * (i + 1) for i in range(10)]
+        sent.clear()
+        states = await asyncio.gather(
+            *(counters.settle(key_id=1, call_id=f"c{i}", month=MONTH, cost=10) for i in range(3))
+        )
+        assert sent == [3, 3]  # the settle script is loaded on its first use, too
+        assert [s.spent for s in states] == [10, 20, 30]
+        sent.clear()
+        await asyncio.gather(
+            *(counters.settle(key_id=1, call_id=f"c{i}", month=MONTH, cost=10) for i in range(6))
+        )
+        assert sent == [6]  # loaded now; and c0-c2 were settled already: no-ops
+        assert (await counters.budget(key_id=1, month=MONTH)).spent == 60
+    finally:
+        await counters.close()
