@@ -68,6 +68,21 @@ def test_keys_and_ids():
     assert mask_secret("short") == "*****"
     ids = [new_log_id() for _ in range(100)]
     assert len(set(ids)) == 100 and all(len(i) == 32 for i in ids)
+    assert sorted(ids) == ids  # by time, then by order within the process
+
+
+def test_a_forked_process_makes_ids_of_its_own():
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: same counter state as the parent, but a new prefix
+        os.write(write, new_log_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    mine = new_log_id()
+    assert len(child) == 32 and child[12:24] != mine[12:24]
 
 
 def test_core_and_package_import_without_server_or_widgets():
