@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.budget import (
     budget_exceeded_message,
+    crossed_thresholds,
     current_month,
     month_bounds,
     reservation_units,
@@ -246,7 +247,11 @@ class Guard:
             record()
             self._books.leave()
         if state is not None and key.budget_alerts_enabled and key.monthly_budget_usd and cost:
-            self._spawn(self.alerts.check(key, month, state.spent - cost, state.spent))
+            before = state.spent - cost
+            # Most calls cross no threshold: a task for each would cost the loop for nothing.
+            budget = to_units(key.monthly_budget_usd)
+            if crossed_thresholds(before, state.spent, budget, key.budget_alert_thresholds):
+                self._spawn(self.alerts.check(key, month, before, state.spent))
 
     async def _replace_reservations(
         self, counters: Counters, key_id: int | None, month: str

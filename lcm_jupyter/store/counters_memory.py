@@ -125,7 +125,10 @@ class MemoryCounters:
         return now
 
     def _month(self, key_id: int, month: str) -> _Month:
-        return self._months.setdefault((key_id, month), _Month())
+        state = self._months.get((key_id, month))
+        if state is None:  # not setdefault: that would build a _Month on every call
+            state = self._months[key_id, month] = _Month()
+        return state
 
     def _trim(self, window: _Window, now: float) -> None:
         """Drop calls that left the window."""
