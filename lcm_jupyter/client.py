@@ -165,6 +165,10 @@ class LCMClient:
         """This month's budget, spend, reservations and remainder of a key."""
         return self.request("GET", f"budgets/{key_id}")
 
+    def budgets(self) -> list[dict]:
+        """Every key's budget, spend, reservations and remainder this month (one call)."""
+        return self.request("GET", "budgets")["budgets"]
+
     def reconcile(self, key_id: int | None = None) -> dict:
         """Rebuild budget counters from the call log; the drift per key."""
         return self.request("POST", "reconcile", json={} if key_id is None else {"key_id": key_id})

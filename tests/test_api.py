@@ -20,6 +20,7 @@ async def test_api_refuses_requests_without_the_jupyter_token(base_url):
             ("POST", "keys"),
             ("GET", "logs"),
             ("PUT", "pricing"),
+            ("GET", "budgets"),
         ]:
             resp = await http.request(method, f"{base_url}lcm/api/{path}", json={"name": "x"})
             assert resp.status_code == 403, (method, path)

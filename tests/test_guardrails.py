@@ -225,6 +225,13 @@ async def test_reconcile_reports_and_fixes_drift(base_url, make_key, lcm, api, l
     assert to_units(entry["drift_usd"]) == to_units(1.5) - to_units(cost)
     status, budget = await api("GET", f"budgets/{record['id']}")
     assert budget["spent_usd"] == cost and budget["remaining_usd"] == pytest.approx(5.0 - cost)
+    # Every key's month in one call: the same record, with the key's name.
+    other = await make_key(name="no-budget")
+    status, every = await api("GET", "budgets")
+    assert status == 200 and every["month"] == month
+    by_id = {b["key_id"]: b for b in every["budgets"]}
+    assert by_id[record["id"]] == {**budget, "name": record["name"], "revoked": False}
+    assert by_id[other["id"]]["budget_usd"] is None and by_id[other["id"]]["spent_usd"] == 0
     assert (await api("POST", "reconcile", {"key_id": "x"}))[0] == 400
 
 

@@ -151,7 +151,7 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     assert f"{dash.usd(round(total, 10))} spent" in board.summary.value
     assert "4 calls" in board.summary.value
 
-    # The key table, in the API's order (by cost); budget used from GET budgets/{id}.
+    # The key table, in the API's order (by cost); budget used from GET budgets.
     table = board.key_table
     cost_b = costs["team-b", "claude-3-5-haiku"]
     cost_a = total - cost_b
@@ -198,6 +198,17 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     assert board.alerts == [] and "No unread budget alerts" in board.alerts_list.value
     assert board.mark_read_button.layout.display == "none"
     assert board.messages.kind == "ok" and board.messages.text == "Marked 6 alerts read."
+
+    # A refresh makes the same five calls however many keys there are (budgets: one call).
+    requests = Requests(lcm)
+    board.refresh()
+    assert [path for path, _ in requests.take()] == [
+        "analytics/timeseries",
+        "analytics/breakdown",
+        "analytics/breakdown",
+        "budgets",
+        "alerts",
+    ]
 
 
 def test_clicking_a_bar_filters_the_cost_trend(calls):

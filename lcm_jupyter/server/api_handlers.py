@@ -7,6 +7,7 @@ authorizer's consent on an `lcm:*` resource. Client mistakes answer 4xx with
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -323,6 +324,44 @@ class PricingModelHandler(LCMAPIHandler):
         self.reply({"model": model, "override": False})
 
 
+def _budget(lcm: LCMServices, record, month: str, state) -> dict[str, Any]:
+    """A key's month as the budgets API answers it."""
+    budget = record.monthly_budget_usd
+    spent, reserved = to_usd(state.spent), to_usd(state.reserved)
+    return {
+        "key_id": record.id,
+        "month": month,
+        "budget_usd": budget,
+        "spent_usd": spent,
+        "reserved_usd": reserved,
+        "remaining_usd": None if budget is None else max(budget - spent - reserved, 0.0),
+        "budget_mode": lcm.settings.budget_mode,
+        "counters": lcm.counters.name,
+    }
+
+
+class BudgetsHandler(LCMAPIHandler):
+    """`GET lcm/api/budgets`: every key's month at once (a dashboard's one call, not one per
+    key; the counters' reads of one event-loop turn go to Redis as one pipeline)."""
+
+    auth_resource = "lcm:budgets"
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        records = await self.lcm.store.run(key_table.list_keys, self.lcm.box)
+        month = current_month()
+        states = await asyncio.gather(
+            *(self.lcm.counters.budget(key_id=r.id, month=month) for r in records)
+        )
+        budgets = [
+            {**_budget(self.lcm, r, month, state), "name": r.name, "revoked": r.revoked}
+            for r, state in zip(records, states, strict=True)
+        ]
+        self.reply({"month": month, "budgets": budgets})
+
+
 class BudgetHandler(LCMAPIHandler):
     """`GET lcm/api/budgets/{key_id}`: this month's budget, spend, reservations, remainder."""
 
@@ -338,20 +377,7 @@ class BudgetHandler(LCMAPIHandler):
         )
         month = current_month()
         state = await self.lcm.counters.budget(key_id=kid, month=month)
-        budget = record.monthly_budget_usd
-        spent, reserved = to_usd(state.spent), to_usd(state.reserved)
-        self.reply(
-            {
-                "key_id": kid,
-                "month": month,
-                "budget_usd": budget,
-                "spent_usd": spent,
-                "reserved_usd": reserved,
-                "remaining_usd": None if budget is None else max(budget - spent - reserved, 0.0),
-                "budget_mode": self.lcm.settings.budget_mode,
-                "counters": self.lcm.counters.name,
-            }
-        )
+        self.reply(_budget(self.lcm, record, month, state))
 
 
 class ReconcileHandler(LCMAPIHandler):
@@ -442,6 +468,7 @@ def api_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
         (rf"/{prefix}/routing/quality", RoutingQualityHandler, kwargs),
         (rf"/{prefix}/pricing", PricingHandler, kwargs),
         (rf"/{prefix}/pricing/(.+)", PricingModelHandler, kwargs),
+        (rf"/{prefix}/budgets", BudgetsHandler, kwargs),
         (rf"/{prefix}/budgets/([^/]+)", BudgetHandler, kwargs),
         (rf"/{prefix}/reconcile", ReconcileHandler, kwargs),
         (rf"/{prefix}/alerts", AlertsHandler, kwargs),

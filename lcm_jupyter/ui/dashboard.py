@@ -435,10 +435,7 @@ class Dashboard(Connected, widgets.VBox):
             trend = client.timeseries(self.period, **filter_params(self.filter))
             breakdown = client.breakdown(self.by, self.period, limit=TOP)
             by_key = client.breakdown("key", self.period, limit=KEY_LIMIT)["items"]
-            budgeted = {k["id"] for k in client.list_keys() if k["monthly_budget_usd"] is not None}
-            budgets = {
-                i["key_id"]: client.budget(i["key_id"]) for i in by_key if i["key_id"] in budgeted
-            }
+            budgets = {b["key_id"]: b for b in client.budgets() if b["budget_usd"] is not None}
             alerts = client.alerts(unread=True)
             self._show_breakdown(breakdown)
             self._show_trend(trend["points"])
