@@ -19,6 +19,7 @@ from lcm_jupyter import magics
 from lcm_jupyter.client import LCMClient
 from lcm_jupyter.ui import Dashboard
 from lcm_jupyter.ui import dashboard as dash
+from lcm_jupyter.ui._common import local_time
 
 from .conftest import PROVIDER_KEY, expected_cost, wait_until
 from .servers import free_port
@@ -192,6 +193,9 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     assert "and 1 more" in board.alerts_list.value
     assert "key 'team-b': 6% of the monthly budget" in board.alerts_list.value
     assert "key 'team-b': 1% of" not in board.alerts_list.value
+    # Shown in the kernel's local time, as the log table shows calls.
+    newest = board.alerts[0]["created_at"]
+    assert local_time(newest)[:16] in board.alerts_list.value
     assert board.mark_read_button.layout.display == ""
     board.mark_read_button.click()
     assert lcm.alerts(unread=True) == [] and len(lcm.alerts()) == 6

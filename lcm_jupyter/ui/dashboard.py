@@ -34,6 +34,7 @@ from ._common import (
     Table,
     count,
     heading,
+    local_time,
     percent,
     refresh_button,
     reporting,
@@ -488,12 +489,12 @@ class Dashboard(Connected, widgets.VBox):
         for alert in self.alerts[:ALERTS_SHOWN]:
             severity = str(alert.get("severity") or "info")
             color = SEVERITY_COLORS.get(severity, SEVERITY_COLORS["info"])
-            when = str(alert.get("created_at") or "")[:16].replace("T", " ")
+            when = local_time(alert.get("created_at"))[:16]  # the zone the log table uses
             rows.append(
                 '<div class="lcm-alert" style="font-size:12px;line-height:1.4;margin:2px 0 6px">'
                 f'<span style="background:{color};color:#fff;border-radius:3px;padding:0 4px">'
                 f"{_text(severity)}</span> {_text(str(alert.get('message') or ''))} "
-                f'<span style="color:#777">{_text(when)} UTC</span></div>'
+                f'<span style="color:#777">{_text(when)}</span></div>'
             )
         if n > ALERTS_SHOWN:
             rows.append(f'<div style="color:#777">and {n - ALERTS_SHOWN} more</div>')
