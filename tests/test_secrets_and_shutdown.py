@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 
@@ -83,3 +84,31 @@ async def test_calls_in_flight_at_stop_finish_and_are_logged(base_url, make_key,
     db = sqlite3.connect(lcm.settings.db_path)
     rows = db.execute("SELECT status, cost_usd FROM proxy_logs").fetchall()
     assert len(rows) == 5 and all(s == 200 and c > 0 for s, c in rows)
+
+
+async def test_calls_cancelled_by_a_stop_are_logged_with_a_status(base_url, make_key, lcm, sim):
+    import asyncio
+
+    record = await make_key()
+    sim.latency = 2.0  # the provider has not answered when the server stops
+
+    async def one() -> None:
+        async with httpx.AsyncClient() as http:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(
+                    f"{base_url}lcm/proxy/openai/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                    headers={"authorization": f"Bearer {record['key']}"},
+                )
+
+    call = asyncio.ensure_future(one())
+    await asyncio.sleep(0.2)
+    await lcm.pipeline.drain(timeout=0.05)  # what a stop does once its grace time is over
+    assert await lcm.flush_logs()
+    db = sqlite3.connect(lcm.settings.db_path)
+    rows = db.execute("SELECT status, error FROM proxy_logs").fetchall()
+    assert rows == [(503, "The server stopped before the call completed.")]
+    sim.latency = 0
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call

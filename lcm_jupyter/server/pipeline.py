@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-lcm-request-id"
 STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+STATUS_SERVER_STOPPED = 503
 
 # Never forwarded upstream: hop-by-hop headers, what the HTTP client sets itself,
 # every place a proxy key may sit, and the notebook server's cookies.
@@ -234,9 +235,14 @@ class ProxyPipeline:
             self._client_left(call)
         except asyncio.CancelledError:
             if not sink.client_gone:  # the server is stopping: not ours to swallow
-                call.error = call.error or "The server stopped before the call completed."
+                self._server_stopped(call)
                 raise
             self._client_left(call)
+        except (KeyboardInterrupt, SystemExit):
+            # A signal's exception surfaces in whatever step runs (SIGINT off a terminal,
+            # where Jupyter installs no handler): the call's row still says what happened.
+            self._server_stopped(call)
+            raise
         except Exception as exc:  # a bug: still answer in the provider's shape, and log
             log.exception("lcm proxy failed on %s %s", req.method, req.path)
             err = LCMError(f"Internal error in the lcm proxy: {exc.__class__.__name__}: {exc}")
@@ -472,6 +478,12 @@ class ProxyPipeline:
         if isinstance(body, dict):
             call.usage = usage_from_body(wire, body)
             call.model = response_model(wire, body) or call.model
+
+    def _server_stopped(self, call: Call) -> None:
+        # Before the provider answered there is no status of its own to log: 503, as a
+        # server that stops answering would be seen by the client.
+        call.status = call.status or STATUS_SERVER_STOPPED
+        call.error = call.error or "The server stopped before the call completed."
 
     def _client_left(self, call: Call) -> None:
         call.status = STATUS_CLIENT_CLOSED
