@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -162,16 +161,16 @@ DEMO_HISTORY_DAYS = 30
 
 def _seed_demo_history(settings) -> None:
     """Fill an empty demo database with made-up history, so the dashboard has data to show."""
-    import sqlite3
-
+    from .store.db import open_database
     from .testing.history import seed_history
 
     db_path = Path(settings.db_path)
-    if db_path.exists():
-        with contextlib.closing(sqlite3.connect(db_path)) as conn:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "proxy_logs" in tables and conn.execute("SELECT 1 FROM proxy_logs").fetchone():
-                return  # the demo ran here before: keep what it has
+    db = open_database(db_path)
+    try:
+        if db.execute("SELECT 1 FROM proxy_logs LIMIT 1").fetchone():
+            return  # the demo ran here before: keep what it has
+    finally:
+        db.close()
     history = seed_history(
         db_path,
         secret_key_file=settings.secret_key_file,

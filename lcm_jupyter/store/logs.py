@@ -9,6 +9,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .rollup import DAY_SECONDS
+from .timeutil import to_iso
 
 _JSON_COLUMNS = ("routing_decision", "usage_json")
 _BOOL_COLUMNS = ("stream", "unpriced", "cache_hit", "usage_estimated")
@@ -56,27 +57,23 @@ def unpriced_models(db: Database, since: int) -> list[dict[str, Any]]:
     Read from the rollups, not the log, so it stays quick however many calls there were:
     the per-day table finds them, the 15-minute table only dates their last day.
     """
-    found = db.query(
-        "SELECT model, provider, SUM(unpriced_requests) AS requests, MAX(day) AS last_day "
-        "FROM usage_rollup_day WHERE day >= ? AND unpriced_requests > 0 AND model != '' "
-        "GROUP BY model, provider",
-        [since - since % DAY_SECONDS],
+    sql = (
+        "SELECT d.model, d.provider, d.requests, ("
+        "  SELECT MAX(u.bucket) FROM usage_rollup u WHERE u.bucket >= d.last_day"
+        "  AND u.bucket < d.last_day + ? AND u.model = d.model AND u.provider = d.provider"
+        "  AND u.unpriced_requests > 0"
+        ") AS last FROM ("
+        "  SELECT model, provider, SUM(unpriced_requests) AS requests, MAX(day) AS last_day"
+        "  FROM usage_rollup_day WHERE day >= ? AND unpriced_requests > 0 AND model != ''"
+        "  GROUP BY model, provider"
+        ") d ORDER BY last DESC, d.model DESC"
     )
-    models = []
-    for row in list(found):
-        [(last,)] = db.execute(
-            "SELECT MAX(bucket) FROM usage_rollup WHERE bucket >= ? AND bucket < ? "
-            "AND model = ? AND provider = ? AND unpriced_requests > 0",
-            [row["last_day"], row["last_day"] + DAY_SECONDS, row["model"], row["provider"]],
-        ).fetchall()
-        models.append(
-            {
-                "model": row["model"],
-                "provider": row["provider"] or None,
-                "requests": row["requests"],
-                "last_seen": datetime.fromtimestamp(last, timezone.utc)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"),
-            }
-        )
-    return sorted(models, key=lambda m: (m["last_seen"], m["model"]), reverse=True)
+    return [
+        {
+            "model": row["model"],
+            "provider": row["provider"] or None,
+            "requests": row["requests"],
+            "last_seen": to_iso(datetime.fromtimestamp(row["last"], timezone.utc)),
+        }
+        for row in db.query(sql, [DAY_SECONDS, since - since % DAY_SECONDS])
+    ]
