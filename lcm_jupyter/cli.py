@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 DEMO_PROVIDER_KEY = "sk-lcm-demo-simulated"
@@ -323,27 +324,92 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_pricing(args: argparse.Namespace) -> int:
-    """Print the bundled price table with the database's overrides."""
+    """Print the price catalog with the database's overrides, or update the catalog."""
+    if args.action == "update":
+        return cmd_pricing_update(args)
+    from .core.catalog import Catalog
     from .core.pricing import PriceTable
     from .store.db import open_database
     from .store.pricing import load_overrides
 
-    db = open_database(_settings(args).db_path)
+    settings = _settings(args)
+    db = open_database(settings.db_path)
     try:
-        table = PriceTable.bundled().with_overrides(load_overrides(db))
+        table = PriceTable(Catalog.load(settings.price_catalog_file), load_overrides(db))
     finally:
         db.conn.close()
-    print(f"price table {table.version} (USD per 1M tokens)")
-    print(f"{'provider':10} {'model':28} {'input':>9} {'output':>9} {'cached':>9} {'cache-w':>9}")
-    for p in table.rows():
-        if args.provider and p.provider != args.provider:
+    print(f"prices {table.version} (USD per 1M tokens; * marks your overrides)")
+    print(f"{'provider':10} {'model':34} {'input':>9} {'output':>9} {'cached':>9} {'cache-w':>9}")
+    for card in table.rows():
+        if args.provider and card.provider != args.provider:
             continue
-        cached = "-" if p.cached_input is None else f"{p.cached_input}"
-        write = "-" if p.cache_write is None else f"{p.cache_write}"
-        mark = " *" if p.source == "override" else ""
-        prices = f"{p.input!s:>9} {p.output!s:>9} {cached:>9} {write:>9}"
-        print(f"{p.provider:10} {p.model:28} {prices}{mark}")
+        if args.model and not fnmatchcase(card.model, args.model):
+            continue
+        p = card.to_dict()
+        cells = [
+            p[k] if p[k] is not None else "-"
+            for k in ("input", "output", "cached_input", "cache_write")
+        ]
+        mark = " *" if card.source == "override" else ""
+        print(f"{card.provider:10} {card.model:34} " + " ".join(f"{c:>9}" for c in cells) + mark)
     return 0
+
+
+def cmd_pricing_update(args: argparse.Namespace) -> int:
+    """Fetch the maintained price data, store it for the server, and print what changed."""
+    from .core.catalog import Catalog, diff_catalogs, fetch_document
+
+    settings = _settings(args)
+    target = settings.price_catalog_file
+    if target is None:
+        print("error: no price_catalog_file is configured", file=sys.stderr)
+        return 1
+    source = args.source
+    try:
+        doc = fetch_document(source)
+    except (OSError, ValueError) as exc:
+        where = source or "the genai-prices repository"
+        print(
+            f"could not fetch prices from {where} ({exc}); the current prices stay in use "
+            f"({Catalog.load(target).version}).",
+            file=sys.stderr,
+        )
+        return 0 if args.offline_ok else 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_suffix(".tmp")
+    staged.write_text(json.dumps(doc), encoding="utf-8")
+    try:
+        new = Catalog.from_file(staged)
+    except ValueError as exc:
+        staged.unlink()
+        print(f"error: the fetched data is not a genai-prices catalog: {exc}", file=sys.stderr)
+        return 1
+    old = Catalog.load(target)
+    changes = diff_catalogs(old, new)
+    staged.replace(target)
+    print(f"stored {new.version} in {target} (was {old.version})")
+    if not changes:
+        print("no price changed")
+    for change in changes:
+        if change.before is None:
+            print(f"+ {change.provider}/{change.model}: {_fmt_prices(change.after)}")
+        elif change.after is None:
+            print(f"- {change.provider}/{change.model}")
+        else:
+            diff = {
+                k: (change.before.get(k), v)
+                for k, v in change.after.items()
+                if change.before.get(k) != v
+            }
+            gone = {k: (v, None) for k, v in change.before.items() if k not in change.after}
+            parts = [f"{k} {a or '-'} -> {b or '-'}" for k, (a, b) in {**diff, **gone}.items()]
+            print(f"~ {change.provider}/{change.model}: " + ", ".join(parts))
+    print("restart the Jupyter server to price with it")
+    return 0
+
+
+def _fmt_prices(prices: dict[str, str] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (prices or {}).items())
 
 
 # -- reconcile and report (through the REST API of a running server) --------------------------
@@ -492,9 +558,24 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=int)
     keys.set_defaults(func=cmd_keys)
 
-    pricing = sub.add_parser("pricing", help="show the price table")
+    pricing = sub.add_parser(
+        "pricing", help="show the prices in force, or update the price catalog"
+    )
+    pricing.add_argument("action", nargs="?", choices=["list", "update"], default="list")
     pricing.add_argument("--provider", choices=["openai", "anthropic", "google"])
+    pricing.add_argument("--model", default=None, help="only models matching this glob")
     pricing.add_argument("--db-path", default=None)
+    pricing.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="update from this URL or file (default: genai-prices' published data)",
+    )
+    pricing.add_argument(
+        "--offline-ok",
+        action="store_true",
+        help="exit 0 when the update cannot be fetched (the current prices stay)",
+    )
     pricing.set_defaults(func=cmd_pricing)
 
     reconcile = sub.add_parser("reconcile", help="rebuild budget counters from the log (server)")

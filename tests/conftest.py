@@ -107,6 +107,14 @@ def make_key(api, jp_asyncio_loop):
     return make
 
 
+async def until(predicate, timeout: float = 10.0):
+    """Poll `predicate` on the event loop until it is truthy; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 def logs(lcm, api):
     """Flush the log writer, then return the newest log rows (newest first)."""
@@ -127,23 +135,37 @@ async def settle():
     await asyncio.sleep(0.05)
 
 
-def expected_cost(model: str, *, uncached: int, cached: int = 0, cache_write: int = 0, out: int):
-    """The cost a call must be logged with, from the bundled prices, computed independently."""
-    from decimal import Decimal
+def expected_cost(
+    model: str,
+    *,
+    uncached: int,
+    cached: int = 0,
+    cache_write: int = 0,
+    out: int,
+    provider: str | None = None,
+    **units: int,
+):
+    """The cost a call must be logged with, from genai-prices' own calculator (not ours)."""
+    import warnings
 
-    from lcm_jupyter.core.pricing import PriceTable
+    import genai_prices
 
-    price = PriceTable.bundled().resolve(model)
-    assert price is not None, model
-    cached_price = price.cached_input if price.cached_input is not None else price.input
-    write_price = price.cache_write if price.cache_write is not None else price.input
-    total = (
-        Decimal(uncached) * price.input
-        + Decimal(cached) * cached_price
-        + Decimal(cache_write) * write_price
-        + Decimal(out) * price.output
-    ) / Decimal(1_000_000)
-    return float(total)
+    from lcm_jupyter.core.detect import provider_for_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(
+                input_tokens=uncached + cached + cache_write,
+                cache_read_tokens=cached,
+                cache_write_tokens=cache_write,
+                output_tokens=out,
+                **units,
+            ),
+            model,
+            provider_id=provider or provider_for_model(model),
+        )
+    return float(calc.total_price)
 
 
 def openai_via(base_url: str, key: str, route: str = "openai"):

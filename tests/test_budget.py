@@ -30,7 +30,8 @@ from lcm_jupyter.core.budget import (
     to_usd,
     webhook_payload,
 )
-from lcm_jupyter.core.pricing import ModelPrice, PriceTable
+from lcm_jupyter.core.catalog import default_table
+from lcm_jupyter.core.pricing import ModelPrice
 from lcm_jupyter.store.timeutil import to_iso
 
 D = Decimal
@@ -149,7 +150,7 @@ def test_to_units_rounds_half_up() -> None:
 
 
 def test_to_units_matches_cost_for() -> None:
-    table = PriceTable.bundled()
+    table = default_table()
     from lcm_jupyter.core.usage import Usage
 
     cost = table.cost("gpt-4o-mini", Usage(input_tokens=1117, output_tokens=46, cached_tokens=1024))
@@ -339,7 +340,7 @@ WEIRD_BODIES = [
 def test_estimate_never_raises(body) -> None:
     assert estimate_input_tokens(body) >= 0
     assert max_output_tokens(body, 77) >= 1
-    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    price = default_table().resolve("gpt-4o-mini")
     assert reservation_units(price, body, default_output_tokens=10, unpriced_units=5) >= 0
 
 
@@ -419,9 +420,12 @@ def test_max_output_tokens() -> None:
 
 
 def test_reservation_gpt_4o_mini_by_hand() -> None:
-    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    price = default_table().resolve("gpt-4o-mini")
     assert price is not None
-    assert (price.input, price.output) == (D("0.15"), D("0.60"))
+    assert (price.rate("input_tokens").base, price.rate("output_tokens").base) == (
+        D("0.15"),
+        D("0.60"),
+    )
     # 15 prompt tokens at $0.15/1M = 1,500 units each; 100 output at $0.60/1M = 6,000 each.
     units = reservation_units(price, CHAT_BODY, default_output_tokens=4096, unpriced_units=0)
     assert units == 15 * 1_500 + 100 * 6_000 == 622_500
@@ -433,20 +437,22 @@ def test_reservation_gpt_4o_mini_by_hand() -> None:
 
 
 def test_reservation_multiplies_output_by_choices() -> None:
-    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    price = default_table().resolve("gpt-4o-mini")
     body = {**CHAT_BODY, "n": 3}
     units = reservation_units(price, body, default_output_tokens=1, unpriced_units=0)
     assert units == 15 * 1_500 + 3 * 100 * 6_000
     gemini = {"contents": "abc", "generationConfig": {"maxOutputTokens": 10, "candidateCount": 2}}
-    price = PriceTable.bundled().resolve("gemini-2.0-flash")
+    price = default_table().resolve("gemini-2.0-flash")
     assert price is not None
-    expected = to_units((5 * price.input + 20 * price.output) / 10**6)
+    # gemini-2.0-flash has an audio input rate ($0.70): the worst case takes the dearest.
+    worst_in = price.rate("input_audio_tokens").base
+    expected = to_units((5 * worst_in + 20 * price.rate("output_tokens").base) / 10**6)
     assert reservation_units(price, gemini, default_output_tokens=1, unpriced_units=0) == expected
 
 
 def test_reservation_long_context_tier() -> None:
-    price = PriceTable.bundled().resolve("gemini-2.5-pro")
-    assert price is not None and price.long_context_threshold == 200_000
+    price = default_table().resolve("gemini-2.5-pro")
+    assert price is not None and price.long_context_threshold() == 200_000
 
     def body(chars: int) -> dict:
         return {"contents": "x" * chars, "generationConfig": {"maxOutputTokens": 1000}}
@@ -464,7 +470,7 @@ def test_reservation_long_context_tier() -> None:
 
 def test_reservation_unpriced_and_free() -> None:
     assert reservation_units(None, CHAT_BODY, default_output_tokens=10, unpriced_units=123) == 123
-    free = ModelPrice(model="local", provider="openai", input=D(0), output=D(0))
+    free = ModelPrice(model="local", provider="openai", input=D(0), output=D(0)).card()
     assert reservation_units(free, CHAT_BODY, default_output_tokens=10, unpriced_units=123) == 0
 
 

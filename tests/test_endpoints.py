@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lcm_jupyter.core.endpoints import (
+from lcm_jupyter.core.providers import (
+    COSTLY,
+    FREE,
+    METERED,
     Endpoint,
     classify,
     is_stream,
@@ -48,7 +51,12 @@ from lcm_jupyter.core.endpoints import (
         ("v1/messages/batches", Endpoint("v1/messages/batches", None, None, "anthropic")),
         (
             "v1/messages/batches/msgbatch_01/results",
-            Endpoint("v1/messages/batches/msgbatch_01/results", None, None, "anthropic"),
+            Endpoint(
+                "v1/messages/batches/msgbatch_01/results",
+                "anthropic.batch_results",
+                None,
+                "anthropic",
+            ),
         ),
         # Gemini.
         (
@@ -115,7 +123,53 @@ from lcm_jupyter.core.endpoints import (
     ],
 )
 def test_classify(path, expected):
-    assert classify(path) == expected
+    got = classify(path)
+    assert (got.name, got.wire, got.path_model, got.provider_hint) == (
+        expected.name,
+        expected.wire,
+        expected.path_model,
+        expected.provider_hint,
+    )
+    assert got.charge == (METERED if expected.wire else got.charge)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "wire", "charge"),
+    [
+        # Billed endpoints beyond text: images, speech, transcription, moderation (free).
+        ("POST", "v1/images/generations", "openai.images", METERED),
+        ("POST", "v1/images/edits", "openai.images", METERED),
+        ("POST", "v1/audio/speech", "openai.speech", METERED),
+        ("POST", "v1/audio/transcriptions", "openai.transcription", METERED),
+        ("POST", "v1/audio/translations", "openai.transcription", METERED),
+        ("POST", "v1/moderations", None, FREE),
+        # Work billed when its result is fetched.
+        ("GET", "v1/responses/resp_123", "openai.response_get", METERED),
+        ("GET", "v1/files/file-abc/content", "openai.batch_output", METERED),
+        ("GET", "v1/messages/batches/msgbatch_01/results", "anthropic.batch_results", METERED),
+        # Costs money, not metered: refused for budgeted keys unless allowed.
+        ("POST", "v1/batches", None, COSTLY),
+        ("POST", "v1/fine_tuning/jobs", None, COSTLY),
+        ("POST", "v1/vector_stores", None, COSTLY),
+        ("POST", "v1/messages/batches", None, COSTLY),
+        ("POST", "v1beta/models/imagen-4.0-generate-001:predict", None, COSTLY),
+        ("POST", "v1beta/models/gemini-2.5-flash:batchGenerateContent", None, COSTLY),
+        ("POST", "v1beta/cachedContents", None, COSTLY),
+        ("POST", "v1/unknown/thing", None, COSTLY),
+        # Free: reading state, counting tokens, uploads.
+        ("GET", "v1/batches/batch_1", None, FREE),
+        ("GET", "v1/models", None, FREE),
+        ("POST", "v1/messages/count_tokens", None, FREE),
+        ("POST", "v1beta/models/gemini-2.0-flash:countTokens", None, FREE),
+        ("POST", "v1/files", None, FREE),
+        ("POST", "v1/responses/input_tokens", None, FREE),
+        ("POST", "v1/batches/batch_1/cancel", None, FREE),
+        ("DELETE", "v1/responses/resp_1", None, FREE),
+    ],
+)
+def test_classify_charge(method, path, wire, charge):
+    got = classify(path, method)
+    assert (got.wire, got.charge) == (wire, charge)
 
 
 def test_is_stream():

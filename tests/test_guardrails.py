@@ -16,7 +16,8 @@ import pytest
 import tornado.web
 
 from lcm_jupyter.core.budget import reservation_units, to_units
-from lcm_jupyter.core.pricing import ModelPrice, PriceTable
+from lcm_jupyter.core.catalog import default_table
+from lcm_jupyter.core.pricing import ModelPrice
 
 from .conftest import PROVIDER_KEY, anthropic_via, openai_via
 
@@ -72,7 +73,7 @@ async def test_rate_limit_headers_and_429(base_url, make_key, logs, backend):
 
 async def test_concurrent_calls_cannot_overspend(base_url, make_key, logs, sim, lcm, api):
     body = _chat(0, max_tokens=100)
-    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    price = default_table().resolve("gpt-4o-mini")
     per_call = reservation_units(price, body, default_output_tokens=4096, unpriced_units=0)
     budget_usd = per_call * 10 / 10**10  # room for exactly 10 worst-case calls
     record = await make_key(monthly_budget_usd=budget_usd)
@@ -246,9 +247,12 @@ async def test_month_rollover_starts_a_fresh_budget(base_url, make_key, monkeypa
     with pytest.raises(openai.RateLimitError):  # this month is spent
         await client.chat.completions.create(**_chat(0, max_tokens=20))
     # A call made in the next month (its log row's timestamp) is charged to that month.
+    from datetime import datetime, timezone
+
     import lcm_jupyter.server.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "utc_now_iso", lambda: "2099-01-01T00:00:00.001Z")
+    next_month = datetime(2099, 1, 1, 0, 0, 0, 1000, tzinfo=timezone.utc)
+    monkeypatch.setattr(pipeline, "_now", lambda: next_month)
     resp = await client.chat.completions.create(**_chat(0, max_tokens=20))
     assert resp.choices
     state = await lcm.counters.budget(key_id=record["id"], month="2099-01")
@@ -273,7 +277,7 @@ async def test_webhook_receives_alerts(base_url, make_key, api, lcm, logs, jp_as
         )
         # Just room for the second call's worst case: its actual cost then takes the
         # spend from under 50% to over 80%.
-        price = PriceTable.bundled().resolve("gpt-4o-mini")
+        price = default_table().resolve("gpt-4o-mini")
         hold = reservation_units(price, _chat(0, 20), default_output_tokens=0, unpriced_units=0)
         budget = (to_units(cost) + hold) / 10**10
         assert to_units(cost) * 100 < 50 * to_units(budget) and 2 * cost >= 0.8 * budget

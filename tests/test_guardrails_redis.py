@@ -135,9 +135,9 @@ async def test_reservations_in_flight_survive_a_failover(
     base_url, make_key, lcm, redis_server, sim
 ):
     from lcm_jupyter.core.budget import reservation_units
-    from lcm_jupyter.core.pricing import PriceTable
+    from lcm_jupyter.core.catalog import default_table
 
-    price = PriceTable.bundled().resolve("gpt-4o-mini")
+    price = default_table().resolve("gpt-4o-mini")
     per_call = reservation_units(price, _chat(0), default_output_tokens=4096, unpriced_units=0)
     record = await make_key(monthly_budget_usd=per_call * 10 / 10**10)
     client = openai_via(base_url, record["key"])

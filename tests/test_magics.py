@@ -84,7 +84,7 @@ def test_the_magic_shows_status_keys_report_reconcile_and_alerts(server, ip, cap
     assert "calls logged today (" in out and f": {len(logs)}, $" in out
     assert "counters: in-memory (no Redis configured); budgets: hard" in out
     assert "database: " in out and "shared.sqlite3" in out
-    assert "price table: 2026-" in out
+    assert "price table: genai-prices-" in out
 
     table = ip("keys")
     assert table.rows == [

@@ -31,7 +31,7 @@ def _check_chat_row(row, usage, model):
     assert row["cost_usd"] == expected_cost(
         model, uncached=usage.prompt_tokens - cached, cached=cached, out=usage.completion_tokens
     )
-    assert row["pricing_version"].startswith("2026-")
+    assert row["pricing_version"].startswith("genai-prices-")
     assert row["unpriced"] is False
 
 

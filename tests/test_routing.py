@@ -6,12 +6,11 @@ import time
 
 import pytest
 
+from lcm_jupyter.core.catalog import default_table, facts_for
 from lcm_jupyter.core.classifier import Classification, classify_body
-from lcm_jupyter.core.pricing import PriceTable
 from lcm_jupyter.core.quality import QualityBoard
 from lcm_jupyter.core.routing import (
     DEFAULT_LADDER,
-    MODEL_LIMITS,
     RoutingDecision,
     apply_route,
     decide,
@@ -21,7 +20,7 @@ from lcm_jupyter.core.routing import (
     unroutable_reason,
 )
 
-PRICES = PriceTable.bundled()
+PRICES = default_table()
 SIMPLE = Classification("qa", "simple", 0.9, "short factual question", 12)
 COMPLEX = Classification("code", "complex", 0.95, "multi-step code task", 400)
 UNSURE = Classification("qa", "simple", 0.5, "ambiguous", 12)
@@ -162,7 +161,7 @@ def test_auto_keeps_simple_requests_below_the_confidence_floor():
         ("gpt-5-2025-08-07", "gpt-5-mini"),
         ("claude-sonnet-4-20250514", "claude-haiku-4-5"),
         ("claude-sonnet-4-5-20250929", "claude-haiku-4-5"),
-        ("claude-3-7-sonnet-latest", "claude-3-5-haiku"),
+        ("claude-3-7-sonnet-latest", "claude-3-5-haiku-latest"),
         ("gemini-2.5-pro-preview-05-06", "gemini-2.5-flash"),
         ("gemini-1.5-pro-002", "gemini-1.5-flash"),
         ("models/gemini-2.5-flash", "gemini-2.5-flash-lite"),
@@ -185,7 +184,8 @@ def test_dated_versions_route_by_their_family(model, target):
         ("gpt-5-nano", "no cheaper step below gpt-5-nano"),
         ("claude-haiku-4-5", "no cheaper step below claude-haiku-4-5"),
         ("my-finetune", "unknown model my-finetune: no cheaper step"),
-        ("gpt-4o-realtime-preview", "unknown model gpt-4o-realtime-preview: no cheaper step"),
+        ("gpt-4o-realtime-preview", "no cheaper step below gpt-4o-realtime-preview"),
+        ("my-own-model", "unknown model my-own-model: no cheaper step"),
     ],
 )
 def test_auto_keeps_models_without_a_ladder_step(model, reason):
@@ -239,7 +239,7 @@ def test_the_gate_is_asked_with_families():
     auto(
         "claude-sonnet-4-20250514", body, wire="anthropic.messages", gate=lambda *p: asked.append(p)
     )
-    assert asked == [("claude-sonnet-4", "claude-haiku-4-5")]
+    assert asked == [("claude-sonnet-4-0", "claude-haiku-4-5")]
 
 
 def test_the_gate_is_not_asked_for_requests_that_stay():
@@ -499,7 +499,7 @@ def test_auto_keeps_requests_the_target_cannot_serve():
     d = auto(
         "claude-3-7-sonnet", claude(thinking=THINK, max_tokens=4000), wire="anthropic.messages"
     )
-    assert not d.was_routed and d.reason == "claude-3-5-haiku has no extended thinking"
+    assert not d.was_routed and d.reason == "claude-3-5-haiku-latest has no extended thinking"
     d = auto("gpt-5.1", chat("gpt-5.1", reasoning_effort="none"))
     assert not d.was_routed and "reasoning effort 'none'" in d.reason
     big = Classification("qa", "simple", 0.9, "long but simple", 150_000)
@@ -507,13 +507,15 @@ def test_auto_keeps_requests_the_target_cannot_serve():
     assert not d.was_routed and "exceeds gpt-4o-mini's 128000" in d.reason
 
 
-def test_gemini_3_routes_to_flash_unless_it_asks_for_a_thinking_level():
+def test_gemini_3_routes_to_flash_with_its_thinking_level():
     assert (
         auto("gemini-3-pro-preview", gemini(), wire="google.generate").to_model
-        == "gemini-2.5-flash"
+        == "gemini-3-flash-preview"
     )
+    # Gemini 3 Flash takes thinkingLevel too; Gemini 2.5 Pro's step (2.5 Flash) does not.
     body = gemini(generationConfig={"thinkingConfig": {"thinkingLevel": "low"}})
-    assert not auto("gemini-3-pro-preview", body, wire="google.generate").was_routed
+    assert auto("gemini-3-pro-preview", body, wire="google.generate").was_routed
+    assert not auto("gemini-2.5-pro", body, wire="google.generate").was_routed
 
 
 # --- manual ---------------------------------------------------------------------------
@@ -721,9 +723,11 @@ def test_every_ladder_step_is_cheaper_and_stays_with_the_provider(source, target
     assert src is not None and dst is not None
     assert (src.model, dst.model) == (source, target)  # keyed by family ids
     assert src.provider == dst.provider
-    assert dst.input <= src.input and dst.output <= src.output
-    assert (dst.input, dst.output) != (src.input, src.output)
-    assert target in MODEL_LIMITS  # so target_serves can check it
+    src_in, src_out = src.rate("input_tokens").base, src.rate("output_tokens").base
+    dst_in, dst_out = dst.rate("input_tokens").base, dst.rate("output_tokens").base
+    assert dst_in <= src_in and dst_out <= src_out
+    assert (dst_in, dst_out) != (src_in, src_out)
+    assert facts_for(target) is not None  # so target_serves can check it
 
 
 def test_the_ladder_has_no_cycles():

@@ -8,7 +8,7 @@ import sqlite3
 
 import httpx
 
-from .conftest import PROVIDER_KEY, openai_via
+from .conftest import PROVIDER_KEY, openai_via, until
 
 
 async def test_keys_are_never_logged(base_url, make_key, logs, caplog, sim, lcm_config):
@@ -77,7 +77,7 @@ async def test_calls_in_flight_at_stop_finish_and_are_logged(base_url, make_key,
             return len([c async for c in resp.aiter_bytes()])
 
     calls = [asyncio.ensure_future(one()) for _ in range(5)]
-    await asyncio.sleep(0.15)  # all five are streaming now
+    await until(lambda: len(sim.requests) == 5)  # all five are streaming now
     await lcm.stop()
     sim.chunk_delay = 0
     assert all(n > 0 for n in await asyncio.gather(*calls))
@@ -102,7 +102,7 @@ async def test_calls_cancelled_by_a_stop_are_logged_with_a_status(base_url, make
                 )
 
     call = asyncio.ensure_future(one())
-    await asyncio.sleep(0.2)
+    await until(lambda: sim.requests)  # the provider has the call, and is slow to answer
     await lcm.pipeline.drain(timeout=0.05)  # what a stop does once its grace time is over
     assert await lcm.flush_logs()
     db = sqlite3.connect(lcm.settings.db_path)

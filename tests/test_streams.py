@@ -13,7 +13,7 @@ from lcm_jupyter.core.streams import (
     StreamMeter,
     ensure_stream_usage,
 )
-from lcm_jupyter.core.usage import Usage
+from lcm_jupyter.core.usage import Step, Usage
 
 # --- fixtures: streams as the providers send them ---------------------------------------------
 
@@ -195,7 +195,13 @@ GEMINI_CHUNKS = [
         "responseId": "x7ZJaPGxOMmB7M8Pj_TGuQI",
     },
 ]
-GEMINI_USAGE = Usage(input_tokens=11, output_tokens=112, cached_tokens=4, reasoning_tokens=100)
+GEMINI_USAGE = Usage(
+    input_tokens=11,
+    output_tokens=112,
+    cached_tokens=4,
+    reasoning_tokens=100,
+    extra={"input_tool_tokens": 2},
+)
 # alt=sse: Gemini ends its events with CRLF.
 GEMINI_SSE = sse(*("data: " + json.dumps(c) for c in GEMINI_CHUNKS), end="\r\n")
 # Without alt=sse: one pretty-printed JSON array, objects separated by "\r\n,".
@@ -400,12 +406,24 @@ def test_meter_skips_decoding_plain_deltas():
                 "output_tokens": 15,
                 "server_tool_use": {"web_search_requests": 1},
             },
-            ANTHROPIC_USAGE,
+            # One web search: two sampling steps, each judged for the long-context tier.
+            Usage(
+                input_tokens=2125,
+                output_tokens=15,
+                cached_tokens=2000,
+                cache_write_tokens=100,
+                extra={"web_searches": 1},
+                steps=(
+                    Step("message", None, 1063, 8, 1000, 50),
+                    Step("message", None, 1062, 7, 1000, 50),
+                ),
+            ),
         ),
-        # Server tools can raise the input count after message_start.
+        # Server tools can change the input counts after message_start: the delta's are final,
+        # an explicit 0 included.
         (
             {"input_tokens": 900, "cache_read_input_tokens": 0, "output_tokens": 40},
-            Usage(input_tokens=3000, output_tokens=40, cached_tokens=2000, cache_write_tokens=100),
+            Usage(input_tokens=1000, output_tokens=40, cached_tokens=0, cache_write_tokens=100),
         ),
         (
             {"output_tokens": 50, "output_tokens_details": {"thinking_tokens": 30}},

@@ -368,7 +368,7 @@ def test_pricing_table_lists_and_filters_the_prices_in_force(rest):
     pricing.model_filter.value = ""
     pricing.provider_filter.value = "google"
     shown = {cells[0]: cells[2:5] for cells in pricing.table.text()}
-    assert shown["gemini-1.5-pro"][2] == "$0.3125"
+    assert shown["gemini-pro-1.5"][2] == "$0.3125"
     google = [m for m in answer["models"] if m["provider"] == "google"]
     for m in google:
         values = (m["input"], m["output"], m["cached_input"])
@@ -376,7 +376,7 @@ def test_pricing_table_lists_and_filters_the_prices_in_force(rest):
     row = next(r for r in pricing.records if r["model"] == "gpt-4o-mini")
     source = answer["models"][[m["model"] for m in answer["models"]].index("gpt-4o-mini")]
     assert (row["input"], row["output"]) == (Decimal(source["input"]), Decimal(source["output"]))
-    assert row["source"] == "bundled" and pricing.reset_buttons == {}
+    assert row["source"] == "catalog" and pricing.reset_buttons == {}
 
 
 def test_editing_a_price_applies_to_the_next_call_and_reset_undoes_it(rest):
@@ -405,7 +405,7 @@ def test_editing_a_price_applies_to_the_next_call_and_reset_undoes_it(rest):
     assert logged["cost_usd"] == cost_at(usage, "0.5", "1.5")
 
     pricing.reset_buttons["gpt-4o-mini"].click()
-    assert "bundled" in pricing.messages.text and pricing.reset_buttons == {}
+    assert "catalog" in pricing.messages.text and pricing.reset_buttons == {}
     again = next(m for m in rest.pricing()["models"] if m["model"] == "gpt-4o-mini")
     assert again == bundled
     log_id, usage = chat(rest, key["key"], "gpt-4o-mini")

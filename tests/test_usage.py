@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lcm_jupyter.core.usage import Usage, response_model, usage_from_body, usage_from_event
+from lcm_jupyter.core.providers import response_model, usage_from_body, usage_from_event
+from lcm_jupyter.core.usage import Usage
 
 # Non-streamed bodies as the providers document them (abridged only where noted).
 CHAT_BODY = {
@@ -132,7 +133,13 @@ GEMINI_BODY = {
         (
             "google.generate",
             GEMINI_BODY,
-            Usage(input_tokens=3050, output_tokens=1120, cached_tokens=2048, reasoning_tokens=1000),
+            Usage(
+                input_tokens=3050,
+                output_tokens=1120,
+                cached_tokens=2048,
+                reasoning_tokens=1000,
+                extra={"input_tool_tokens": 50},
+            ),
         ),
     ],
 )
@@ -233,9 +240,10 @@ def test_anthropic_events_merge():
         input_tokens=14146, output_tokens=700, cached_tokens=10000, cache_write_tokens=2051
     )
     assert u.raw == {"output_tokens": 700}
-    # Zero input fields in a message_delta do not erase message_start's counts.
+    # A field a message_delta repeats replaces message_start's, an explicit 0 included
+    # (the delta's counts are the cumulative, final ones); absent fields are kept.
     zeros = {"type": "message_delta", "usage": {"input_tokens": 0, "output_tokens": 701}}
-    assert usage_from_event("anthropic.messages", zeros, u).input_tokens == 14146
+    assert usage_from_event("anthropic.messages", zeros, u).input_tokens == 10000 + 2051
     # A delta before any message_start still counts.
     alone = usage_from_event("anthropic.messages", delta, None)
     assert alone == Usage(output_tokens=700)

@@ -17,11 +17,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from .money import format_usd
-from .pricing import ModelPrice
+from .pricing import RateCard
 from .prompt import MEDIA_KEYS, MEDIA_TYPES
 
 MONEY_SCALE = 10**10
@@ -43,6 +43,7 @@ __all__ = [
     "to_units",
     "to_usd",
     "webhook_payload",
+    "worst_case_usd",
 ]
 
 # --- months -------------------------------------------------------------------------------
@@ -327,28 +328,104 @@ def _choices(body: Mapping | None) -> int:
     return min(max([v for v in found if v is not None] or [1]), _MAX_CHOICES)
 
 
+# Server-side tools a request may run, and how many calls of each a request is assumed
+# to make at most when it sets no limit (Anthropic's max_uses is honoured).
+_SERVER_TOOLS = (
+    ("web_search", "web_searches"),
+    ("google_search", "web_searches"),
+    ("googleSearch", "web_searches"),
+    ("file_search", "storage_searches"),
+)
+_ASSUMED_TOOL_CALLS = 10
+# Output tokens one generated image may take (gpt-image, high quality, largest size).
+_IMAGE_TOKENS = 6_300
+# Audio uploads: bytes per second at the lowest bitrate a provider accepts (8 kbit/s), so a
+# file's duration is at most its size over this; tokens per second of audio input.
+_AUDIO_BYTES_PER_SECOND = 1_000
+_AUDIO_TOKENS_PER_SECOND = 25
+
+
+def _tool_calls(body: Mapping) -> dict[str, int]:
+    """The server-tool calls a request may make, by catalog unit."""
+    tools = body.get("tools")
+    out: dict[str, int] = {}
+    if not isinstance(tools, list):
+        return out
+    for tool in tools:
+        if not isinstance(tool, Mapping):
+            continue
+        kind = str(tool.get("type") or "")
+        names = [kind, *(k for k in tool if isinstance(k, str))]
+        for name, unit in _SERVER_TOOLS:
+            if any(n.startswith(name) for n in names):
+                limit = _positive_int(tool.get("max_uses")) or _ASSUMED_TOOL_CALLS
+                out[unit] = out.get(unit, 0) + limit
+                break
+    return out
+
+
+def worst_case_usd(
+    card: RateCard,
+    body: Mapping | None,
+    *,
+    wire: str | None = None,
+    default_output_tokens: int,
+    raw_size: int = 0,
+) -> Decimal:
+    """The most a call can cost at `card`: prompt and output caps at the dearest rates that
+    may apply, plus the server-tool calls it may make."""
+    body = body if isinstance(body, Mapping) else {}
+    prompt = estimate_input_tokens(body)
+    output = max_output_tokens(body, default_output_tokens) * _choices(body)
+    extra = Decimal(0)
+    if wire == "openai.images":
+        output = _IMAGE_TOKENS * _choices(body)
+    elif wire == "openai.speech":
+        text = body.get("input")
+        chars = len(text) if isinstance(text, str) else 0
+        per_char = card.rate("input_characters")
+        if per_char is not None:
+            extra += per_char.base * chars / 1_000_000
+        prompt, output = -(-chars // CHARS_PER_TOKEN), 2 * chars
+    elif wire == "openai.transcription":
+        seconds = raw_size // _AUDIO_BYTES_PER_SECOND + 1
+        for unit in ("audio_seconds", "input_audio_seconds"):
+            rate = card.rate(unit)
+            if rate is not None:
+                extra += rate.base * seconds / 3600
+                break
+        prompt = seconds * _AUDIO_TOKENS_PER_SECOND
+    # Input at the dearest token rate (cache writes, audio) and output likewise: the
+    # request may write its whole prompt to the cache or ask for audio.
+    in_p = card.worst_rate("input", prompt)
+    out_p = card.worst_rate("output", prompt)
+    total = (prompt * in_p + max(output, 0) * out_p) / 1_000_000 + extra
+    for unit, calls in _tool_calls(body).items():
+        total += card.tool_fee(unit) * calls
+    return total
+
+
 def reservation_units(
-    price: ModelPrice | None,
+    card: RateCard | None,
     body: Mapping | None,
     *,
     default_output_tokens: int,
     unpriced_units: int,
+    wire: str | None = None,
+    raw_size: int = 0,
 ) -> int:
     """Worst-case cost of a call in counter units; `unpriced_units` when it has no price."""
-    if price is None:
+    if card is None:
         return unpriced_units
-    prompt = estimate_input_tokens(body)
-    output = max_output_tokens(body, default_output_tokens) * _choices(body)
-    threshold = price.long_context_threshold
-    # Same tier rule as cost_for: the whole call is billed long once the prompt exceeds it.
-    if threshold is not None and prompt > threshold:
-        in_p: Decimal = price.input_long  # type: ignore[assignment]
-        out_p: Decimal = price.output_long  # type: ignore[assignment]
-    else:
-        in_p, out_p = price.input, price.output
-    # Prices are per 1e6 tokens and units are 1e-10 USD: a net shift of 10 - 6 = 4 digits.
-    worst = (prompt * in_p + max(output, 0) * out_p).scaleb(_SCALE_EXP - 6)
-    return int(worst.to_integral_value(rounding=ROUND_HALF_UP))
+    worst = worst_case_usd(
+        card,
+        body,
+        wire=wire,
+        default_output_tokens=default_output_tokens,
+        raw_size=raw_size,
+    )
+    # Rounded up: a reservation must never fall short of the call's cost.
+    return int(worst.scaleb(_SCALE_EXP).to_integral_value(rounding=ROUND_CEILING))
 
 
 # --- thresholds and alert texts -----------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .endpoints import classify
+from .providers import classify
 
 __all__ = ["Detection", "detect_provider", "provider_for_model"]
 

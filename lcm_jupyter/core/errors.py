@@ -7,9 +7,11 @@ One class tree, one renderer. Each error knows its HTTP status and a short code;
     LCMError (500)
     ├── BadRequest (400)
     │   ├── InvalidJSON (400)
+    │   ├── ModelNotPriced (400)
     │   └── ProviderNotDetected (400)
     ├── AuthenticationFailed (401)
     ├── PermissionDenied (403)
+    │   └── EndpointNotMetered (403)
     ├── NotFound (404)
     ├── PayloadTooLarge (413)
     ├── RateLimited (429)
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+
+from .providers import ADAPTERS, Adapter
 
 
 class LCMError(Exception):
@@ -86,6 +90,12 @@ class PermissionDenied(LCMError):
     code = "permission_denied"
 
 
+class EndpointNotMetered(PermissionDenied):
+    """A budgeted key called an endpoint that costs money but is not metered here."""
+
+    code = "endpoint_not_metered"
+
+
 class NotFound(LCMError):
     """The resource does not exist."""
 
@@ -128,73 +138,11 @@ class UpstreamTimeout(LCMError):
     code = "upstream_timeout"
 
 
-# OpenAI's `type` and Anthropic's `error.type` by status.
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-}
-# google.rpc.Code names, as Gemini's `error.status`.
-_GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
 def error_payload(provider: str | None, err: LCMError, request_id: str = "") -> dict:
     """The error as a JSON object in `provider`'s shape (OpenAI's when unknown)."""
-    status = err.status
-    if provider == "anthropic":
-        return {
-            "type": "error",
-            "error": {
-                "type": _ANTHROPIC_TYPES.get(status, "api_error"),
-                "message": err.message,
-                "code": err.code,
-            },
-            "request_id": request_id,
-        }
-    if provider == "google":
-        return {
-            "error": {
-                "code": status,
-                "message": err.message,
-                "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": err.code.upper(),
-                        "domain": "lcm-jupyter",
-                    }
-                ],
-            }
-        }
-    return {
-        "error": {
-            "message": err.message,
-            "type": _OPENAI_TYPES.get(status, "server_error"),
-            "param": err.param,
-            "code": err.code,
-        }
-    }
+    return _adapter(provider).error_payload(
+        err.status, err.message, err.code, err.param, request_id
+    )
 
 
 def render_error(provider: str | None, err: LCMError, request_id: str = "") -> bytes:
@@ -207,7 +155,8 @@ def render_stream_error(provider: str | None, err: LCMError, request_id: str = "
 
     Each SDK raises when it reads this, instead of taking a cut stream as complete.
     """
-    payload = json.dumps(error_payload(provider, err, request_id))
-    if provider == "anthropic":
-        return f"event: error\ndata: {payload}\n\n".encode()
-    return f"data: {payload}\n\n".encode()
+    return _adapter(provider).stream_error(error_payload(provider, err, request_id))
+
+
+def _adapter(provider: str | None) -> Adapter:
+    return ADAPTERS.get(provider or "openai") or ADAPTERS["openai"]

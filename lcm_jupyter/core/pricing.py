@@ -1,19 +1,21 @@
-"""Pricing service: a dated price table and exact Decimal cost of one call.
+"""Exact cost of one call: compiled rate cards, and the table that finds a model's card.
 
-Prices are USD per million tokens, kept as `Decimal` end to end so a cost is
-exact (no float rounding creeps into budgets). A model the table cannot place
-is *unpriced* (`None`), never a silent 0: a free model has a real price of 0.
+A `RateCard` is what one model costs at one moment, compiled once: for each billed
+unit (input tokens, cache reads, audio input tokens, web searches, ...) its price,
+possibly tiered by the size of the prompt. Costs are `Decimal` end to end, so a cost
+is exact (no float rounding creeps into budgets). A model nobody prices is
+*unpriced* (`None`), never a silent 0: a free model has a real price of 0.
 
-Name resolution is deliberately conservative. After exact ids and aliases, a
-name only resolves to the longest family id it starts with at a `-` boundary
-when the rest of the name looks like a version tag (a date, a `-001`/`-0125`
-snapshot, `-latest`, `-preview`, a Gemma size). Anything else (`-realtime`,
-`-audio`, `-exp`, `claude-opus-4-6`, `gpt-6-ultra`) stays unpriced rather than
-being billed at a neighbouring family's price.
+Cards come from two places. The catalog (`core/catalog.py`, pydantic's maintained
+genai-prices dataset: price history, tiers, service tiers, cache reads and writes,
+audio, per-call tool fees) gives every known model; the user's overrides
+(`ModelPrice`, stored in `model_pricing`, set with `PUT lcm/api/pricing`) win over it.
 
-Not modelled (the `Usage` object does not carry them): Anthropic 1-hour cache
-writes (2x input; priced here as 5-minute writes, 1.25x), OpenAI Batch/Flex/
-Priority tiers, Gemini cache storage per hour, and audio-input rates.
+How a usage is split over the units mirrors genai-prices: every reported quantity
+is billed at its own unit's price when the card has one, else at the price of its
+nearest priced ancestor (audio input tokens at the input price when the model has no
+audio rate), so that the totals are never billed twice. A tier applies to every token
+of its unit once the prompt (`input_tokens`) exceeds the tier's start.
 """
 
 from __future__ import annotations
@@ -21,19 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import cache
-from importlib import resources
 from typing import Any
 
-from .usage import Usage
+from .usage import Step, Usage
 
-__all__ = ["ModelPrice", "PriceTable", "PricingError", "cost_for"]
+__all__ = [
+    "ModelPrice",
+    "PriceTable",
+    "PricingError",
+    "Rate",
+    "RateCard",
+]
 
 PROVIDERS = frozenset({"openai", "anthropic", "google"})
-SOURCES = frozenset({"bundled", "override"})
 
 _PRICE_FIELDS = (
     "input",
@@ -53,19 +59,15 @@ _META_FIELDS = frozenset(
 )
 _ALLOWED_FIELDS = _META_FIELDS | frozenset(_PRICE_FIELDS)
 
-_MILLION_EXP = -6  # prices are per 1e6 tokens; scaleb shifts the exponent exactly
-
-# Version-tag grammar for the prefix fallback. Dates appear as 20241022,
-# 2024-08-06, 05-20 (preview-05-20), 09-2025; snapshots as 001 or 0125.
-_DATE = r"(?:\d{4}-\d{2}-\d{2}|\d{2}-\d{2}|\d{2}-\d{4}|\d{8}|\d{3,4})"
-_TAG = rf"(?:{_DATE}|latest|preview|v\d+)"
-_SUFFIX_RE = re.compile(rf"{_TAG}(?:-{_TAG})*")
-# Gemma ids add sizes and tuning (gemma-3-27b-it, gemma-3n-e4b-it). Sizes are only
-# accepted for Gemma: elsewhere "-8b" names a different, cheaper model.
-_GEMMA_TAG = rf"(?:{_TAG}|\d+(?:\.\d+)?[bm]|e\d+b|it|pt)"
-_GEMMA_SUFFIX_RE = re.compile(rf"{_GEMMA_TAG}(?:-{_GEMMA_TAG})*")
-# OpenRouter spells Claude versions with dots (claude-3.5-sonnet, claude-sonnet-4.5).
-_CLAUDE_DOT_RE = re.compile(r"(?<=\d)\.(?=\d)")
+# The units an override prices, with genai-prices' dimensions (a test checks they agree).
+TOKENS_IN = (("direction", "input"), ("family", "tokens"))
+UNIT_DIMS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "input_tokens": TOKENS_IN,
+    "output_tokens": (("direction", "output"), ("family", "tokens")),
+    "cache_read_tokens": (*TOKENS_IN, ("token_type", "cache_read")),
+    "cache_write_tokens": (*TOKENS_IN, ("token_type", "cache_write")),
+}
+_TOKEN_PER = 1_000_000
 
 
 class PricingError(ValueError):
@@ -77,9 +79,182 @@ def _canonical(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+# --- rate cards ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """The price of one unit: a base price, and higher tiers by prompt size."""
+
+    base: Decimal
+    tiers: tuple[tuple[int, Decimal], ...] = ()
+    """(start, price), ascending: `price` applies once the prompt exceeds `start` tokens."""
+
+    def at(self, prompt_tokens: int) -> Decimal:
+        """The price for a call whose prompt has `prompt_tokens` tokens."""
+        for start, price in reversed(self.tiers):
+            if prompt_tokens > start:
+                return price
+        return self.base
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    key: str
+    per: int
+    rate: Rate
+    below: tuple[str, ...]
+    """Priced units more specific than this one: their counts are billed there, not here."""
+
+
+# Usage fields by catalog unit name.
+_CORE_UNITS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_tokens", "cached_tokens"),
+    ("cache_write_tokens", "cache_write_tokens"),
+    ("cache_write_1h_tokens", "cache_write_1h_tokens"),
+    ("output_reasoning_tokens", "reasoning_tokens"),
+)
+
+
+def _quantities(usage: Usage | Step) -> dict[str, int]:
+    """The usage as catalog unit -> quantity."""
+    out = {unit: getattr(usage, name, 0) for unit, name in _CORE_UNITS}
+    extra = getattr(usage, "extra", None)
+    if extra:
+        out.update(extra)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RateCard:
+    """What one model costs (at one moment, for one service tier), ready to apply."""
+
+    model: str
+    """The catalog's id for the model, or the override's name."""
+    provider: str
+    source: str
+    """"catalog" or "override"."""
+    units: tuple[_Unit, ...]
+    """Most specific first, so each unit's count can net out what is billed below it."""
+    context_window: int | None = None
+    notes: str | None = None
+    _by_key: dict[str, _Unit] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        model: str,
+        provider: str,
+        source: str,
+        prices: Iterable[tuple[str, int, Mapping[str, str] | Iterable[tuple[str, str]], Rate]],
+        context_window: int | None = None,
+        notes: str | None = None,
+    ) -> RateCard:
+        """A card from (unit, per, dimensions, rate) entries."""
+        entries = [
+            (key, per, frozenset(dict(dims).items()), rate) for key, per, dims, rate in prices
+        ]
+        units = []
+        for key, per, dims, rate in entries:
+            below = tuple(k for k, _, d, _ in entries if k != key and dims <= d)
+            units.append((len(dims), key, _Unit(key, per, rate, below)))
+        units.sort(key=lambda u: (-u[0], u[1]))
+        ordered = tuple(u for _, _, u in units)
+        card = cls(model, provider, source, ordered, context_window, notes)
+        card._by_key.update((u.key, u) for u in ordered)
+        return card
+
+    def rate(self, unit: str) -> Rate | None:
+        """The rate of one unit, if this card prices it directly."""
+        found = self._by_key.get(unit)
+        return found.rate if found is not None else None
+
+    def cost(self, usage: Usage | Step, *, prompt_tokens: int | None = None) -> Decimal:
+        """Exact USD cost of `usage` billed at this card (one sampling step's worth)."""
+        quantities = _quantities(usage)
+        if any(v < 0 for v in quantities.values()):
+            raise PricingError(f"negative quantity in {usage!r}")
+        tier_basis = usage.input_tokens if prompt_tokens is None else prompt_tokens
+        billed: dict[str, int] = {}
+        total = Decimal(0)
+        for unit in self.units:
+            if unit.key == "requests":
+                billed["requests"], count = 1, 1
+            else:
+                count = quantities.get(unit.key, 0) - sum(billed[k] for k in unit.below)
+                # A detail larger than its total (a provider's rounding): bill nothing twice.
+                count = max(count, 0)
+                billed[unit.key] = count
+            if count:
+                total += unit.rate.at(tier_basis) * count / unit.per
+        return total
+
+    def worst_rate(self, direction: str, prompt_tokens: int) -> Decimal:
+        """The highest per-token price of any input or output token unit at this prompt size."""
+        found = [
+            u.rate.at(prompt_tokens)
+            for u in self.units
+            if u.per == _TOKEN_PER and u.key.startswith(direction) and u.key.endswith("_tokens")
+        ]
+        return max(found, default=Decimal(0))
+
+    def tool_fee(self, unit: str) -> Decimal:
+        """Price of one server-side tool call of `unit` (web_searches ...), 0 when unpriced."""
+        found = self._by_key.get(unit)
+        return found.rate.base / found.per if found is not None else Decimal(0)
+
+    def long_context_threshold(self) -> int | None:
+        """The prompt size above which the input price changes, if it does."""
+        found = self._by_key.get("input_tokens")
+        return found.rate.tiers[0][0] if found is not None and found.rate.tiers else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe display form: the common prices by name, the rest under `other`."""
+
+        def price(key: str, tier: bool = False) -> str | None:
+            unit = self._by_key.get(key)
+            if unit is None:
+                return None
+            value = (unit.rate.tiers[0][1] if unit.rate.tiers else None) if tier else unit.rate.base
+            return None if value is None else _canonical(value * _TOKEN_PER / unit.per)
+
+        named = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+        out: dict[str, Any] = {
+            "model": self.model,
+            "provider": self.provider,
+            "input": price("input_tokens"),
+            "output": price("output_tokens"),
+            "cached_input": price("cache_read_tokens"),
+            "cache_write": price("cache_write_tokens"),
+            "long_context_threshold": self.long_context_threshold(),
+            "input_long": price("input_tokens", True),
+            "output_long": price("output_tokens", True),
+            "cached_input_long": price("cache_read_tokens", True),
+            "source": self.source,
+        }
+        other = {}
+        for unit in self.units:
+            if unit.key in named:
+                continue
+            per = {1_000_000: "per_million", 1000: "per_thousand", 3600: "per_hour"}.get(
+                unit.per, f"per_{unit.per}"
+            )
+            other[unit.key] = {"price": _canonical(unit.rate.base), "unit": per}
+        out["other"] = other
+        if self.context_window:
+            out["context_window"] = self.context_window
+        return out
+
+
+# --- overrides: the user's own prices ----------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """List prices of one model family, USD per million tokens."""
+    """A price the user sets for one model (an override), USD per million tokens."""
 
     model: str
     provider: str
@@ -91,7 +266,7 @@ class ModelPrice:
     input_long: Decimal | None = None
     output_long: Decimal | None = None
     cached_input_long: Decimal | None = None
-    source: str = "bundled"
+    source: str = "override"
 
     def __post_init__(self) -> None:
         # Validate here, not only in from_dict, so a hand-built price cannot
@@ -104,8 +279,6 @@ class ModelPrice:
                 f"{name}: unknown provider {self.provider!r} (expected one of "
                 f"{', '.join(sorted(PROVIDERS))})"
             )
-        if self.source not in SOURCES:
-            raise PricingError(f"{name}: source must be 'bundled' or 'override'")
         for key in _PRICE_FIELDS:
             value = getattr(self, key)
             if value is None:
@@ -178,6 +351,35 @@ class ModelPrice:
             **prices,  # type: ignore[arg-type]
         )
 
+    def card(self) -> RateCard:
+        """This price as a rate card."""
+        threshold = self.long_context_threshold
+
+        def rate(base: Decimal, long: Decimal | None) -> Rate:
+            if threshold is None or long is None:
+                return Rate(base)
+            return Rate(base, ((threshold, long),))
+
+        entries = [
+            ("input_tokens", rate(self.input, self.input_long)),
+            ("output_tokens", rate(self.output, self.output_long)),
+        ]
+        if self.cached_input is not None:
+            entries.append(("cache_read_tokens", rate(self.cached_input, self.cached_input_long)))
+        if self.cache_write is not None:
+            long_write = None
+            if threshold is not None and self.input_long is not None and self.input:
+                # Cache writes are a multiplier on the input rate (Anthropic: 1.25x), so
+                # they scale with the long input rate (3.75 -> 7.50 for Sonnet 4.x).
+                long_write = self.cache_write * self.input_long / self.input
+            entries.append(("cache_write_tokens", rate(self.cache_write, long_write)))
+        return RateCard.build(
+            model=self.model,
+            provider=self.provider,
+            source="override",
+            prices=[(k, _TOKEN_PER, UNIT_DIMS[k], r) for k, r in entries],
+        )
+
 
 def _parse_price(model: str, key: str, value: Any) -> Decimal | None:
     """Parse one price (str, int, Decimal or float) into a non-negative Decimal."""
@@ -216,247 +418,189 @@ def _parse_threshold(model: str, value: Any) -> int | None:
     return value
 
 
-def cost_for(price: ModelPrice, usage: Usage) -> Decimal:
-    """Exact USD cost of one call's usage at the given price."""
-    uncached = usage.uncached_input_tokens
-    cached = usage.cached_tokens
-    written = usage.cache_write_tokens
-    output = usage.output_tokens  # reasoning tokens are already inside output_tokens
-    if min(usage.input_tokens, output, cached, written) < 0:
-        raise PricingError(f"negative token count in {usage!r}")
-    threshold = price.long_context_threshold
-    # Google and Anthropic bill the whole call at the long rates once the prompt
-    # (cached and cache-write tokens included) exceeds the threshold.
-    if threshold is not None and usage.input_tokens > threshold:
-        in_p: Decimal = price.input_long  # type: ignore[assignment]
-        out_p: Decimal = price.output_long  # type: ignore[assignment]
-        cached_p = price.cached_input_long if price.cached_input is not None else in_p
-        if price.cache_write is None:
-            write_p = in_p
-        elif price.input:
-            # Cache writes are a multiplier on the input rate (Anthropic: 1.25x), so
-            # they scale with the long input rate (3.75 -> 7.50 for Sonnet 4.x).
-            write_p = price.cache_write * in_p / price.input
-        else:
-            write_p = price.cache_write
-    else:
-        in_p = price.input
-        out_p = price.output
-        cached_p = price.cached_input
-        write_p = price.cache_write
-        if cached_p is None:
-            cached_p = in_p
-        if write_p is None:
-            write_p = in_p
-    total = uncached * in_p + output * out_p
-    if cached:
-        total += cached * cached_p  # type: ignore[operator]
-    if written:
-        total += written * write_p
-    return total.scaleb(_MILLION_EXP)
-
-
 def _overrides_digest(overrides: Mapping[str, ModelPrice]) -> str:
     """First 8 hex of a SHA-256 over the overrides, independent of their order."""
     entries = []
     for name in sorted(overrides):
         entry = overrides[name].to_dict()
-        entry.pop("source", None)  # all overrides; the figures are what matter
+        entry.pop("source", None)
         entries.append(entry)
     blob = json.dumps(entries, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:8]
 
 
-_MISS = object()
+# --- the table ------------------------------------------------------------------------------
+
+
+class CardSource:
+    """Where cards for models nobody overrode come from (the catalog); none by default."""
+
+    version = "none"
+
+    def card(
+        self, model: str, provider: str | None, at: datetime | None, context: tuple
+    ) -> RateCard | None:
+        """The card of `model` as served by `provider` at `at`, or None if unknown."""
+        return None
+
+    def cards(self, at: datetime | None = None) -> list[RateCard]:
+        """Every model's card, for listing."""
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """The cost of one call, with the parts worth showing on their own."""
+
+    cost: Decimal
+    tool_fees: Decimal
+    card: RateCard
+
+
+_MEMO_LIMIT = 4096
 
 
 class PriceTable:
-    """An immutable, dated set of model prices with memoized name resolution."""
+    """The catalog with the user's overrides on top; resolution memoized per model and day."""
 
-    # The memo is keyed by caller-supplied model names; cap it so a client
-    # sending endless distinct names cannot grow memory without bound.
-    _MEMO_LIMIT = 4096
-
-    __slots__ = ("_aliases", "_base_version", "_index", "_memo", "_overrides", "_prices", "version")
+    __slots__ = ("_catalog", "_memo", "_overrides", "version")
 
     def __init__(
-        self,
-        version: str,
-        prices: Iterable[ModelPrice],
-        aliases: Mapping[str, str] | None = None,
-        *,
-        _base_version: str | None = None,
-        _overrides: Mapping[str, ModelPrice] | None = None,
+        self, catalog: CardSource | None = None, overrides: Iterable[ModelPrice] = ()
     ) -> None:
-        """Build a table; aliases map extra names to family ids in `prices`."""
-        self.version = version
-        self._base_version = _base_version or version
-        self._overrides: dict[str, ModelPrice] = dict(_overrides or {})
-        self._prices: dict[str, ModelPrice] = {}
-        for price in prices:
-            key = price.model.strip().lower()
-            if key in self._prices:
-                raise PricingError(f"duplicate model {key!r} in price table {version}")
-            self._prices[key] = price
-        self._aliases: dict[str, str] = {}
-        for alias, target in (aliases or {}).items():
-            alias_key, target_key = alias.strip().lower(), target.strip().lower()
-            if target_key not in self._prices:
-                raise PricingError(f"alias {alias!r} points to unknown model {target!r}")
-            if alias_key in self._prices:
-                # A real entry of that name (e.g. an override) wins over the alias.
-                continue
-            self._aliases[alias_key] = target_key
-        self._index: dict[str, ModelPrice] = dict(self._prices)
-        for alias_key, target_key in self._aliases.items():
-            self._index[alias_key] = self._prices[target_key]
-        self._memo: dict[str, ModelPrice | None] = {}
-
-    def __repr__(self) -> str:
-        return f"PriceTable(version={self.version!r}, models={len(self._prices)})"
-
-    def __len__(self) -> int:
-        return len(self._prices)
-
-    @classmethod
-    def bundled(cls) -> PriceTable:
-        """The price table shipped with the package (loaded once)."""
-        return _load_bundled()
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "bundled") -> PriceTable:
-        """Parse a price table document (the prices.json format)."""
-        # parse_float=Decimal keeps even unquoted numbers exact.
-        try:
-            doc = json.loads(text, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            raise PricingError(f"price table is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise PricingError("price table must be a JSON object")
-        version = doc.get("version")
-        if not isinstance(version, str) or not version:
-            raise PricingError("price table needs a 'version' string")
-        if doc.get("currency") != "USD":
-            raise PricingError(f"price table currency must be USD, got {doc.get('currency')!r}")
-        if doc.get("unit") != "per_million_tokens":
-            raise PricingError(
-                f"price table unit must be per_million_tokens, got {doc.get('unit')!r}"
-            )
-        entries = doc.get("models")
-        if not isinstance(entries, list):
-            raise PricingError("price table needs a 'models' list")
-        prices = []
-        aliases: dict[str, str] = {}
-        for entry in entries:
-            price = ModelPrice.from_dict(entry, source=source)
-            prices.append(price)
-            entry_aliases = entry.get("aliases") or []
-            if not isinstance(entry_aliases, list) or not all(
-                isinstance(a, str) and a.strip() for a in entry_aliases
-            ):
-                raise PricingError(f"{price.model}: aliases must be a list of non-empty strings")
-            for alias in entry_aliases:
-                key = alias.strip().lower()
-                if key in aliases:
-                    raise PricingError(f"alias {key!r} listed twice in price table {version}")
-                aliases[key] = price.model
-        collisions = sorted(set(aliases) & {p.model for p in prices})
-        if collisions:
-            raise PricingError(f"aliases shadow model ids: {', '.join(collisions)}")
-        return cls(version, prices, aliases)
-
-    def with_overrides(self, overrides: Iterable[ModelPrice]) -> PriceTable:
-        """A new table where `overrides` replace or add models; version records them."""
-        merged = dict(self._overrides)
+        self._catalog = catalog or CardSource()
+        self._overrides: dict[str, ModelPrice] = {}
         for price in overrides:
             if not isinstance(price, ModelPrice):
                 raise PricingError(
                     f"overrides must be ModelPrice objects, got {type(price).__name__}"
                 )
-            merged[price.model.strip().lower()] = price  # later entries win
-        if not merged:
-            return self
-        prices = dict(self._prices)
-        prices.update(merged)
-        version = f"{self._base_version}+{_overrides_digest(merged)}"
-        return PriceTable(
-            version,
-            prices.values(),
-            self._aliases,
-            _base_version=self._base_version,
-            _overrides=merged,
-        )
+            self._overrides[price.model.strip().lower()] = price  # later entries win
+        base = self._catalog.version
+        self.version = f"{base}+{_overrides_digest(self._overrides)}" if self._overrides else base
+        # The cache keys are caller-supplied model names: bounded, so a client sending
+        # endless distinct names cannot grow memory.
+        self._memo: dict[tuple, RateCard | None] = {}
 
-    def resolve(self, model: str) -> ModelPrice | None:
-        """The price of the family `model` belongs to, or None if unknown."""
-        hit = self._memo.get(model, _MISS)
+    def __repr__(self) -> str:
+        return f"PriceTable(version={self.version!r}, overrides={len(self._overrides)})"
+
+    @property
+    def catalog(self) -> CardSource:
+        """Where prices not overridden come from."""
+        return self._catalog
+
+    def with_overrides(self, overrides: Iterable[ModelPrice]) -> PriceTable:
+        """A new table where `overrides` replace or add models (on top of the current ones)."""
+        return PriceTable(self._catalog, [*self._overrides.values(), *overrides])
+
+    def overrides(self) -> list[ModelPrice]:
+        """The user's prices, sorted by provider then model."""
+        return sorted(self._overrides.values(), key=lambda p: (p.provider, p.model))
+
+    def resolve(
+        self,
+        model: str | None,
+        provider: str | None = None,
+        *,
+        at: datetime | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> RateCard | None:
+        """The card that prices `model` (served by `provider`, at `at`), or None if unpriced."""
+        if not isinstance(model, str) or not model.strip():
+            return None
+        ctx = tuple(sorted(context.items())) if context else ()
+        day = at.date() if at is not None else None
+        memo_key = (model, provider, day, ctx)
+        hit = self._memo.get(memo_key, _MISS)
         if hit is not _MISS:
             return hit  # type: ignore[return-value]
-        if not isinstance(model, str):
-            return None
-        found = self._resolve_uncached(model)
-        if len(self._memo) >= self._MEMO_LIMIT:
+        found = self._resolve(model, provider, at, ctx)
+        if len(self._memo) >= _MEMO_LIMIT:
             self._memo.clear()
-        self._memo[model] = found
+        self._memo[memo_key] = found
         return found
 
-    def _resolve_uncached(self, model: str) -> ModelPrice | None:
-        """Resolution without the memo: exact, alias, normalized, then version-tag prefix."""
+    def _resolve(
+        self, model: str, provider: str | None, at: datetime | None, ctx: tuple
+    ) -> RateCard | None:
         name = model.strip().lower()
-        if not name:
-            return None
-        # Exact first, so override ids containing '/' or '@' still match verbatim.
-        found = self._index.get(name)
-        if found is not None:
-            return found
-        # models/gemini-2.5-pro, openai/gpt-4o, publishers/google/models/... -> last segment.
-        name = name.rsplit("/", 1)[-1]
-        # Vertex AI writes versions with '@' (claude-sonnet-4@20250514).
-        name = name.replace("@", "-")
-        if name.startswith("claude"):
-            name = _CLAUDE_DOT_RE.sub("-", name)
-        found = self._index.get(name)
-        if found is not None:
-            return found
-        return self._resolve_prefix(name)
+        override = self._override(name) or self._override(_last_segment(name))
+        if override is not None:
+            return override.card()
+        return self._catalog.card(name, provider, at, ctx)
 
-    def _resolve_prefix(self, name: str) -> ModelPrice | None:
-        """Longest known id that `name` extends at a '-' with only a version tag."""
+    def _override(self, name: str) -> ModelPrice | None:
+        """The override named `name`, or one `name` extends with a date or version tag."""
+        found = self._overrides.get(name)
+        if found is not None or not self._overrides:
+            return found
         cut = name.rfind("-")
         while cut > 0:
-            head = name[:cut]
-            found = self._index.get(head)
+            found = self._overrides.get(name[:cut])
             if found is not None:
-                tail = name[cut + 1 :]
-                grammar = _GEMMA_SUFFIX_RE if head.startswith("gemma") else _SUFFIX_RE
-                # Only the longest match counts: a shorter family would be a
-                # different model (gpt-4o for gpt-4o-mini-realtime...).
-                return found if grammar.fullmatch(tail) else None
+                return found if _VERSION_TAIL.fullmatch(name[cut + 1 :]) else None
             cut = name.rfind("-", 0, cut)
         return None
 
-    def cost(self, model: str, usage: Usage) -> Decimal | None:
-        """Exact USD cost of a call, or None when the model is unpriced."""
-        price = self.resolve(model)
-        if price is None:
+    def is_known(self, model: str, provider: str | None = None) -> bool:
+        """Whether `model` resolves to a price."""
+        return self.resolve(model, provider) is not None
+
+    def price(
+        self,
+        usage: Usage,
+        model: str | None,
+        provider: str | None = None,
+        *,
+        at: datetime | None = None,
+        batch: bool = False,
+        step_card: Callable[[str], RateCard | None] | None = None,
+    ) -> Priced | None:
+        """The exact cost of a call's usage, or None when its model is unpriced."""
+        context: dict[str, str] = {}
+        if usage.service_tier:
+            context["service_tier"] = usage.service_tier
+        if batch:
+            context["processing"] = "batch"
+        card = self.resolve(model, provider, at=at, context=context)
+        if card is None:
             return None
-        return cost_for(price, usage)
+        tools = Decimal(0)
+        for unit, n in usage.tool_calls.items():
+            tools += card.tool_fee(unit) * n
+        if not usage.steps:
+            return Priced(card.cost(usage), tools, card)
+        # Each step at its own model's card and tier; tool fees once, at the call's card.
+        total = tools
+        for step in usage.steps:
+            step_card_ = card
+            if step.model:
+                step_card_ = self.resolve(step.model, provider, at=at, context=context)
+                if step_card_ is None:
+                    return None
+            total += step_card_.cost(step)
+        return Priced(total, tools, card)
 
-    def rows(self) -> list[ModelPrice]:
-        """All model prices sorted by provider, then model."""
-        return sorted(self._prices.values(), key=lambda p: (p.provider, p.model))
+    def cost(self, model: str, usage: Usage, provider: str | None = None) -> Decimal | None:
+        """Exact USD cost of a call, or None when the model is unpriced."""
+        priced = self.price(usage, model, provider)
+        return None if priced is None else priced.cost
 
-    def is_known(self, model: str) -> bool:
-        """Whether `model` resolves to a priced family."""
-        return self.resolve(model) is not None
+    def rows(self, at: datetime | None = None) -> list[RateCard]:
+        """Every card (catalog then overrides replacing theirs), by provider then model."""
+        cards = {(c.provider, c.model): c for c in self._catalog.cards(at)}
+        for price in self._overrides.values():
+            cards[(price.provider, price.model)] = price.card()
+        return sorted(cards.values(), key=lambda c: (c.provider, c.model))
 
-    def aliases(self) -> dict[str, str]:
-        """Alias -> family id map (a copy)."""
-        return dict(self._aliases)
+
+_MISS = object()
+# What a dated or versioned id adds to its family's name: 20241022, 2024-08-06, 001, latest.
+_TAG = r"(?:\d{4}-\d{2}-\d{2}|\d{2}-\d{2}|\d{8}|\d{3,4}|latest|preview|v\d+)"
+_VERSION_TAIL = re.compile(rf"{_TAG}(?:-{_TAG})*")
 
 
-@cache
-def _load_bundled() -> PriceTable:
-    """Read and validate the bundled prices.json once per process."""
-    text = resources.files(__package__).joinpath("prices.json").read_text(encoding="utf-8")
-    return PriceTable.from_json(text, source="bundled")
+def _last_segment(name: str) -> str:
+    """models/gemini-2.5-pro, openai/gpt-4o -> the bare id."""
+    return name.rsplit("/", 1)[-1]

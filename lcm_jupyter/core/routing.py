@@ -17,10 +17,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from types import MappingProxyType
 from typing import Any
 
 from .budget import _generation_config, max_output_tokens
+from .catalog import ModelFacts, default_table, facts_for, ladder
 from .classifier import Classification, classify_body
 from .detect import provider_for_model
 from .pricing import PriceTable
@@ -29,8 +29,6 @@ from .prompt import prompt_view
 __all__ = [
     "DEFAULT_LADDER",
     "GENERATION_WIRES",
-    "MODEL_LIMITS",
-    "ModelLimits",
     "RoutingDecision",
     "apply_route",
     "decide",
@@ -53,107 +51,8 @@ GENERATION_WIRES = frozenset(
 )
 _GOOGLE_WIRES = frozenset({"google.generate", "google.stream"})
 
-DEFAULT_LADDER: Mapping[str, str] = MappingProxyType(
-    {
-        # OpenAI: the next smaller size of the same series.
-        "gpt-5": "gpt-5-mini",
-        "gpt-5-mini": "gpt-5-nano",
-        "gpt-5.1": "gpt-5-mini",  # there is no gpt-5.1-mini
-        "gpt-5-pro": "gpt-5",
-        "gpt-4.1": "gpt-4.1-mini",
-        "gpt-4.1-mini": "gpt-4.1-nano",
-        "gpt-4o": "gpt-4o-mini",
-        "gpt-4o-2024-05-13": "gpt-4o-mini",
-        "chatgpt-4o-latest": "gpt-4o-mini",
-        "gpt-4-turbo": "gpt-4o-mini",
-        "gpt-4": "gpt-4o-mini",
-        "o1": "o4-mini",
-        "o3": "o4-mini",
-        "o1-pro": "o1",
-        "o3-pro": "o3",
-        # Anthropic: Opus -> Sonnet -> Haiku of the same generation. Every Opus 4.x steps to
-        # Sonnet 4.5: same price as Sonnet 4 and at least as good.
-        "claude-opus-4-5": "claude-sonnet-4-5",
-        "claude-opus-4-1": "claude-sonnet-4-5",
-        "claude-opus-4": "claude-sonnet-4-5",
-        "claude-sonnet-4-5": "claude-haiku-4-5",
-        "claude-sonnet-4": "claude-haiku-4-5",
-        "claude-3-7-sonnet": "claude-3-5-haiku",
-        "claude-3-5-sonnet": "claude-3-5-haiku",
-        # Google: Pro -> Flash -> Flash-Lite.
-        "gemini-3-pro-preview": "gemini-2.5-flash",  # no Gemini 3 Flash in the price table
-        "gemini-2.5-pro": "gemini-2.5-flash",
-        "gemini-2.5-flash": "gemini-2.5-flash-lite",
-        "gemini-2.0-flash": "gemini-2.0-flash-lite",
-        "gemini-1.5-pro": "gemini-1.5-flash",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelLimits:
-    """What a model family accepts: the limits a routed request must still fit."""
-
-    context: int
-    """Prompt plus output tokens."""
-    max_output: int
-    efforts: frozenset[str] = frozenset()
-    """OpenAI-style ``reasoning_effort`` values accepted; empty: the parameter is refused."""
-    sampling: bool = True
-    """Whether temperature/top_p/penalties/logprobs are accepted (OpenAI reasoning models: no)."""
-    thinking: str | None = None
-    """Claude/Gemini thinking: "budget" (budget_tokens/thinkingBudget), "level" (Gemini 3
-    thinkingLevel, budgets too), None (refused)."""
-
-
-_GPT5 = frozenset({"minimal", "low", "medium", "high"})
-_O_SERIES = frozenset({"low", "medium", "high"})
-# Gemini's OpenAI-compatible endpoint maps reasoning_effort onto thinking budgets.
-_GEMINI_25 = frozenset({"none", "low", "medium", "high"})
-
-MODEL_LIMITS: Mapping[str, ModelLimits] = MappingProxyType(
-    {
-        "gpt-5": ModelLimits(400_000, 128_000, _GPT5, sampling=False),
-        "gpt-5-mini": ModelLimits(400_000, 128_000, _GPT5, sampling=False),
-        "gpt-5-nano": ModelLimits(400_000, 128_000, _GPT5, sampling=False),
-        "gpt-5.1": ModelLimits(400_000, 128_000, frozenset({"none", *_O_SERIES}), sampling=False),
-        "gpt-5-pro": ModelLimits(400_000, 272_000, frozenset({"high"}), sampling=False),
-        "gpt-4.1": ModelLimits(1_047_576, 32_768),
-        "gpt-4.1-mini": ModelLimits(1_047_576, 32_768),
-        "gpt-4.1-nano": ModelLimits(1_047_576, 32_768),
-        "gpt-4o": ModelLimits(128_000, 16_384),
-        "gpt-4o-2024-05-13": ModelLimits(128_000, 4_096),
-        "chatgpt-4o-latest": ModelLimits(128_000, 16_384),
-        "gpt-4o-mini": ModelLimits(128_000, 16_384),
-        "gpt-4-turbo": ModelLimits(128_000, 4_096),
-        "gpt-4": ModelLimits(8_192, 8_192),
-        "o1": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "o1-pro": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "o3": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "o3-pro": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "o3-mini": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "o4-mini": ModelLimits(200_000, 100_000, _O_SERIES, sampling=False),
-        "claude-opus-4-5": ModelLimits(200_000, 64_000, thinking="budget"),
-        "claude-opus-4-1": ModelLimits(200_000, 32_000, thinking="budget"),
-        "claude-opus-4": ModelLimits(200_000, 32_000, thinking="budget"),
-        "claude-sonnet-4-5": ModelLimits(200_000, 64_000, thinking="budget"),
-        "claude-sonnet-4": ModelLimits(200_000, 64_000, thinking="budget"),
-        "claude-3-7-sonnet": ModelLimits(200_000, 64_000, thinking="budget"),
-        "claude-3-5-sonnet": ModelLimits(200_000, 8_192),
-        "claude-haiku-4-5": ModelLimits(200_000, 64_000, thinking="budget"),
-        "claude-3-5-haiku": ModelLimits(200_000, 8_192),
-        "gemini-3-pro-preview": ModelLimits(
-            1_048_576, 65_536, frozenset({"low", "high"}), thinking="level"
-        ),
-        "gemini-2.5-pro": ModelLimits(1_048_576, 65_536, _O_SERIES, thinking="budget"),
-        "gemini-2.5-flash": ModelLimits(1_048_576, 65_536, _GEMINI_25, thinking="budget"),
-        "gemini-2.5-flash-lite": ModelLimits(1_048_576, 65_536, _GEMINI_25, thinking="budget"),
-        "gemini-2.0-flash": ModelLimits(1_048_576, 8_192),
-        "gemini-2.0-flash-lite": ModelLimits(1_048_576, 8_192),
-        "gemini-1.5-pro": ModelLimits(2_097_152, 8_192),
-        "gemini-1.5-flash": ModelLimits(1_048_576, 8_192),
-    }
-)
+DEFAULT_LADDER: Mapping[str, str] = ladder()
+"""Catalog model id -> the cheaper sibling a simple request may go to (core/models.json)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +303,7 @@ def estimate_prompt_tokens(body: Mapping | None) -> int:
 
 def _family(model: str, prices: PriceTable | None) -> str:
     """The price-table family id of a model, else its bare lower-cased name."""
-    table = prices if prices is not None else PriceTable.bundled()
+    table = prices if prices is not None else default_table()
     found = table.resolve(model)
     if found is not None:
         return found.model
@@ -422,7 +321,7 @@ def _effort(wire: str | None, body: Mapping) -> tuple[bool, Any]:
     return reasoning is not None, None
 
 
-def _thinking_problem(to: str, limits: ModelLimits, wire: str | None, body: Mapping) -> str | None:
+def _thinking_problem(to: str, limits: ModelFacts, wire: str | None, body: Mapping) -> str | None:
     """Claude `thinking` or Gemini `thinkingConfig` the target does not support."""
     if wire == "anthropic.messages":
         thinking = body.get("thinking")
@@ -453,7 +352,7 @@ def target_serves(
     if not isinstance(body, Mapping):
         return None
     to = _family(to_model, prices)
-    limits = MODEL_LIMITS.get(to)
+    limits = facts_for(to)
     if limits is None:
         return None
     try:

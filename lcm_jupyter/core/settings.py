@@ -50,6 +50,10 @@ class Settings:
     quality_min_ratings: int = 20
     # IANA name; the days of analytics are calendar days there.
     analytics_timezone: str = "UTC"
+    # Endpoint names (globs) a key with a budget may call although nothing meters them.
+    unmetered_endpoints: tuple[str, ...] = ()
+    # Where `jupyter lcm pricing update` stores a newer price catalog (None: bundled only).
+    price_catalog_file: Path | None = None
 
     def __post_init__(self) -> None:
         missing = [p for p in PROVIDERS if not self.base_urls.get(p)]

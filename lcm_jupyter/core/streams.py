@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .usage import Usage, response_model, usage_from_event
+from .providers import for_wire, response_model, usage_from_event
+from .usage import Usage
 
 __all__ = [
     "JSONArrayParser",
@@ -258,23 +259,6 @@ def ensure_stream_usage(wire: str, body: dict) -> bool:
     return True
 
 
-# Per wire: byte strings whose presence means an event may carry usage, a final status or
-# an error, so it is worth decoding. Everything else (text deltas) is only counted.
-_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "openai.chat": (b'"error"',),
-    "openai.completions": (b'"error"',),
-    "openai.embeddings": (b'"error"', b'"usage"'),
-    "openai.responses": (
-        b"response.completed",
-        b"response.incomplete",
-        b"response.failed",
-        b"response.created",
-        b'"error"',
-    ),
-    "anthropic.messages": (b"message_start", b"message_delta", b'"error"'),
-    "google.stream": (b'"error"', b'"usageMetadata"', b'"usage_metadata"'),
-    "google.generate": (b'"error"', b'"usageMetadata"', b'"usage_metadata"'),
-}
 # Usage as a JSON object (OpenAI sends "usage": null in every chunk once usage is on).
 _USAGE_OBJECT = {
     "openai.chat": re.compile(rb'"usage"\s*:\s*\{'),
@@ -309,6 +293,7 @@ class StreamMeter:
         "error",
         "malformed",
         "model",
+        "response_id",
         "usage",
         "wire",
     )
@@ -317,6 +302,8 @@ class StreamMeter:
         self.wire = wire
         self.usage: Usage | None = None
         self.model: str | None = None
+        self.response_id: str | None = None
+        """The id of the Responses object the stream is about, once an event names it."""
         self.error: dict | None = None
         self.chunks = 0
         """Events (SSE) or objects (JSON array) seen so far."""
@@ -330,7 +317,10 @@ class StreamMeter:
             self._split = self._sse.blocks
         # Stripping needs whole events, so it is only for the SSE wires that have the chunk.
         self._strip = strip_usage_chunk and self._sse is not None and wire in _USAGE_ON
-        self._markers = _MARKERS.get(wire, (b'"error"', b'"usage"'))
+        reader = for_wire(wire)
+        # Byte strings whose presence means an event may carry usage, a final status or
+        # an error, so it is worth decoding. Everything else (text deltas) is only counted.
+        self._markers = reader.stream_markers(wire) if reader else (b'"error"', b'"usage"')
         self._usage_object = _USAGE_OBJECT.get(wire)
         self._model_key = _MODEL_KEY.get(wire)
         # Gemini only: decode chunks from their usage on; accept bare JSON errors.
@@ -375,7 +365,7 @@ class StreamMeter:
         if not self._wanted(head):
             return None
         obj = _NOT_JSON
-        if self._tail_keys and b'"error"' not in head:
+        if self._tail_keys and b'"error"' not in head and b"groundingMetadata" not in raw:
             obj = _loads_tail(raw, self._tail_keys)
         if obj is _NOT_JSON:
             if self._sse is None:
@@ -404,6 +394,8 @@ class StreamMeter:
             self.model = response_model(wire, obj)
         self.usage = usage_from_event(wire, obj, self.usage)
         response = obj.get("response")
+        if isinstance(response, dict) and isinstance(response.get("id"), str):
+            self.response_id = response["id"]
         if (
             obj.get("type") == "error"
             or obj.get("error")

@@ -281,9 +281,11 @@ class PricingHandler(LCMAPIHandler):
             "version": table.version,
             "currency": "USD",
             "unit": "per_million_tokens",
-            "models": [p.to_dict() | {"source": p.source} for p in table.rows()],
+            "models": [card.to_dict() for card in table.rows()],
             # Calls logged without a price whose model the table in force still cannot price.
-            "unpriced_models": [m for m in seen if not table.is_known(m["model"])],
+            "unpriced_models": [
+                m for m in seen if not table.is_known(m["model"], m.get("provider"))
+            ],
         }
 
     @web.authenticated

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
 from ..client import TOKEN_ENV, URL_ENV
 from ..core.analytics import load_timezone
@@ -147,6 +147,32 @@ class LCMExtension(ExtensionApp):
         "Env: LCM_ANALYTICS_TIMEZONE.",
     )
 
+    unmetered_endpoints = List(
+        Unicode(),
+        config=True,
+        help="Endpoints that cost money but are not metered (batch jobs, fine-tuning, vector "
+        "stores, background responses: 'responses.background') that keys with a budget may "
+        "still call, as globs of the logged endpoint name (v1/batches, v1/fine_tuning/*). "
+        "Their cost is not held against the budget. Env: LCM_UNMETERED_ENDPOINTS "
+        "(comma-separated).",
+    )
+    price_catalog_file = Unicode(
+        config=True,
+        help="The price catalog `jupyter lcm pricing update` stores; used instead of the "
+        "bundled genai-prices data when present. Env: LCM_PRICE_CATALOG_FILE.",
+    )
+
+    @default("unmetered_endpoints")
+    def _default_unmetered(self) -> list[str]:
+        raw = _env("LCM_UNMETERED_ENDPOINTS") or ""
+        return [p.strip() for p in raw.split(",") if p.strip()]
+
+    @default("price_catalog_file")
+    def _default_catalog_file(self) -> str:
+        return _env("LCM_PRICE_CATALOG_FILE") or str(
+            Path(jupyter_data_dir()) / "lcm" / "genai-prices.json"
+        )
+
     @default("analytics_timezone")
     def _default_analytics_timezone(self) -> str:
         # Checked here too: traitlets does not validate dynamic defaults.
@@ -262,6 +288,10 @@ class LCMExtension(ExtensionApp):
             quality_threshold=self.quality_threshold,
             quality_min_ratings=self.quality_min_ratings,
             analytics_timezone=self.analytics_timezone,
+            unmetered_endpoints=tuple(self.unmetered_endpoints),
+            price_catalog_file=Path(self.price_catalog_file).expanduser()
+            if self.price_catalog_file
+            else None,
         )
 
     def initialize_settings(self) -> None:

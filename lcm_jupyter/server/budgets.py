@@ -25,7 +25,7 @@ from ..core.budget import (
     unpriced_model_message,
 )
 from ..core.errors import BudgetExceeded, ModelNotPriced, RateLimited
-from ..core.pricing import ModelPrice
+from ..core.pricing import RateCard
 from ..core.ratelimit import (
     rate_limit_headers,
     rate_limited_message,
@@ -148,13 +148,15 @@ class Guard:
         self,
         key: KeyRecord,
         call_id: str,
-        price: ModelPrice | None,
+        price: RateCard | None,
         body: dict | None,
         *,
         generates: bool = True,
         metered: bool = True,
         model: str | None = None,
         month: str | None = None,
+        wire: str | None = None,
+        raw_size: int = 0,
     ) -> Hold | None:
         """Admit a call or raise RateLimited/BudgetExceeded; None when the key has no limits.
 
@@ -177,6 +179,8 @@ class Guard:
                 body,
                 default_output_tokens=self.default_output_tokens if generates else 0,
                 unpriced_units=self._unpriced_units,
+                wire=wire,
+                raw_size=raw_size,
             )
         admission = await self.counters.admit(
             key_id=key.id,

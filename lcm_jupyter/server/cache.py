@@ -64,7 +64,7 @@ class ResponseCache:
             headers=[tuple(h) for h in meta["headers"]],
             body=body,
             model=meta["model"],
-            usage=Usage(**meta["usage"]),
+            usage=_usage(meta["usage"]),
         )
 
     async def put(
@@ -83,13 +83,12 @@ class ResponseCache:
             "status": status,
             "headers": [(k, v) for k, v in headers if k.lower() in _KEPT_HEADERS],
             "model": model,
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "raw": usage.raw,
-            },
+            "usage": {**usage.to_json(), "raw": usage.raw},
         }
         await self._counters.cache_set(digest, json.dumps(meta).encode() + b"\n" + body, ttl)
+
+
+def _usage(stored: dict) -> Usage:
+    usage = Usage.from_json(stored)
+    usage.raw = stored.get("raw")
+    return usage

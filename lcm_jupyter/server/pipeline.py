@@ -15,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from ..core.budget import estimate_input_tokens
 from ..core.detect import detect_provider
-from ..core.endpoints import Endpoint, classify, is_stream, request_model, stream_format
 from ..core.errors import (
     AuthenticationFailed,
     BadRequest,
+    EndpointNotMetered,
     InvalidJSON,
     LCMError,
     PayloadTooLarge,
@@ -37,14 +40,27 @@ from ..core.errors import (
 )
 from ..core.ids import new_log_id
 from ..core.keys import key_from_request
-from ..core.pricing import cost_for
+from ..core.pricing import Priced
+from ..core.providers import (
+    COSTLY,
+    METERED,
+    Endpoint,
+    Request,
+    adapter,
+    classify,
+    for_wire,
+    is_stream,
+    request_model,
+    stream_format,
+)
 from ..core.routing import RoutingDecision, apply_route
 from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
-from ..core.usage import Usage, response_model, usage_from_body
+from ..core.usage import Usage
+from ..store import billed
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
-from ..store.timeutil import utc_now_iso
+from ..store.timeutil import to_iso
 from .budgets import Guard, Hold
 from .cache import ResponseCache, cache_digest, wants_no_cache
 from .keyring import KeyRing
@@ -110,7 +126,6 @@ _OUR_RATE_HEADERS = frozenset(
     }
 )
 _DROP_WHEN_RATE_LIMITED = _DROP_RESPONSE_HEADERS | _OUR_RATE_HEADERS
-_AUTH_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "google": "x-goog-api-key"}
 _JSON_HEADERS = (("content-type", "application/json"),)
 # The decision logged for calls refused before routing ran (bad key, bad body, limits).
 _NOT_ROUTED = {
@@ -125,6 +140,10 @@ _NOT_ROUTED = {
     "to_model": None,
 }
 _ERROR_TEXT_LIMIT = 2000
+# Retrievals of work billed once, whenever it is first fetched (not when it was asked for).
+_RETRIEVALS = frozenset({"openai.response_get", "openai.batch_output", "anthropic.batch_results"})
+_BATCH_RESULTS = frozenset({"openai.batch_output", "anthropic.batch_results"})
+_NO_OUTPUT = frozenset({"openai.embeddings", "google.embed", "openai.transcription"})
 
 
 class ClientGone(Exception):
@@ -168,6 +187,7 @@ class Call:
     """What is learned about one call on its way through; becomes its log row."""
 
     id: str
+    at: datetime
     created_at: str
     method: str
     started: float = field(default_factory=time.perf_counter)
@@ -188,6 +208,10 @@ class Call:
     hold: Hold | None = None
     cache_hit: bool = False
     decision: RoutingDecision | None = None
+    estimated: bool = False
+    """The usage is our estimate, not the provider's count."""
+    deferred: bool = False
+    """Billed later, by whichever call first retrieves the result (a background response)."""
 
 
 class ProxyPipeline:
@@ -220,7 +244,8 @@ class ProxyPipeline:
         self, req: ProxyRequest, sink: ResponseSink, call_id: str | None = None
     ) -> None:
         """Answer one request through `sink`, and log it."""
-        call = Call(id=call_id or new_log_id(), created_at=utc_now_iso(), method=req.method)
+        now = _now()
+        call = Call(id=call_id or new_log_id(), at=now, created_at=to_iso(now), method=req.method)
         if req.route != "v2":
             call.provider = req.route
         task = asyncio.current_task()
@@ -285,9 +310,9 @@ class ProxyPipeline:
                 f"{self.settings.max_body_bytes} bytes (LCMExtension.max_request_body_bytes)."
             )
         key = await self._authenticate(req, call)
-        body = _parse_body(req.body)
-        endpoint = classify(req.path)
+        endpoint = classify(req.path, req.method)
         call.endpoint, call.endpoint_name = endpoint, endpoint.name
+        body = _parse_body(req)
         if endpoint.wire is not None and body is not None and not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object.")
         jbody = body if isinstance(body, dict) else None
@@ -296,20 +321,28 @@ class ProxyPipeline:
         provider = call.provider or self._detect(req, key, call.requested_model, jbody)
         call.provider = provider
         provider_key = _provider_key(key, provider)
-        call.stream = stream = is_stream(endpoint, jbody)
+        call.stream = stream = is_stream(endpoint, jbody, req.query)
+        self._check_charge(key, endpoint, jbody)
 
         if self.guard is not None:
-            price = self.pricing.table.resolve(call.requested_model or "")
-            embeds = endpoint.wire in ("openai.embeddings", "google.embed")
+            # Retrievals reserve nothing: what they bill was asked for (and allowed) before.
+            metered = endpoint.charge == METERED and endpoint.wire not in _RETRIEVALS
+            card = (
+                self.pricing.table.resolve(call.requested_model, provider, at=call.at)
+                if metered
+                else None
+            )
             call.hold = await self.guard.admit(
                 key,
                 call.id,
-                price,
+                card,
                 jbody,
-                generates=not embeds,
-                metered=endpoint.wire is not None,
+                generates=endpoint.wire not in _NO_OUTPUT,
+                metered=metered,
                 model=call.requested_model,
                 month=call.created_at[:7],
+                wire=endpoint.wire,
+                raw_size=len(req.body),
             )
         extra = call.hold.headers() if call.hold is not None else []
 
@@ -365,7 +398,7 @@ class ProxyPipeline:
             return
         data = await resp.read()
         if ok and endpoint.wire is not None:
-            self._meter_body(call, endpoint.wire, data)
+            await self._meter_body(call, endpoint, data, req, jbody)
             if digest is not None and call.usage is not None:
                 await self.cache.put(
                     digest,
@@ -467,17 +500,73 @@ class ProxyPipeline:
                 call.model = meter.model or call.model
                 if meter.error is not None:
                     call.error = _error_text(json.dumps(meter.error).encode())
+        if endpoint.wire == "openai.response_get" and meter is not None:
+            await self._bill_once(call, f"{call.provider}:response:{meter.response_id}")
         await sink.finish()
 
-    def _meter_body(self, call: Call, wire: str, data: bytes) -> None:
-        try:
-            body = json.loads(data)
-        except ValueError:
-            call.error = "The provider's answer was not JSON; usage unknown."
+    async def _meter_body(
+        self, call: Call, endpoint: Endpoint, data: bytes, req: ProxyRequest, body: dict | None
+    ) -> None:
+        wire = endpoint.wire
+        reader = for_wire(wire)
+        if reader is None or wire is None:
             return
-        if isinstance(body, dict):
-            call.usage = usage_from_body(wire, body)
-            call.model = response_model(wire, body) or call.model
+        request = Request(method=req.method, body=body, raw_size=len(req.body))
+        if wire in _BATCH_RESULTS:
+            call.usage = reader.usage_from_lines(wire, data)
+            await self._bill_once(call, f"{call.provider}:{_normalize_path(req.path)}")
+            return
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict):
+            call.usage = reader.usage_from_body(wire, answer, request)
+            call.model = reader.response_model(wire, answer) or call.model
+            if wire == "openai.responses" and call.usage is None and answer.get("background"):
+                call.deferred = True
+                call.error = "Background response: billed when its result is retrieved."
+            elif wire == "openai.response_get" and call.usage is not None:
+                await self._bill_once(call, f"{call.provider}:response:{answer.get('id')}")
+        if call.usage is None:
+            from_request = reader.usage_from_request(wire, request)
+            if from_request is not None:
+                call.usage, exact = from_request
+                call.estimated = not exact
+            elif answer is None and wire != "openai.response_get":
+                call.error = "The provider's answer was not JSON; usage unknown."
+
+    async def _bill_once(self, call: Call, ref: str) -> None:
+        """Bill this call's usage only if no call before it billed the same result."""
+        if call.usage is None:
+            return
+        first = (
+            await self.guard.store.run(billed.claim, ref, call.id, call.key_id)
+            if (self.guard is not None)
+            else None
+        )
+        if first is not None:
+            call.usage = None
+            call.error = f"Already billed by call {first}."
+
+    def _check_charge(self, key: KeyRecord, endpoint: Endpoint, body: dict | None) -> None:
+        """Refuse, for a key with a budget, a call whose cost the budget could not hold."""
+        if key.monthly_budget_usd is None:
+            return
+        if endpoint.charge == COSTLY:
+            why = f"{endpoint.name} costs money, but lcm-jupyter does not meter it"
+        elif endpoint.wire == "openai.responses" and body and body.get("background") is True:
+            why = "a background response is billed when its result is retrieved, after the call"
+        else:
+            return
+        name = "responses.background" if endpoint.charge != COSTLY else endpoint.name
+        if any(fnmatchcase(name, p) for p in self.settings.unmetered_endpoints):
+            return
+        raise EndpointNotMetered(
+            f"{why[0].upper()}{why[1:]}, so this key's monthly budget could not hold its "
+            "cost. Use a key without a budget for it, or let budgeted keys make such calls "
+            f"unmetered with LCMExtension.unmetered_endpoints = [{name!r}].",
+        )
 
     def _server_stopped(self, call: Call) -> None:
         # Before the provider answered there is no status of its own to log: 503, as a
@@ -521,12 +610,17 @@ class ProxyPipeline:
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage
         cost: float | None = 0.0
-        unpriced = estimated = False
+        tool_fees = 0.0
+        unpriced = False
+        estimated = call.estimated
         version = None
-        metered = call.endpoint is not None and call.endpoint.wire is not None
+        endpoint = call.endpoint
+        wire = endpoint.wire if endpoint is not None else None
         if (
             usage is None
-            and metered
+            and wire is not None
+            and wire not in _RETRIEVALS
+            and not call.deferred
             and call.upstream_status is not None
             and 200 <= call.upstream_status < 300
         ):
@@ -540,24 +634,34 @@ class ProxyPipeline:
             estimated = True
             note = "usage estimated: the provider's token count did not arrive"
             call.error = f"{call.error} ({note})" if call.error else note.capitalize() + "."
+        elif usage is None and endpoint is not None and endpoint.charge == COSTLY:
+            # It cost something, but nothing here can say how much: unknown, not $0.
+            cost, unpriced = None, True
+        priced: Priced | None = None
         if usage is not None:
             table = self.pricing.table
             version = table.version
-            price = table.resolve(call.model or "") or table.resolve(call.requested_model or "")
-            if price is None:
+            batch = wire in _BATCH_RESULTS
+            for model in (call.model, call.requested_model):
+                priced = table.price(usage, model, call.provider, at=call.at, batch=batch)
+                if priced is not None:
+                    break
+            if priced is None:
                 cost, unpriced = None, True
             else:
-                cost = float(cost_for(price, usage))
+                cost, tool_fees = float(priced.cost), float(priced.tool_fees)
         savings = 0.0
         decision = call.decision
-        if decision is not None and decision.was_routed and usage is not None and cost is not None:
+        if decision is not None and decision.was_routed and usage is not None and priced:
             # What the requested model would have cost for the same usage, minus the actual.
-            requested = self.pricing.table.resolve(call.requested_model or "")
+            requested = self.pricing.table.price(
+                usage, call.requested_model, call.provider, at=call.at
+            )
             if requested is not None:
-                savings = float(cost_for(requested, usage)) - cost
+                savings = float(requested.cost - priced.cost)
         if call.cache_hit:
             # Nothing was spent; what the call would have cost was saved.
-            savings, cost = savings + (cost or 0.0), 0.0
+            savings, cost, tool_fees = savings + (cost or 0.0), 0.0, 0.0
         return {
             "id": call.id,
             "key_id": call.key_id,
@@ -574,6 +678,7 @@ class ProxyPipeline:
             "reasoning_tokens": usage.reasoning_tokens if usage else 0,
             "usage_json": json.dumps(usage.raw) if usage and usage.raw is not None else None,
             "cost_usd": cost,
+            "tool_fees_usd": tool_fees,
             "unpriced": int(unpriced),
             "usage_estimated": int(estimated),
             "pricing_version": version,
@@ -590,13 +695,40 @@ class ProxyPipeline:
         }
 
 
-def _parse_body(raw: bytes) -> Any:
+_FORM_FIELD = re.compile(
+    rb'Content-Disposition:[^\r\n]*\bname="([A-Za-z_]{1,40})"(?:;[^\r\n]*)?\r?\n'
+    rb"(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]{0,1000})\r?\n--",
+    re.IGNORECASE,
+)
+
+
+def _now() -> datetime:
+    """The time a call starts (its log time and the date it is priced at)."""
+    return datetime.now(timezone.utc)
+
+
+def _parse_body(req: ProxyRequest) -> Any:
+    """The JSON body; for a multipart upload, its short text fields; else None."""
+    raw = req.body
     if not raw.strip():
         return None
+    kind = req.headers.get("content-type", "").lower()
+    if kind.startswith("multipart/form-data"):
+        # Uploads (transcriptions): the model and options are form fields beside the file.
+        fields = {}
+        for name, value in _FORM_FIELD.findall(raw[:65536] + raw[-4096:]):
+            fields.setdefault(name.decode(), value.decode("utf-8", "replace"))
+        return fields
+    if kind and "json" not in kind and raw.lstrip()[:1] not in (b"{", b"["):
+        return None  # a file upload or another binary body: nothing to read
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"The request body is not valid JSON: {exc}") from exc
+
+
+def _normalize_path(path: str) -> str:
+    return path.split("?", 1)[0].strip("/")
 
 
 def _provider_key(key: KeyRecord, provider: str) -> str:
@@ -619,8 +751,8 @@ def _upstream_headers(
     headers: Mapping[str, str], provider: str, secret: str
 ) -> list[tuple[str, str]]:
     out = [(k, v) for k, v in headers.items() if k not in _DROP_REQUEST_HEADERS]
-    name = _AUTH_HEADER[provider]
-    out.append((name, f"Bearer {secret}" if name == "authorization" else secret))
+    a = adapter(provider)
+    out.append((a.auth_header, a.auth_value(secret)))
     return out
 
 

@@ -34,7 +34,7 @@ class LCMServices:
         self.box = SecretBox(secret)
         self.store = Store(settings.db_path)
         self.keys = KeyRing(self.store, self.box, ttl=settings.key_cache_seconds)
-        self.pricing = PricingService(self.store)
+        self.pricing = PricingService(self.store, settings.price_catalog_file)
         self.upstream = upstream or AiohttpUpstream(
             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout
         )

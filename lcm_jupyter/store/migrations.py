@@ -123,3 +123,23 @@ def m0004_usage_rollup(db: Database) -> None:
 def m0005_usage_summaries(db: Database) -> None:
     """Usage per UTC day and per dimension for long analytics periods, filled from the rollup."""
     create_summaries(db)
+
+
+@migrations(name="0006_priced_components")
+def m0006_priced_components(db: Database) -> None:
+    """Server-tool fees as a cost component of their own; billed-once references.
+
+    `billed_refs` names what may be billed only once however often it is fetched (a
+    background response, a batch's results): the first call that claims it is billed.
+    """
+    db.execute("ALTER TABLE proxy_logs ADD COLUMN tool_fees_usd REAL NOT NULL DEFAULT 0")
+    db.execute(
+        """
+        CREATE TABLE billed_refs (
+            ref TEXT PRIMARY KEY,
+            log_id TEXT NOT NULL,
+            key_id INTEGER,
+            created_at TEXT NOT NULL
+        )
+        """
+    )

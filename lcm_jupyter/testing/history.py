@@ -3,7 +3,7 @@
 For the dashboard notebook, the browser test and demos: a database that looks lived in.
 Several keys call models of all three providers, on working days more than at weekends;
 routing decisions come from the product's own router (`core.routing.decide`) on real
-prompts, costs and savings from the price table with the pipeline's `cost_for`, and
+prompts, costs and savings from the price table the pipeline uses (`PriceTable.price`), and
 rows go through the product's `LogWriter`, so the usage rollup the analytics read is
 kept in the same transactions. A few calls fail, a few are cache hits, some routed
 ones are rated. Budgets are set afterwards at a share of each key's month-to-date
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.budget import alert_message, crossed_thresholds, to_units, to_usd
-from ..core.endpoints import classify
+from ..core.catalog import default_table
 from ..core.keyspec import validate_key_fields
-from ..core.pricing import PriceTable, cost_for
+from ..core.pricing import PriceTable
+from ..core.providers import classify
 from ..core.routing import RoutingDecision, decide
 from ..core.secretbox import SecretBox, load_or_create_key
 from ..core.usage import Usage
@@ -215,7 +216,7 @@ def seed_history(
         raise ValueError("give exactly one of secret_key and secret_key_file")
     box = SecretBox(secret_key or load_or_create_key(Path(secret_key_file)))
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    prices = prices or PriceTable.bundled()
+    prices = prices or default_table()
     rng = random.Random(seed)
     db = open_database(db_path)
     try:
@@ -353,8 +354,11 @@ def _call(
         latency = rng.uniform(80, 900)
         row.update(status=status, error=message, latency_ms=round(latency, 3))
         return row
-    cost = cost_for(prices.resolve(model), usage)
-    savings = cost_for(price, usage) - cost if decision.was_routed else 0
+    at = moment.astimezone(timezone.utc)
+    cost = prices.price(usage, model, provider, at=at).cost  # type: ignore[union-attr]
+    savings = (
+        prices.price(usage, requested, provider, at=at).cost - cost if decision.was_routed else 0
+    )  # type: ignore[union-attr]
     if cache_hit:  # as the pipeline books it: nothing spent, the whole cost saved
         savings, cost = savings + cost, 0
     latency, ttfb = _latency(rng, model, usage, cache_hit)

@@ -54,7 +54,7 @@ def price_records(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "input": _decimal(row.get("input")),
                 "output": _decimal(row.get("output")),
                 "cached_input": _decimal(row.get("cached_input")),
-                "source": row.get("source", "bundled"),
+                "source": row.get("source", "catalog"),
                 "overridden": row.get("source") == "override",
                 "row": dict(row),
             }
@@ -106,7 +106,7 @@ def price_body(
     model = model.strip()
     body: dict[str, Any] = {}
     if base is not None and str(base.get("model", "")).lower() == model.lower():
-        body = {k: v for k, v in base.items() if k != "source"}
+        body = {k: v for k, v in base.items() if k in _OVERRIDE_FIELDS}
     body.update(
         model=model,
         provider=provider,
@@ -115,6 +115,18 @@ def price_body(
         cached_input=cached_input.strip() or None,
     )
     return body
+
+
+# What an override holds (the API row also lists the catalog's other rates and facts).
+_OVERRIDE_FIELDS = frozenset(
+    {
+        "cache_write",
+        "long_context_threshold",
+        "input_long",
+        "output_long",
+        "cached_input_long",
+    }
+)
 
 
 def price(value: Decimal | None) -> str:
@@ -247,7 +259,7 @@ class PriceEditor(widgets.VBox):
 
 
 class PricingTable(Connected, widgets.VBox):
-    """The prices in force (bundled or overridden), filterable by provider and model, with
+    """The prices in force (from the catalog or overridden), filterable by provider and model, with
     an editor, a reset for overrides, and the models called without a price.
 
     State for code and tests: `records` (all prices), `shown` (after the filter),
@@ -381,7 +393,7 @@ class PricingTable(Connected, widgets.VBox):
         if record["overridden"]:
             reset = widgets.Button(
                 icon="undo",
-                tooltip=f"Drop the override of {model} (back to the bundled price, if any)",
+                tooltip=f"Drop the override of {model} (back to the catalog price, if any)",
                 layout=_small(),
             )
             reset.on_click(lambda _b: self.reset(model))
@@ -432,13 +444,13 @@ class PricingTable(Connected, widgets.VBox):
                 )
 
     def reset(self, model: str) -> None:
-        """Drop a model's override; the bundled price, if there is one, applies again."""
+        """Drop a model's override; the catalog price, if there is one, applies again."""
         with reporting(self.messages, f"reset the price of {model}"):
             self._connect().reset_price(model)
             if self._fetch():
                 back = any(r["model"] == model for r in self.records)
                 self.messages.ok(
-                    f"{model} is back to its bundled price."
+                    f"{model} is back to its catalog price."
                     if back
-                    else f"{model} has no price now (it had no bundled one)."
+                    else f"{model} has no price now (the catalog has none)."
                 )

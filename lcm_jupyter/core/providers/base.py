@@ -1,0 +1,88 @@
+"""What every provider adapter provides, and the request endpoint it classifies paths into.
+
+An adapter is one provider's rules in one place: which paths are which endpoint and how
+each is charged, where the key goes, how usage reads from an answer or a stream, what
+the stream events that matter look like, and the provider's error shape. The pipeline,
+the stream meter, the error renderer and the detector ask the adapter instead of
+knowing wire strings themselves, so adding a provider or an endpoint is one file plus its
+tests (the shape of httpx's transports and simonw/llm's per-provider model classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from ..usage import Usage
+
+__all__ = ["COSTLY", "FREE", "METERED", "Adapter", "Endpoint", "Request"]
+
+METERED = "metered"
+"""Priced from what the answer reports (or, where it reports nothing, from the request)."""
+FREE = "free"
+"""Costs nothing: listing models, counting tokens, reading state, moderation."""
+COSTLY = "costly"
+"""Costs money but is not metered here (batch jobs, fine-tuning, stores): refused for a
+key with a budget unless the operator allows it (`LCMExtension.unmetered_endpoints`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A classified request path: its log name, wire format, model and provider hint."""
+
+    name: str
+    wire: str | None
+    """How the answer is read (``openai.chat``, ``anthropic.messages``, ``google.stream``,
+    ``openai.images``, ...); None when the answer carries nothing to meter."""
+    path_model: str | None
+    provider_hint: str | None
+    charge: str = FREE
+    """METERED, FREE or COSTLY."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What usage extraction may need of the request beyond the answer itself."""
+
+    method: str = "POST"
+    body: Mapping[str, Any] | None = None
+    raw_size: int = 0
+    """Bytes of the request body (an audio upload's size bounds its duration)."""
+
+
+class Adapter(Protocol):
+    """One provider's wire rules."""
+
+    name: ClassVar[str]
+    auth_header: ClassVar[str]
+    """Where the provider takes its API key (authorization, x-api-key, x-goog-api-key)."""
+    wires: ClassVar[frozenset[str]]
+    """The wire formats this adapter reads."""
+
+    def auth_value(self, secret: str) -> str:
+        """The auth header's value for a provider key."""
+
+    def match(self, segments: list[str], method: str) -> Endpoint | None:
+        """The endpoint a path (split on "/") names, if it is this provider's API shape."""
+
+    def usage_from_body(self, wire: str, body: Mapping[str, Any], req: Request) -> Usage | None:
+        """Usage of a complete JSON answer; None when it reports none."""
+
+    def usage_from_event(
+        self, wire: str, event: Mapping[str, Any], prior: Usage | None
+    ) -> Usage | None:
+        """Usage known after one streamed event, given what was known before it."""
+
+    def response_model(self, wire: str, body: Mapping[str, Any]) -> str | None:
+        """The model the answer (or a stream event) says served the call."""
+
+    def stream_markers(self, wire: str) -> tuple[bytes, ...]:
+        """Byte strings whose presence means a streamed event may carry usage or an error."""
+
+    def error_payload(self, status: int, message: str, code: str, param: str | None,
+                      request_id: str) -> dict:  # fmt: skip
+        """An error in this provider's JSON shape, so its SDK raises its usual exception."""
+
+    def stream_error(self, payload: dict) -> bytes:
+        """An error event for a stream whose headers are already sent."""
