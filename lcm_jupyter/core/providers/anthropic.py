@@ -223,7 +223,9 @@ def usage_object(u: Mapping[str, Any], prior: Usage | None = None) -> Usage:
     if u.get("cache_creation_input_tokens") is not None or isinstance(
         u.get("cache_creation"), Mapping
     ):
-        _, write, hour, _ = _prompt(u)
+        _, write, new_hour, _ = _prompt(u)
+        # message_delta repeats the total written but not its TTL split (message_start's).
+        hour = new_hour if isinstance(u.get("cache_creation"), Mapping) else min(hour, write)
     if u.get("cache_read_input_tokens") is not None:
         read = count(u.get("cache_read_input_tokens"))
     if u.get("output_tokens") is not None:
@@ -240,6 +242,15 @@ def usage_object(u: Mapping[str, Any], prior: Usage | None = None) -> Usage:
         steps = _steps(u)
     if isinstance(u.get("service_tier"), str):
         tier = u["service_tier"] if u["service_tier"] in _PRICED_TIERS else None
+    if steps:
+        # The top level is only the final message (or the sum of the executor's messages):
+        # the call's own tokens are its steps' at its model (an advisor's are its own).
+        own = [st for st in steps if st.model is None]
+        base = sum(st.input_tokens - st.cached_tokens - st.cache_write_tokens for st in own)
+        write = sum(st.cache_write_tokens for st in own)
+        hour = sum(st.cache_write_1h_tokens for st in own)
+        read = sum(st.cached_tokens for st in own)
+        out = max(sum(st.output_tokens for st in own), reasoning)
     usage = Usage(
         input_tokens=base + write + read,
         output_tokens=max(out, reasoning),

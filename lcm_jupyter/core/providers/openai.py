@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ..usage import Step, Usage, first, obj
+from ..usage import Step, Usage, count, first, obj
 from .base import COSTLY, FREE, METERED, Endpoint, Request
 
 # Suffix (as path segments) -> (name, wire). Longest suffixes first: "chat/completions"
@@ -36,6 +36,7 @@ from .base import COSTLY, FREE, METERED, Endpoint, Request
 _SUFFIXES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("chat", "completions"), "chat.completions", "openai.chat"),
     (("completions",), "completions", "openai.completions"),
+    (("responses", "compact"), "responses.compact", "openai.responses"),
     (("responses",), "responses", "openai.responses"),
     (("embeddings",), "embeddings", "openai.embeddings"),
     (("images", "generations"), "images.generations", "openai.images"),
@@ -90,6 +91,7 @@ WIRES = frozenset(
 )
 # Service tiers that change the price (default/auto/scale bill the standard rates).
 _PRICED_TIERS = frozenset({"flex", "priority", "fast"})
+_IMAGE_TOOL_MODEL = "gpt-image-1"
 # Responses output items billed per call, by the catalog's unit.
 _TOOL_ITEMS = {
     "web_search_call": "web_searches",
@@ -354,6 +356,21 @@ def _responses_usage(response: Mapping[str, Any]) -> Usage | None:
             unit = _TOOL_ITEMS.get(item.get("type")) if isinstance(item, Mapping) else None
             if unit is not None:
                 usage.extra[unit] = usage.extra.get(unit, 0) + 1
+    tools = obj(response, "tool_usage")
+    searches = obj(tools, "web_search")
+    if searches.get("num_requests") is not None:
+        # Newer answers count the searches themselves (one call may run several).
+        usage.extra["web_searches"] = count(searches.get("num_requests"))
+    image = obj(tools, "image_gen")
+    if first(image, "total_tokens", "output_tokens"):
+        # The image generation tool runs gpt-image-1 and is billed at its rates.
+        made = usage_object(image)
+        usage.steps = (
+            Step("message", None, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+                 usage.cache_write_tokens),
+            Step("image_gen", _IMAGE_TOOL_MODEL, made.input_tokens, made.output_tokens,
+                 made.cached_tokens),
+        )  # fmt: skip
     return usage
 
 
