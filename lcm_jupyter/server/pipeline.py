@@ -634,8 +634,14 @@ class ProxyPipeline:
             estimated = True
             note = "usage estimated: the provider's token count did not arrive"
             call.error = f"{call.error} ({note})" if call.error else note.capitalize() + "."
-        elif usage is None and endpoint is not None and endpoint.charge == COSTLY:
-            # It cost something, but nothing here can say how much: unknown, not $0.
+        elif (
+            usage is None
+            and endpoint is not None
+            and endpoint.charge == COSTLY
+            and call.upstream_status is not None
+            and 200 <= call.upstream_status < 300
+        ):
+            # The provider took on paid work nothing here can price: unknown, not $0.
             cost, unpriced = None, True
         priced: Priced | None = None
         if usage is not None:
