@@ -15,6 +15,8 @@ import urllib.request
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from .core.providers import PROVIDERS
+
 DEMO_PROVIDER_KEY = "sk-lcm-demo-simulated"
 
 
@@ -112,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             settings,
             name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
             provider="auto",
-            provider_api_keys={p: DEMO_PROVIDER_KEY for p in ("openai", "anthropic", "google")},
+            provider_api_keys={p: DEMO_PROVIDER_KEY for p in PROVIDERS},
         )
         token = args.token if args.token is not None else os.urandom(16).hex()
         use_lab = not args.server_only and shutil.which("jupyter-lab") is not None
@@ -544,9 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list")
     create = keys_sub.add_parser("create")
     create.add_argument("name")
-    create.add_argument(
-        "--provider", default="auto", choices=["openai", "anthropic", "google", "auto"]
-    )
+    create.add_argument("--provider", default="auto", choices=[*PROVIDERS, "auto"])
     create.add_argument(
         "--provider-key",
         action="append",
@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pricing", help="show the prices in force, or update the price catalog"
     )
     pricing.add_argument("action", nargs="?", choices=["list", "update"], default="list")
-    pricing.add_argument("--provider", choices=["openai", "anthropic", "google"])
+    pricing.add_argument("--provider", choices=PROVIDERS)
     pricing.add_argument("--model", default=None, help="only models matching this glob")
     pricing.add_argument("--db-path", default=None)
     pricing.add_argument(

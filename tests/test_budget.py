@@ -62,6 +62,7 @@ def test_module_imports_only_stdlib_and_pure_siblings() -> None:
         "typing",
         ".pricing",
         ".prompt",
+        ".providers.google",
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from .money import format_usd
 from .pricing import RateCard
 from .prompt import MEDIA_KEYS, MEDIA_TYPES
+from .providers.google import generation_config
 
 MONEY_SCALE = 10**10
 """Money counter units per US dollar (1e-10 USD each): see store/counters.py for why."""
@@ -268,7 +269,6 @@ _OUTPUT_KEYS = (
     "max_output_tokens",  # OpenAI Responses
     "maxOutputTokens",
 )
-_GENERATION_CONFIG_KEYS = ("generationConfig", "generation_config")
 _GENERATION_OUTPUT_KEYS = ("maxOutputTokens", "max_output_tokens")
 _MAX_CHOICES = 128  # OpenAI caps n at 128
 
@@ -287,22 +287,13 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
-def _generation_config(body: Mapping) -> Mapping:
-    """Gemini's generationConfig object (camelCase or snake_case), else empty."""
-    for name in _GENERATION_CONFIG_KEYS:
-        value = body.get(name)
-        if isinstance(value, Mapping):
-            return value
-    return {}
-
-
 def max_output_tokens(body: Mapping | None, default: int) -> int:
     """The request's output cap (the largest one it names), else `default`."""
     if not isinstance(body, Mapping):
         return default
     try:
         found = [_positive_int(body.get(k)) for k in _OUTPUT_KEYS]
-        config = _generation_config(body)
+        config = generation_config(body)
         found += [_positive_int(config.get(k)) for k in _GENERATION_OUTPUT_KEYS]
     except Exception:
         return default
@@ -316,7 +307,7 @@ def _choices(body: Mapping | None) -> int:
     if not isinstance(body, Mapping):
         return 1
     try:
-        config = _generation_config(body)
+        config = generation_config(body)
         found = (
             _positive_int(body.get("n")),
             _positive_int(body.get("best_of")),

@@ -28,11 +28,12 @@ from types import MappingProxyType
 from typing import Any
 
 from .pricing import CardSource, PriceTable, Rate, RateCard
+from .providers import ADAPTERS
 
 __all__ = ["Catalog", "ModelFacts", "default_table", "facts_for", "ladder"]
 
-# Our providers and the genai-prices provider ids that price their APIs.
-PROVIDERS = ("openai", "anthropic", "google")
+# Our providers are also genai-prices' ids for them.
+PROVIDERS = tuple(ADAPTERS)
 STORED_NAME = "genai-prices.json"
 """The file `jupyter lcm pricing update` writes in the lcm data directory."""
 

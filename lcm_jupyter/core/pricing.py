@@ -29,6 +29,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .providers import ADAPTERS
 from .usage import Step, Usage
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "RateCard",
 ]
 
-PROVIDERS = frozenset({"openai", "anthropic", "google"})
+PROVIDERS = frozenset(ADAPTERS)
 
 _PRICE_FIELDS = (
     "input",

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from .budget import _generation_config, max_output_tokens
+from .budget import max_output_tokens
 from .catalog import ModelFacts, default_table, facts_for, ladder
 from .classifier import Classification, classify_body
 from .detect import provider_for_model
 from .pricing import PriceTable
 from .prompt import prompt_view
+from .providers import for_wire
+from .providers.google import generation_config
 
 __all__ = [
     "DEFAULT_LADDER",
@@ -99,146 +101,6 @@ _TOOL_KEYS = (
     "container",
     "web_search_options",
 )
-# Content-part types that are plain text, per wire (Claude's thinking blocks are text the
-# target must accept thinking for; `target_serves` checks the `thinking` parameter).
-_TEXT_PARTS: Mapping[str, frozenset[str]] = {
-    "openai.chat": frozenset({"text", "refusal"}),
-    "openai.responses": frozenset({"input_text", "output_text", "text", "refusal"}),
-    "anthropic.messages": frozenset({"text", "thinking", "redacted_thinking"}),
-}
-_GEMINI_TEXT_KEYS = frozenset({"text", "thought", "thoughtSignature", "thought_signature"})
-_GEMINI_TOOL_PARTS = frozenset(
-    {
-        "functionCall",
-        "function_call",
-        "functionResponse",
-        "function_response",
-        "executableCode",
-        "executable_code",
-        "codeExecutionResult",
-        "code_execution_result",
-    }
-)
-_GEMINI_SCHEMA_KEYS = (
-    "responseSchema",
-    "response_schema",
-    "responseJsonSchema",
-    "response_json_schema",
-    "_responseJsonSchema",
-)
-# Responses API requests whose real prompt is stored upstream, out of the classifier's sight.
-_UPSTREAM_STATE_KEYS = ("previous_response_id", "conversation", "prompt")
-
-
-def _part_problem(kind: str) -> str:
-    """The reason a non-text part or item blocks routing."""
-    # tool_use/tool_result, function_call(_output), computer_call, mcp_call, *_tool_result...
-    if any(word in kind for word in ("tool", "function", "_call", "mcp")):
-        return f"tool calls in conversation ({kind})"
-    return f"non-text input ({kind})"
-
-
-def _parts_problem(parts: Any, text: frozenset[str]) -> str | None:
-    """First non-text part of an OpenAI/Anthropic content list (a string is text)."""
-    if not isinstance(parts, list):
-        return None
-    for part in parts:
-        if isinstance(part, Mapping):
-            kind = part.get("type")
-            if isinstance(kind, str) and kind not in text:
-                return _part_problem(kind)
-    return None
-
-
-def _chat_problem(messages: Any, text: frozenset[str]) -> str | None:
-    """Tool turns or non-text parts in OpenAI chat or Anthropic messages."""
-    if not isinstance(messages, list):
-        return None
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        if message.get("role") in ("tool", "function"):
-            return f"tool calls in conversation ({message['role']} message)"
-        if message.get("tool_calls") or message.get("function_call"):
-            return "tool calls in conversation (tool_calls)"
-        problem = _parts_problem(message.get("content"), text)
-        if problem:
-            return problem
-    return None
-
-
-def _responses_problem(body: Mapping) -> str | None:
-    """Upstream state, non-message items or non-text parts in a Responses request."""
-    for key in _UPSTREAM_STATE_KEYS:
-        if body.get(key):
-            return f"conversation held upstream ({key})"
-    items = body.get("input")
-    if not isinstance(items, list):
-        return None
-    text = _TEXT_PARTS["openai.responses"]
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        kind = item.get("type")
-        if isinstance(kind, str) and kind != "message":
-            # function_call(_output), reasoning, item_reference, computer_call, ...
-            return _part_problem(kind) if kind != "reasoning" else "reasoning items in input"
-        problem = _parts_problem(item.get("content"), text)
-        if problem:
-            return problem
-    return None
-
-
-def _gemini_parts_problem(content: Any) -> str | None:
-    """First non-text part of a Gemini Content object."""
-    parts = content.get("parts") if isinstance(content, Mapping) else None
-    if not isinstance(parts, list):
-        return None
-    for part in parts:
-        if not isinstance(part, Mapping):
-            continue
-        for key in part:
-            if key not in _GEMINI_TEXT_KEYS:
-                if key in _GEMINI_TOOL_PARTS:
-                    return f"tool calls in conversation ({key})"
-                return f"non-text input ({key})"
-    return None
-
-
-def _gemini_problem(body: Mapping) -> str | None:
-    """Cached content, structured or non-text output, or non-text parts in a Gemini request."""
-    if body.get("cachedContent") or body.get("cached_content"):
-        # A cache is created for one model and cannot be used with another.
-        return "cached content is tied to the model"
-    config = _generation_config(body)
-    for key in _GEMINI_SCHEMA_KEYS:
-        if config.get(key):
-            return f"structured output ({key})"
-    modalities = config.get("responseModalities") or config.get("response_modalities")
-    if isinstance(modalities, list):
-        for modality in modalities:
-            if isinstance(modality, str) and modality.upper() != "TEXT":
-                return f"non-text output ({modality})"
-    if config.get("speechConfig") or config.get("speech_config"):
-        return "non-text output (speech)"
-    for key in ("systemInstruction", "system_instruction"):
-        problem = _gemini_parts_problem(body.get(key))
-        if problem:
-            return problem
-    contents = body.get("contents")
-    if isinstance(contents, Mapping):
-        contents = [contents]
-    if isinstance(contents, list):
-        for content in contents:
-            problem = _gemini_parts_problem(content)
-            if problem:
-                return problem
-    return None
-
-
-def _schema_type(value: Any) -> str | None:
-    """The ``type`` of an OpenAI response_format / Responses text.format object."""
-    return value.get("type") if isinstance(value, Mapping) else None
 
 
 def unroutable_reason(wire: str | None, body: Mapping | None) -> str | None:
@@ -251,35 +113,16 @@ def unroutable_reason(wire: str | None, body: Mapping | None) -> str | None:
         for key in _TOOL_KEYS:
             if body.get(key):
                 return f"tools in request ({key})"
-        if wire in _GOOGLE_WIRES:
-            return _gemini_problem(body)
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            # The path names it (an Azure deployment): there is no body field to change.
-            return "model not named in the body"
-        if wire == "openai.chat":
-            if _schema_type(body.get("response_format")) == "json_schema":
-                return "structured output (json_schema)"
-            modalities = body.get("modalities")
-            if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
-                return "non-text output (audio)"
-            return _chat_problem(body.get("messages"), _TEXT_PARTS[wire])
-        if wire == "openai.responses":
-            text = body.get("text")
-            if isinstance(text, Mapping) and _schema_type(text.get("format")) == "json_schema":
-                return "structured output (json_schema)"
-            return _responses_problem(body)
-        if wire == "anthropic.messages":
-            if body.get("output_format"):
-                return "structured output (output_format)"
-            text = _TEXT_PARTS[wire]
-            return _parts_problem(body.get("system"), text) or _chat_problem(
-                body.get("messages"), text
-            )
+        reader = for_wire(wire)
+        if wire not in _GOOGLE_WIRES:
+            model = body.get("model")
+            if not isinstance(model, str) or not model.strip():
+                # The path names it (an Azure deployment): there is no body field to change.
+                return "model not named in the body"
+        return reader.unroutable_reason(wire, body) if reader is not None else None
     except Exception:
         # A malformed body is the provider's to reject; it is not ours to reroute.
         return "malformed request body"
-    return None  # openai.completions: a plain text prompt
 
 
 # --- whether a given target can take the request ---------------------------------------
@@ -328,7 +171,7 @@ def _thinking_problem(to: str, limits: ModelFacts, wire: str | None, body: Mappi
         enabled = isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
         return f"{to} has no extended thinking" if enabled and limits.thinking is None else None
     if wire in _GOOGLE_WIRES:
-        config = _generation_config(body)
+        config = generation_config(body)
         thinking = config.get("thinkingConfig") or config.get("thinking_config")
         if not isinstance(thinking, Mapping) or not thinking:
             return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-PROVIDERS = ("openai", "anthropic", "google")
+from .providers import PROVIDERS
 
 DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
     {

@@ -16,9 +16,10 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..core.ids import new_log_id
+from ..core.providers import PROVIDERS
 from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest
 
-ROUTES = ("openai", "anthropic", "google", "v2")
+ROUTES = (*PROVIDERS, "v2")
 
 
 @web.stream_request_body

@@ -32,7 +32,7 @@ from ..core.budget import alert_message, crossed_thresholds, to_units, to_usd
 from ..core.catalog import default_table
 from ..core.keyspec import validate_key_fields
 from ..core.pricing import PriceTable
-from ..core.providers import classify
+from ..core.providers import PROVIDERS, classify
 from ..core.routing import RoutingDecision, decide
 from ..core.secretbox import SecretBox, load_or_create_key
 from ..core.usage import Usage
@@ -44,7 +44,7 @@ from ..store.timeutil import to_iso
 
 __all__ = ["History", "SeededKey", "seed_history"]
 
-PROVIDERS = ("openai", "anthropic", "google")
+
 ALERT_THRESHOLDS = (50, 80, 90, 100)
 
 

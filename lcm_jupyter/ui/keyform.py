@@ -27,7 +27,7 @@ import ipywidgets as widgets
 from ..client import LCMClient, LCMClientError
 from ..core.errors import BadRequest
 from ..core.keyspec import DEFAULT_THRESHOLDS, KEY_PROVIDERS, validate_key_fields
-from ..core.settings import PROVIDERS
+from ..core.providers import ADAPTERS, PROVIDERS
 from ._common import (
     LABEL_WIDTH,
     Connected,
@@ -40,7 +40,7 @@ from ._common import (
 )
 from .rules import RoutingRulesEditor, clean_rules
 
-PROVIDER_LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google Gemini"}
+PROVIDER_LABELS = {name: a.label for name, a in ADAPTERS.items()}
 PROVIDER_CHOICES = {
     "auto": "Auto: any provider (detected per call)",
     **{p: PROVIDER_LABELS[p] for p in PROVIDERS},

@@ -22,11 +22,22 @@ Usage rules, as Anthropic reports them:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..usage import Step, Usage, count, obj
-from .base import COSTLY, FREE, METERED, Endpoint, Request
+from .base import (
+    COSTLY,
+    FREE,
+    METERED,
+    Endpoint,
+    Request,
+    Signals,
+    block_types,
+    chat_problem,
+    parts_problem,
+)
 
 WIRES = frozenset({"anthropic.messages", "anthropic.batch_results"})
 SEGMENTS = frozenset({"messages", "complete"})
@@ -39,14 +50,73 @@ _TOOL_FIELDS = {
     "code_execution_requests": "code_executions",
 }
 _PRICED_TIERS = frozenset({"priority", "batch"})
+# Top-level fields of Anthropic's Messages API that OpenAI's APIs do not have.
+_BODY_KEYS = (
+    "system",
+    "stop_sequences",
+    "top_k",
+    "thinking",
+    "anthropic_version",
+    "anthropic_beta",
+    "max_tokens_to_sample",
+    "mcp_servers",
+    "container",
+    "context_management",
+)
+_BLOCKS = frozenset(
+    {
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "document",
+        "search_result",
+        "server_tool_use",
+        "web_search_tool_result",
+        "image",  # {"type": "image", "source": {...}}
+    }
+)
+_TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
+# Content blocks that are plain text (thinking blocks are text the target must accept thinking
+# for; routing checks the `thinking` parameter).
+_TEXT = frozenset({"text", "thinking", "redacted_thinking"})
+_DATED_TOOL = re.compile(r"_\d{8}$")
+SIGNALS = Signals(
+    model_prefixes=("claude-",),
+    model_help="claude-",
+    headers=("anthropic-version", "anthropic-beta"),
+    key_prefixes=("sk-ant-",),
+    user_agent="anthropic/",
+    body_help="top-level system, stop_sequences, top_k, thinking, tool_use/tool_result "
+    "blocks, tools with input_schema",
+)
 
 
 class Anthropic:
     """The Anthropic Messages API."""
 
     name: ClassVar[str] = "anthropic"
+    label: ClassVar[str] = "Anthropic"
     auth_header: ClassVar[str] = "x-api-key"
     wires: ClassVar[frozenset[str]] = WIRES
+    signals: ClassVar[Signals] = SIGNALS
+
+    def body_signals(self, body: Mapping[str, Any]) -> list[str]:
+        found = [f"top-level {k!r}" for k in _BODY_KEYS if k in body]
+        messages = body.get("messages")
+        for msg in messages if isinstance(messages, list) else ():
+            blocks = block_types(msg.get("content")) & _BLOCKS if isinstance(msg, Mapping) else ()
+            if blocks:
+                found.append(f"{sorted(blocks)[0]} content block")
+        tools = body.get("tools")
+        for tool in tools if isinstance(tools, list) else ():
+            dated = isinstance(tool, Mapping) and _DATED_TOOL.search(str(tool.get("type", "")))
+            if isinstance(tool, Mapping) and ("input_schema" in tool or dated):
+                found.append("a tool with input_schema or a dated tool type")
+        choice = body.get("tool_choice")
+        if isinstance(choice, Mapping) and choice.get("type") in _TOOL_CHOICES:
+            found.append(f"tool_choice of type {choice.get('type')!r}")
+        return found
 
     def auth_value(self, secret: str) -> str:
         return secret
@@ -148,6 +218,11 @@ class Anthropic:
 
     def stream_error(self, payload: dict) -> bytes:
         return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
+
+    def unroutable_reason(self, wire: str, body: Mapping[str, Any]) -> str | None:
+        if body.get("output_format"):
+            return "structured output (output_format)"
+        return parts_problem(body.get("system"), _TEXT) or chat_problem(body.get("messages"), _TEXT)
 
 
 _ERROR_TYPES = {

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..usage import Usage, first, obj
-from .base import COSTLY, FREE, METERED, Endpoint, Request
+from .base import COSTLY, FREE, METERED, Endpoint, Request, Signals
 
 WIRES = frozenset({"google.generate", "google.stream", "google.embed"})
 VERSIONS = frozenset({"v1beta", "v1alpha", "v1beta1", "v1beta2", "v1beta3"})
@@ -66,6 +66,54 @@ _SNAKE = {
     "candidatesTokensDetails": "candidates_tokens_details",
 }
 _PRICED_TIERS = frozenset({"flex", "priority"})
+_TEXT_KEYS = frozenset({"text", "thought", "thoughtSignature", "thought_signature"})
+_TOOL_PARTS = frozenset(
+    {
+        "functionCall",
+        "function_call",
+        "functionResponse",
+        "function_response",
+        "executableCode",
+        "executable_code",
+        "codeExecutionResult",
+        "code_execution_result",
+    }
+)
+_SCHEMA_KEYS = (
+    "responseSchema",
+    "response_schema",
+    "responseJsonSchema",
+    "response_json_schema",
+    "_responseJsonSchema",
+)
+_BODY_KEYS = (
+    "contents",
+    "generationConfig",
+    "generation_config",
+    "systemInstruction",
+    "system_instruction",
+    "safetySettings",
+    "cachedContent",
+)
+SIGNALS = Signals(
+    model_prefixes=(
+        "gemini-",
+        "gemma-",
+        "text-embedding-00",
+        "text-multilingual-embedding-",
+        "embedding-",
+        "imagen-",
+        "veo-",
+        "learnlm-",
+        "models/",
+        "tunedmodels/",
+    ),
+    model_help="gemini-, gemma-, text-embedding-00x, embedding-, models/",
+    headers=("x-goog-api-key", "x-goog-api-client"),
+    key_prefixes=("AIza",),
+    user_agent="google-genai-sdk",
+    body_help="contents/generationConfig/systemInstruction",
+)
 
 
 def _model_from_resource(segments: list[str]) -> str | None:
@@ -82,8 +130,27 @@ class Google:
     """The Gemini API (Google AI and Vertex AI paths)."""
 
     name: ClassVar[str] = "google"
+    label: ClassVar[str] = "Google Gemini"
     auth_header: ClassVar[str] = "x-goog-api-key"
     wires: ClassVar[frozenset[str]] = WIRES
+    signals: ClassVar[Signals] = SIGNALS
+
+    def body_signals(self, body: Mapping[str, Any]) -> list[str]:
+        found = [f"top-level {k!r}" for k in _BODY_KEYS if k in body]
+        content = body.get("content")
+        if isinstance(content, Mapping) and "parts" in content:  # embedContent
+            found.append("'content' with 'parts'")
+        requests = body.get("requests")
+        head = requests[0] if isinstance(requests, list) and requests else None
+        if isinstance(head, Mapping) and ("content" in head or "contents" in head):
+            found.append("'requests' of contents")  # batchEmbedContents
+        tools = body.get("tools")
+        for tool in tools if isinstance(tools, list) else ():
+            if isinstance(tool, Mapping) and (
+                "functionDeclarations" in tool or "function_declarations" in tool
+            ):
+                found.append("a tool with functionDeclarations")
+        return found
 
     def auth_value(self, secret: str) -> str:
         return secret
@@ -169,6 +236,34 @@ class Google:
     def stream_error(self, payload: dict) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
+    def unroutable_reason(self, wire: str, body: Mapping[str, Any]) -> str | None:
+        if body.get("cachedContent") or body.get("cached_content"):
+            # A cache is created for one model and cannot be used with another.
+            return "cached content is tied to the model"
+        config = generation_config(body)
+        for key in _SCHEMA_KEYS:
+            if config.get(key):
+                return f"structured output ({key})"
+        modalities = config.get("responseModalities") or config.get("response_modalities")
+        if isinstance(modalities, list):
+            for modality in modalities:
+                if isinstance(modality, str) and modality.upper() != "TEXT":
+                    return f"non-text output ({modality})"
+        if config.get("speechConfig") or config.get("speech_config"):
+            return "non-text output (speech)"
+        for key in ("systemInstruction", "system_instruction"):
+            problem = _parts_problem(body.get(key))
+            if problem:
+                return problem
+        contents = body.get("contents")
+        if isinstance(contents, Mapping):
+            contents = [contents]
+        for content in contents if isinstance(contents, list) else ():
+            problem = _parts_problem(content)
+            if problem:
+                return problem
+        return None
+
 
 # google.rpc.Code names, as Gemini's `error.status`.
 _STATUS = {
@@ -183,6 +278,31 @@ _STATUS = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+
+
+def generation_config(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Gemini's generationConfig object (camelCase or snake_case), else empty."""
+    for name in ("generationConfig", "generation_config"):
+        value = body.get(name)
+        if isinstance(value, Mapping):
+            return value
+    return {}
+
+
+def _parts_problem(content: Any) -> str | None:
+    """First non-text part of a Gemini Content object."""
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    if not isinstance(parts, list):
+        return None
+    for part in parts:
+        if not isinstance(part, Mapping):
+            continue
+        for key in part:
+            if key not in _TEXT_KEYS:
+                if key in _TOOL_PARTS:
+                    return f"tool calls in conversation ({key})"
+                return f"non-text input ({key})"
+    return None
 
 
 def metadata(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

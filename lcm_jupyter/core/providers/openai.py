@@ -29,7 +29,18 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..usage import Step, Usage, count, first, obj
-from .base import COSTLY, FREE, METERED, Endpoint, Request
+from .base import (
+    COSTLY,
+    FREE,
+    METERED,
+    Endpoint,
+    Request,
+    Signals,
+    block_types,
+    chat_problem,
+    part_problem,
+    parts_problem,
+)
 
 # Suffix (as path segments) -> (name, wire). Longest suffixes first: "chat/completions"
 # must win over "completions".
@@ -92,12 +103,69 @@ WIRES = frozenset(
 # Service tiers that change the price (default/auto/scale bill the standard rates).
 _PRICED_TIERS = frozenset({"flex", "priority", "fast"})
 _IMAGE_TOOL_MODEL = "gpt-image-1"
+# Content-part types that are plain text.
+_CHAT_TEXT = frozenset({"text", "refusal"})
+_RESPONSES_TEXT = frozenset({"input_text", "output_text", "text", "refusal"})
+# Responses API requests whose real prompt is stored upstream, out of the router's sight.
+_UPSTREAM_STATE_KEYS = ("previous_response_id", "conversation", "prompt")
 # Responses output items billed per call, by the catalog's unit.
 _TOOL_ITEMS = {
     "web_search_call": "web_searches",
     "file_search_call": "storage_searches",
     "code_interpreter_call": "code_executions",
 }
+
+
+# Top-level fields of OpenAI's chat/completions/Responses/embeddings APIs that Anthropic lacks.
+_BODY_KEYS = (
+    "input",
+    "instructions",
+    "prompt",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "response_format",
+    "stream_options",
+    "reasoning_effort",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "n",
+    "seed",
+    "modalities",
+    "parallel_tool_calls",
+    "prediction",
+    "previous_response_id",
+    "encoding_format",
+    "dimensions",
+)
+_BLOCKS = frozenset({"image_url", "input_audio", "input_text", "input_image", "refusal"})
+_ROLES = frozenset({"system", "developer", "tool", "function"})
+SIGNALS = Signals(
+    model_prefixes=(
+        "gpt-",
+        "chatgpt-",
+        "ft:",  # fine-tuned: ft:gpt-4o-mini:org::id
+        "text-embedding-3",
+        "text-embedding-ada",
+        "text-davinci",
+        "davinci",
+        "babbage",
+        "omni-moderation",
+        "text-moderation",
+        "codex-",
+        "computer-use-",
+        "dall-e-",
+        "tts-",
+        "whisper-",
+    ),
+    model_help="gpt-, o1/o3/o4, chatgpt-, text-embedding-3/-ada, davinci, babbage, ft:",
+    headers=("openai-organization", "openai-project", "openai-beta"),
+    key_prefixes=("sk-",),
+    user_agent="openai/",
+    body_help="input, instructions, max_completion_tokens, response_format, system/tool roles "
+    "in messages, tool_calls, image_url blocks",
+)
 
 
 def _google_compat(prefix: list[str]) -> bool:
@@ -112,8 +180,32 @@ class OpenAI:
     """The OpenAI API and its compatible endpoints."""
 
     name: ClassVar[str] = "openai"
+    label: ClassVar[str] = "OpenAI"
     auth_header: ClassVar[str] = "authorization"
     wires: ClassVar[frozenset[str]] = WIRES
+    signals: ClassVar[Signals] = SIGNALS
+
+    def body_signals(self, body: Mapping[str, Any]) -> list[str]:
+        found = [f"top-level {k!r}" for k in _BODY_KEYS if k in body]
+        messages = body.get("messages")
+        for msg in messages if isinstance(messages, list) else ():
+            if not isinstance(msg, Mapping):
+                continue
+            role = msg.get("role")
+            if role in _ROLES:
+                found.append(f"a message with role {role!r}")
+            if "tool_calls" in msg or "tool_call_id" in msg:
+                found.append("tool_calls/tool_call_id in a message")
+            blocks = block_types(msg.get("content")) & _BLOCKS
+            if blocks:
+                found.append(f"{sorted(blocks)[0]} content block")
+        tools = body.get("tools")
+        for tool in tools if isinstance(tools, list) else ():
+            if not isinstance(tool, Mapping) or "input_schema" in tool:
+                continue
+            if "function" in tool or tool.get("type") == "function":
+                found.append("a function tool")
+        return found
 
     def auth_value(self, secret: str) -> str:
         return f"Bearer {secret}"
@@ -283,6 +375,49 @@ class OpenAI:
 
     def stream_error(self, payload: dict) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def unroutable_reason(self, wire: str, body: Mapping[str, Any]) -> str | None:
+        if wire == "openai.chat":
+            if _schema_type(body.get("response_format")) == "json_schema":
+                return "structured output (json_schema)"
+            modalities = body.get("modalities")
+            if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+                return "non-text output (audio)"
+            return chat_problem(body.get("messages"), _CHAT_TEXT)
+        if wire == "openai.responses":
+            text = body.get("text")
+            if isinstance(text, Mapping) and _schema_type(text.get("format")) == "json_schema":
+                return "structured output (json_schema)"
+            return _responses_problem(body)
+        return None  # completions: a plain text prompt
+
+
+def _schema_type(value: Any) -> str | None:
+    """The ``type`` of an OpenAI response_format / Responses text.format object."""
+    return value.get("type") if isinstance(value, Mapping) else None
+
+
+def _responses_problem(body: Mapping[str, Any]) -> str | None:
+    """Upstream state, non-message items or non-text parts in a Responses request."""
+    for key in _UPSTREAM_STATE_KEYS:
+        if body.get(key):
+            return f"conversation held upstream ({key})"
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        kind = item.get("type")
+        if isinstance(kind, str) and kind != "message":
+            # function_call(_output), reasoning, item_reference, computer_call, ...
+            return part_problem(kind) if kind != "reasoning" else "reasoning items in input"
+        problem = parts_problem(item.get("content"), _RESPONSES_TEXT)
+        if problem:
+            return problem
+    return None
 
 
 _ERROR_TYPES = {
