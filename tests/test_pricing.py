@@ -446,3 +446,33 @@ def test_an_update_file_replaces_the_bundled_prices_and_the_diff_says_what_chang
     # A broken file is ignored: the bundled prices stay.
     path.write_text("not json")
     assert Catalog.load(path) is bundled
+
+
+def test_the_cli_updates_the_catalog_from_a_file_and_says_what_changed(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from lcm_jupyter import cli
+
+    raw = _raw(Catalog.bundled().providers)
+    for provider in raw:
+        if provider["id"] == "anthropic":
+            provider["models"] = [m for m in provider["models"] if m["id"] != "claude-3-haiku"]
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps(raw))
+    target = tmp_path / "lcm" / "genai-prices.json"
+    monkeypatch.setenv("LCM_PRICE_CATALOG_FILE", str(target))
+    monkeypatch.setenv("LCM_DB_PATH", str(tmp_path / "lcm.sqlite3"))
+    assert cli.main(["pricing", "update", "--from", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert f"in {target}" in out and "- anthropic/claude-3-haiku" in out
+    assert Catalog.load(target).card("claude-3-haiku", "anthropic", NOW, ()) is None
+    # The listing now prices from the stored catalog.
+    assert cli.main(["pricing", "--provider", "anthropic", "--model", "claude-3-*"]) == 0
+    listed = capsys.readouterr().out
+    assert "claude-3-5-sonnet" in listed and "claude-3-haiku " not in listed
+    # Offline: nothing changes, the message says so, and --offline-ok keeps the exit code 0.
+    missing = str(tmp_path / "nowhere.json")
+    assert cli.main(["pricing", "update", "--from", missing]) == 1
+    assert cli.main(["pricing", "update", "--from", missing, "--offline-ok"]) == 0
+    assert "the current prices stay in use" in capsys.readouterr().err
+    assert Catalog.load(target).version.startswith("genai-prices-")
