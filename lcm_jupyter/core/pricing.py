@@ -69,6 +69,7 @@ UNIT_DIMS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "cache_write_tokens": (*TOKENS_IN, ("token_type", "cache_write")),
 }
 _TOKEN_PER = 1_000_000
+_ZERO = Decimal(0)
 
 
 class PricingError(ValueError):
@@ -142,6 +143,9 @@ class RateCard:
     context_window: int | None = None
     notes: str | None = None
     _by_key: dict[str, _Unit] = field(default_factory=dict, compare=False, repr=False)
+    # Per-token rates by direction, for worst-case reservations.
+    _inputs: list[Rate] = field(default_factory=list, compare=False, repr=False)
+    _outputs: list[Rate] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -166,6 +170,12 @@ class RateCard:
         ordered = tuple(u for _, _, u in units)
         card = cls(model, provider, source, ordered, context_window, notes)
         card._by_key.update((u.key, u) for u in ordered)
+        for u in ordered:
+            if u.per == _TOKEN_PER and u.key.endswith("_tokens"):
+                if u.key.startswith(("input", "cache")):
+                    card._inputs.append(u.rate)
+                elif u.key.startswith("output"):
+                    card._outputs.append(u.rate)
         return card
 
     def rate(self, unit: str) -> Rate | None:
@@ -180,27 +190,30 @@ class RateCard:
             raise PricingError(f"negative quantity in {usage!r}")
         tier_basis = usage.input_tokens if prompt_tokens is None else prompt_tokens
         billed: dict[str, int] = {}
-        total = Decimal(0)
+        # Summed per divisor and divided once: exact either way, and fewer Decimal divisions.
+        sums: dict[int, Decimal] = {}
         for unit in self.units:
-            if unit.key == "requests":
-                billed["requests"], count = 1, 1
+            key = unit.key
+            if key == "requests":
+                count = 1
             else:
-                count = quantities.get(unit.key, 0) - sum(billed[k] for k in unit.below)
+                count = quantities.get(key, 0)
+                if not count:
+                    continue  # nothing of it, so nothing to net out of the units above
+                for below in unit.below:
+                    count -= billed.get(below, 0)
                 # A detail larger than its total (a provider's rounding): bill nothing twice.
-                count = max(count, 0)
-                billed[unit.key] = count
-            if count:
-                total += unit.rate.at(tier_basis) * count / unit.per
-        return total
+                if count <= 0:
+                    billed[key] = 0
+                    continue
+            billed[key] = count
+            sums[unit.per] = sums.get(unit.per, _ZERO) + unit.rate.at(tier_basis) * count
+        return sum((total / per for per, total in sums.items()), _ZERO)
 
     def worst_rate(self, direction: str, prompt_tokens: int) -> Decimal:
         """The highest per-token price of any input or output token unit at this prompt size."""
-        found = [
-            u.rate.at(prompt_tokens)
-            for u in self.units
-            if u.per == _TOKEN_PER and u.key.startswith(direction) and u.key.endswith("_tokens")
-        ]
-        return max(found, default=Decimal(0))
+        rates = self._inputs if direction == "input" else self._outputs
+        return max((r.at(prompt_tokens) for r in rates), default=_ZERO)
 
     def tool_fee(self, unit: str) -> Decimal:
         """Price of one server-side tool call of `unit` (web_searches ...), 0 when unpriced."""

@@ -60,6 +60,7 @@ from ..core.usage import Usage
 from ..store import billed
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
+from ..store.store import Store
 from ..store.timeutil import to_iso
 from .budgets import Guard, Hold
 from .cache import ResponseCache, cache_digest, wants_no_cache
@@ -225,6 +226,7 @@ class ProxyPipeline:
         pricing: PricingService,
         upstream: Upstream,
         log_writer: LogWriter,
+        store: Store | None = None,
         guard: Guard | None = None,
         cache: ResponseCache | None = None,
         router: Router | None = None,
@@ -234,6 +236,7 @@ class ProxyPipeline:
         self.pricing = pricing
         self.upstream = upstream
         self.log_writer = log_writer
+        self.store = store
         self.guard = guard
         self.cache = cache
         self.router = router
@@ -540,11 +543,9 @@ class ProxyPipeline:
         """Bill this call's usage only if no call before it billed the same result."""
         if call.usage is None:
             return
-        first = (
-            await self.guard.store.run(billed.claim, ref, call.id, call.key_id)
-            if (self.guard is not None)
-            else None
-        )
+        if self.store is None:
+            return
+        first = await self.store.run(billed.claim, ref, call.id, call.key_id)
         if first is not None:
             call.usage = None
             call.error = f"Already billed by call {first}."

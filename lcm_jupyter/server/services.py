@@ -75,6 +75,7 @@ class LCMServices:
             pricing=self.pricing,
             upstream=self.upstream,
             log_writer=self.log_writer,
+            store=self.store,
             guard=self.guard,
             cache=ResponseCache(self.counters),
             router=self.router,
