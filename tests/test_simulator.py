@@ -45,6 +45,12 @@ def reply(model: str, prompt: str) -> str:
     return f"Simulated reply from {model}: {' '.join(prompt.split())}"
 
 
+def snip(prompt: str) -> str:
+    """The prompt as the simulator quotes it: whitespace collapsed, cut to 200 characters."""
+    text = " ".join(prompt.split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 @pytest.fixture
 def sim(jp_asyncio_loop):
     provider = SimulatedProvider()
@@ -295,6 +301,331 @@ async def test_openai_models_list(sim):
     assert "gpt-4o" in models
 
 
+async def test_openai_responses_background_create_poll_and_stream(sim):
+    client = oai(sim)
+    question = "What is 2 + 2?"
+    created = await client.responses.create(model="gpt-4o", input=question, background=True)
+    assert (created.status, created.background, created.service_tier) == ("queued", True, "auto")
+    assert created.usage is None and created.output == []
+
+    first = await client.responses.retrieve(created.id)
+    assert (first.status, first.usage, first.service_tier) == ("in_progress", None, "auto")
+    done = await client.responses.retrieve(created.id)
+    text = reply("gpt-4o", question)
+    assert (done.status, done.service_tier, done.background) == ("completed", "default", True)
+    assert done.output_text == text
+    assert done.usage.input_tokens == OVERHEAD + tok(question)
+    assert done.usage.output_tokens == tok(text)
+    assert done.usage.total_tokens == OVERHEAD + tok(question) + tok(text)
+    assert (await client.responses.retrieve(created.id)).status == "completed"
+    assert sim.requests[-1].method == "GET"
+    assert sim.requests[-1].path == f"/v1/responses/{created.id}"
+
+    stream = await client.responses.retrieve(created.id, stream=True)
+    events = [event async for event in stream]
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 4,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[0].response.status == "queued" and events[0].response.service_tier == "auto"
+    assert events[-1].response.usage == done.usage
+    assert events[-1].response.service_tier == "default"
+    resumed = await client.responses.retrieve(created.id, stream=True, starting_after=10)
+    assert [e.sequence_number async for e in resumed] == [11, 12]
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.responses.retrieve("resp_unknown")
+    assert missing.value.body == {
+        "message": "Response with id 'resp_unknown' not found.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+    # The wire form: usage is an explicit null, and gpt-4o sends neither cache writes nor
+    # tool_usage.
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        body = {"model": "gpt-4o", "input": question, "background": True}
+        queued = (await http.post("/v1/responses", json=body)).json()
+        polled = (await http.get(f"/v1/responses/{queued['id']}?stream=false")).json()
+        final = (await http.get(f"/v1/responses/{queued['id']}")).json()
+    assert "usage" in queued and queued["usage"] is None
+    assert (queued["status"], polled["status"], final["status"]) == (
+        "queued",
+        "in_progress",
+        "completed",
+    )
+    assert final["usage"] == {
+        "input_tokens": OVERHEAD + tok(question),
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": tok(text),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": OVERHEAD + tok(question) + tok(text),
+    }
+    assert "tool_usage" not in final
+
+    streamed = await client.responses.create(
+        model="gpt-4o", input=question, background=True, stream=True
+    )
+    events = [event async for event in streamed]
+    assert [e.type for e in events[:3]] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.output_tokens == tok(text)
+    # A streamed background run is finished: the first poll already has the usage.
+    after = await client.responses.retrieve(events[-1].response.id)
+    assert after.status == "completed" and after.usage.output_tokens == tok(text)
+
+
+async def test_openai_cache_writes_on_newer_models(sim):
+    client = oai(sim)
+    long_text = "cache me " * 1000  # 9000 chars -> 2250 tokens
+    messages = [{"role": "user", "content": long_text}]
+    prompt = OVERHEAD + tok(long_text)
+    rendered_chars = len("user: " + long_text + "\n")
+    cacheable = min(rendered_chars // 4, prompt) // 128 * 128
+    assert cacheable == 2176
+
+    first = await client.chat.completions.create(model="gpt-5.6-luna", messages=messages)
+    second = await client.chat.completions.create(model="gpt-5.6-luna", messages=messages)
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens == prompt
+    assert first.usage.prompt_tokens_details.cache_write_tokens == cacheable
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cache_write_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens == cacheable
+    short = await client.chat.completions.create(
+        model="gpt-5.6-luna", messages=[{"role": "user", "content": "What is 2+2?"}]
+    )
+    assert short.usage.prompt_tokens_details.cache_write_tokens == 0
+
+    first_r = await client.responses.create(model="gpt-6", input=long_text)
+    second_r = await client.responses.create(model="gpt-6", input=long_text)
+    assert first_r.usage.input_tokens_details.cache_write_tokens == cacheable
+    assert first_r.usage.input_tokens_details.cached_tokens == 0
+    assert second_r.usage.input_tokens_details.cache_write_tokens == 0
+    assert second_r.usage.input_tokens_details.cached_tokens == cacheable
+
+    # Older models keep the shapes they were recorded with.
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        chat_body = {"model": "gpt-4.1", "messages": messages}
+        old_chat = (await http.post("/v1/chat/completions", json=chat_body)).json()
+        # The prompt cache is per model, shared by both APIs: gpt-6 has seen this prompt.
+        new_chat = (
+            await http.post("/v1/chat/completions", json={**chat_body, "model": "gpt-6-mini"})
+        ).json()
+        five = (await http.post("/v1/responses", json={"model": "gpt-5.5", "input": "Hi"})).json()
+        mini = (
+            await http.post("/v1/responses", json={"model": "gpt-5-mini", "input": "Hi"})
+        ).json()
+    assert old_chat["usage"]["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 0}
+    assert new_chat["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0,
+        "cache_write_tokens": cacheable,
+        "audio_tokens": 0,
+    }
+    assert five["usage"]["input_tokens_details"] == {"cache_write_tokens": 0, "cached_tokens": 0}
+    assert five["tool_usage"]["web_search"] == {"num_requests": 0}
+    assert mini["usage"]["input_tokens_details"] == {"cached_tokens": 0}
+    assert "tool_usage" not in mini
+
+
+async def test_openai_responses_server_tools(sim):
+    client = oai(sim)
+    question = "What are the latest news in Iceland?"
+    text = reply("gpt-4o", question)
+    searched = await client.responses.create(
+        model="gpt-4o", input=question, tools=[{"type": "web_search_preview"}]
+    )
+    assert [item.type for item in searched.output] == ["web_search_call", "message"]
+    call = searched.output[0]
+    assert (call.status, call.action.type, call.action.query) == ("completed", "search", question)
+    assert searched.output_text == text
+    assert searched.output[1].content[0].annotations[0].type == "url_citation"
+    assert searched.usage.input_tokens == OVERHEAD + tok(question) + 300
+    assert searched.usage.output_tokens == tok(text)
+    assert searched.tool_usage.web_search.num_requests == 1
+    assert searched.tool_usage.image_gen.total_tokens == 0
+    assert searched.tool_usage.image_gen.input_tokens_details.text_tokens == 0
+
+    stream = await client.responses.create(
+        model="gpt-5.6-sol", input=question, tools=[{"type": "web_search"}], stream=True
+    )
+    kinds = [event.type async for event in stream]
+    assert kinds[:9] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",  # reasoning
+        "response.output_item.done",
+        "response.output_item.added",  # web_search_call
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+    ]
+    assert kinds[-1] == "response.completed"
+
+    found = await client.responses.create(
+        model="gpt-5-mini",
+        input=question,
+        tools=[{"type": "file_search", "vector_store_ids": ["vs_docs"]}],
+        include=["file_search_call.results"],
+    )
+    assert [item.type for item in found.output] == ["reasoning", "file_search_call", "message"]
+    assert found.output[1].queries == [question]
+    assert found.output[1].results[0].filename == "document.txt"
+    assert found.usage.input_tokens == OVERHEAD + tok(question) + 300
+    assert found.tool_usage is None  # gpt-5-mini, and no web search
+    plain = await client.responses.create(
+        model="gpt-5-mini", input=question, tools=[{"type": "file_search", "vector_store_ids": []}]
+    )
+    assert plain.output[1].results is None  # results only come back when included
+
+
+async def test_openai_images_usage(sim):
+    client = oai(sim)
+    prompt = "A watercolor lighthouse at dusk"
+    cases = [
+        ({"size": "1024x1024", "quality": "low"}, 272),
+        ({"size": "1024x1536", "quality": "medium"}, 1584),
+        ({"size": "1536x1024", "quality": "high", "n": 2}, 2 * 6208),
+        ({}, 4160),  # auto: high quality, 1024x1024
+    ]
+    for options, output in cases:
+        result = await client.images.generate(model="gpt-image-1", prompt=prompt, **options)
+        usage = result.usage
+        assert (usage.input_tokens, usage.output_tokens) == (tok(prompt), output)
+        assert usage.input_tokens_details.text_tokens == tok(prompt)
+        assert usage.input_tokens_details.image_tokens == 0
+        assert usage.total_tokens == tok(prompt) + output
+        assert len(result.data) == options.get("n", 1)
+        assert base64.b64decode(result.data[0].b64_json).startswith(b"\x89PNG\r\n\x1a\n")
+    assert result.size == "1024x1024" and result.quality == "high"
+
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        raw = await http.post(
+            "/v1/images/generations",
+            json={"model": "gpt-image-1", "prompt": prompt, "quality": "low", "n": 3},
+        )
+    assert raw.json()["usage"] == {
+        "input_tokens": tok(prompt),
+        "input_tokens_details": {"text_tokens": tok(prompt), "image_tokens": 0},
+        "output_tokens": 3 * 272,
+        "total_tokens": tok(prompt) + 3 * 272,
+    }
+
+    dalle = await client.images.generate(model="dall-e-3", prompt=prompt)
+    assert dalle.usage is None and dalle.data[0].url.endswith(".png")
+    assert dalle.data[0].revised_prompt == prompt
+    small = await client.images.generate(
+        model="dall-e-2", prompt=prompt, n=2, response_format="b64_json"
+    )
+    assert small.usage is None and len(small.data) == 2 and small.data[0].b64_json
+    with pytest.raises(openai.BadRequestError):
+        await client.images.generate(model="gpt-image-1", prompt=prompt, size="512x512")
+
+
+async def test_openai_speech_audio_and_sse_usage(sim):
+    client = oai(sim)
+    words = "Hello there, this is the simulator speaking."
+    audio = await client.audio.speech.create(model="gpt-4o-mini-tts", input=words, voice="alloy")
+    assert audio.response.headers["content-type"] == "audio/mpeg"
+    assert audio.content.startswith(b"ID3") and len(audio.content) > 100
+    again = await client.audio.speech.create(model="gpt-4o-mini-tts", input=words, voice="alloy")
+    assert again.content == audio.content  # deterministic
+
+    streamed = await client.audio.speech.create(
+        model="gpt-4o-mini-tts", input=words, voice="alloy", stream_format="sse"
+    )
+    assert streamed.response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(data) for data in sse_data(streamed.text)]
+    assert {e["type"] for e in events[:-1]} == {"speech.audio.delta"}
+    assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == audio.content
+    assert events[-1] == {
+        "type": "speech.audio.done",
+        "usage": {
+            "input_tokens": tok(words),
+            "output_tokens": 5 * tok(words),
+            "total_tokens": 6 * tok(words),
+        },
+    }
+    with pytest.raises(openai.BadRequestError):
+        await client.audio.speech.create(
+            model="tts-1", input=words, voice="alloy", stream_format="sse"
+        )
+
+
+async def test_openai_transcriptions_duration_and_token_usage(sim):
+    client = oai(sim)
+    clip = ("clip.mp3", b"\xff\xfb" * 20000, "audio/mpeg")  # 40000 bytes: 2.5 s, billed as 3
+    text = "Simulated transcription of clip.mp3 (40000 bytes)."
+    whisper = await client.audio.transcriptions.create(model="whisper-1", file=clip)
+    assert whisper.text == text
+    assert (whisper.usage.type, whisper.usage.seconds) == ("duration", 3)
+    record = sim.requests[-1]
+    assert record.headers["content-type"].startswith("multipart/form-data")
+    assert record.body["model"] == "whisper-1"
+    assert record.body["file"] == {
+        "filename": "clip.mp3",
+        "content_type": "audio/mpeg",
+        "size": 40000,
+    }
+
+    verbose = await client.audio.transcriptions.create(
+        model="whisper-1",
+        file=clip,
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert verbose.duration == 2.5 and verbose.usage.seconds == 3
+    assert [w.word for w in verbose.words] == text.split()
+    plain = await client.audio.transcriptions.create(
+        model="whisper-1", file=clip, response_format="text"
+    )
+    assert plain.strip() == text
+
+    hint = "Names: Reykjavik, Galileo"
+    tokens = await client.audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=clip, prompt=hint
+    )
+    usage = tokens.usage
+    assert usage.type == "tokens"
+    assert usage.input_token_details.audio_tokens == 10 * 3
+    assert usage.input_token_details.text_tokens == tok(hint)
+    assert usage.input_tokens == 30 + tok(hint)
+    assert usage.output_tokens == tok(text)
+    assert usage.total_tokens == 30 + tok(hint) + tok(text)
+    stream = await client.audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe", file=clip, stream=True
+    )
+    events = [event async for event in stream]
+    assert "".join(e.delta for e in events[:-1]) == text
+    assert events[-1].type == "transcript.text.done" and events[-1].usage.output_tokens == tok(text)
+    with pytest.raises(openai.BadRequestError):
+        await client.audio.transcriptions.create(
+            model="gpt-4o-mini-transcribe", file=clip, response_format="verbose_json"
+        )
+
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        as_json = await http.post("/v1/audio/transcriptions", json={"model": "whisper-1"})
+        form_to_chat = await http.post(
+            "/v1/chat/completions", data={"model": "gpt-4o"}, files={"file": ("a", b"1")}
+        )
+    assert as_json.status_code == 400
+    assert "multipart/form-data" in as_json.json()["error"]["message"]
+    assert form_to_chat.status_code == 400  # only upload endpoints take multipart bodies
+
+
 # --- Anthropic ------------------------------------------------------------------------------
 
 
@@ -417,6 +748,268 @@ async def test_anthropic_prompt_caching(sim):
     assert second.usage.cache_creation_input_tokens == 0
     assert second.usage.cache_read_input_tokens == cached
     assert second.usage.input_tokens == OVERHEAD + tok("Second question")
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(data) for data in sse_data(text)]
+
+
+async def test_anthropic_web_search_two_sampling_steps(sim):
+    client = ant(sim)
+    question = "What is the weather in Paris?"
+    kwargs = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": question}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+    }
+    prompt = OVERHEAD + tok(question)
+    call = json.dumps({"query": question}, separators=(",", ":"))
+    first_output = tok("Let me search the web for that.") + tok(call)
+    text = reply("claude-sonnet-4-5", question)
+    total_input = prompt + (prompt + first_output + 5000)  # step 2 also reads the results
+
+    result = await client.messages.create(**kwargs)
+    assert [b.type for b in result.content] == [
+        "text",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert result.content[1].input == {"query": question}
+    assert result.content[2].tool_use_id == result.content[1].id
+    assert result.content[3].text == text
+    assert result.usage.input_tokens == total_input
+    assert result.usage.output_tokens == first_output + tok(text)
+    assert result.usage.server_tool_use.web_search_requests == 1
+    assert result.usage.server_tool_use.web_fetch_requests == 0
+
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        raw = await http.post("/v1/messages", json={**kwargs, "stream": True})
+    events = sse_events(raw.text)
+    start, delta = events[0]["message"]["usage"], events[-2]["usage"]
+    assert start["input_tokens"] == prompt and start["output_tokens"] == 1
+    assert delta == {
+        "input_tokens": total_input,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": first_output + tok(text),
+        "server_tool_use": {"web_search_requests": 1, "web_fetch_requests": 0},
+    }
+
+    async with client.messages.stream(**kwargs) as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_message()
+    assert final.content[1].input == {"query": question}
+    assert final.usage.input_tokens == total_input
+
+
+async def test_anthropic_compaction_iterations(sim):
+    client = ant(sim)
+    model = "claude-sonnet-4-6"
+    context = "The quick brown fox jumps over the lazy dog. " * 200  # 2250 tokens
+    content = [
+        {"type": "text", "text": context, "cache_control": {"type": "ephemeral", "ttl": "5m"}},
+        {"type": "text", "text": "Now say hello."},
+    ]
+    kwargs = {
+        "model": model,
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": content}],
+        "context_management": {
+            "edits": [
+                {"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 2000}}
+            ]
+        },
+        "betas": ["compact-2026-01-12"],
+    }
+    cached = OVERHEAD + tok(context)  # through the cache_control block
+    summary = (
+        f"Summary of the conversation so far: the user wrote: {snip(context)}."
+        " Next step: answer it."
+    )
+    text = f"Simulated reply from {model}: {snip(context)}"
+    after = OVERHEAD + tok(summary)  # no system prompt: one message holding the summary
+
+    result = await client.beta.messages.create(**kwargs)
+    assert [b.type for b in result.content] == ["compaction", "text"]
+    assert result.content[0].content == summary and result.content[1].text == text
+    usage = result.usage
+    assert (usage.input_tokens, usage.output_tokens) == (after, tok(text))
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (0, 0)
+    compaction, message = usage.iterations
+    assert compaction.type == "compaction" and message.type == "message"
+    assert compaction.input_tokens == tok("Now say hello.")
+    assert compaction.cache_creation_input_tokens == cached
+    assert compaction.cache_creation.ephemeral_5m_input_tokens == cached
+    assert compaction.output_tokens == tok(summary)
+    assert (message.input_tokens, message.output_tokens) == (after, tok(text))
+    assert usage.server_tool_use.web_search_requests == 0
+    assert result.context_management.applied_edits == []
+
+    # Streamed (and now reading the cache): message_start reports the compaction step,
+    # message_delta the final step plus the iterations.
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        body = {k: v for k, v in kwargs.items() if k != "betas"}
+        raw = await http.post("/v1/messages?beta=true", json={**body, "stream": True})
+    events = sse_events(raw.text)
+    assert events[0]["message"]["usage"] == {
+        "input_tokens": tok("Now say hello."),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": 1,
+        "service_tier": "standard",
+    }
+    assert events[1]["content_block"] == {"type": "compaction", "content": None}
+    delta = events[-2]
+    assert delta["context_management"] == {"applied_edits": []}
+    assert {k: v for k, v in delta["usage"].items() if k != "iterations"} == {
+        "input_tokens": after,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": tok(text),
+    }
+    assert [(i["type"], i["cache_read_input_tokens"]) for i in delta["usage"]["iterations"]] == [
+        ("compaction", cached),
+        ("message", 0),
+    ]
+
+    async with client.beta.messages.stream(**kwargs) as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_message()
+    assert final.content[0].content == summary
+    assert final.usage.input_tokens == after and len(final.usage.iterations) == 2
+
+    below = await client.beta.messages.create(
+        **{**kwargs, "messages": [{"role": "user", "content": "Short chat"}]}
+    )
+    assert below.usage.iterations is None and [b.type for b in below.content] == ["text"]
+
+
+async def test_anthropic_advisor_iterations(sim):
+    client = ant(sim)
+    question = "What's 2+2? Consult your advisor first."
+    kwargs = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": question}]}],
+        "tools": [
+            {
+                "type": "advisor_20260301",
+                "name": "advisor",
+                "model": "claude-opus-4-8",
+                "max_tokens": 1024,
+            }
+        ],
+    }
+    prompt = OVERHEAD + tok(question)
+    first_output = tok("Let me consult the advisor first.")
+    advice = f"Advice from claude-opus-4-8: answer directly. The user wrote: {question}"
+    text = reply("claude-sonnet-5", question)
+    second_input = prompt + first_output + tok(advice)
+
+    result = await client.beta.messages.create(**kwargs)
+    assert [b.type for b in result.content] == [
+        "text",
+        "server_tool_use",
+        "advisor_tool_result",
+        "text",
+    ]
+    assert result.content[2].content.text == advice
+    usage = result.usage
+    assert [(i.type, i.input_tokens, i.output_tokens) for i in usage.iterations] == [
+        ("message", prompt, first_output),
+        ("advisor_message", prompt + first_output, tok(advice)),
+        ("message", second_input, tok(text)),
+    ]
+    assert usage.iterations[1].model == "claude-opus-4-8"
+    assert usage.input_tokens == prompt + second_input  # the two message steps only
+    assert usage.output_tokens == first_output + tok(text)
+    assert usage.server_tool_use.web_search_requests == 0
+
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        raw = await http.post("/v1/messages", json={**kwargs, "stream": True})
+    events = sse_events(raw.text)
+    assert events[0]["message"]["usage"]["input_tokens"] == prompt
+    delta = events[-2]["usage"]
+    assert delta["input_tokens"] == prompt + second_input
+    assert delta["output_tokens"] == first_output + tok(text)
+    assert delta["server_tool_use"] == {"web_search_requests": 0, "web_fetch_requests": 0}
+    assert [i["type"] for i in delta["iterations"]] == ["message", "advisor_message", "message"]
+    assert delta["iterations"][1]["model"] == "claude-opus-4-8"
+    assert "model" not in delta["iterations"][0]
+
+
+async def test_anthropic_cache_ttl_split_and_automatic_caching(sim):
+    client = ant(sim)
+    system = [
+        {
+            "type": "text",
+            "text": "Rules. " * 400,
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
+    content = [
+        {"type": "text", "text": "Doc " * 300, "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Q?"},
+    ]
+    kwargs = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "system": system,
+        "messages": [{"role": "user", "content": content}],
+    }
+    long_part = OVERHEAD + tok("Rules. " * 400)  # through the 1h breakpoint
+    short_part = OVERHEAD + tok("Doc " * 300)  # from there through the 5m one
+    first = await client.messages.create(**kwargs)
+    assert first.usage.cache_creation_input_tokens == long_part + short_part
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == long_part
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == short_part
+    assert first.usage.input_tokens == tok("Q?")
+
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        changed = [{**content[0], "text": "Other " * 300}, content[1]]
+        body = {**kwargs, "messages": [{"role": "user", "content": changed}], "stream": True}
+        raw = await http.post("/v1/messages", json=body)
+    events = sse_events(raw.text)
+    start, delta = events[0]["message"]["usage"], events[-2]["usage"]
+    written = OVERHEAD + tok("Other " * 300)
+    assert start["cache_read_input_tokens"] == long_part  # the 1h system prefix is reused
+    assert start["cache_creation"] == {
+        "ephemeral_5m_input_tokens": written,
+        "ephemeral_1h_input_tokens": 0,
+    }
+    assert delta == {
+        "input_tokens": tok("Q?"),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": long_part,
+        "output_tokens": tok(f"Simulated reply from claude-sonnet-4-6: {snip('Other ' * 300)}"),
+    }
+
+    # Automatic caching: a top-level cache_control caches through the end of the prompt.
+    turn = [{"role": "user", "content": "Explain Python. " * 100}]
+    one = await client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=100,
+        messages=turn,
+        cache_control={"type": "ephemeral"},
+    )
+    assert one.usage.cache_creation_input_tokens == OVERHEAD + tok("Explain Python. " * 100)
+    assert (one.usage.input_tokens, one.usage.cache_read_input_tokens) == (0, 0)
+    answer = one.content[0].text
+    turn += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And Rust?"}]
+    two = await client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=100,
+        messages=turn,
+        cache_control={"type": "ephemeral"},
+    )
+    assert two.usage.cache_read_input_tokens == one.usage.cache_creation_input_tokens
+    assert two.usage.cache_creation_input_tokens == 2 * OVERHEAD + tok(answer) + tok("And Rust?")
+    assert two.usage.input_tokens == 0
 
 
 # --- Google Gemini --------------------------------------------------------------------------
@@ -560,6 +1153,64 @@ async def test_gemini_v1beta_and_prefixed_paths(sim):
     assert result.text == reply("gemini-2.0-flash", "Hi")
     assert sim.requests[-1].path == "/gateway/google/v1beta/models/gemini-2.0-flash:generateContent"
     assert sim.requests[-1].provider == "google"
+
+
+async def test_gemini_google_search_grounding_and_service_tier(sim):
+    client = gem(sim)
+    question = "What is the weather in San Francisco today?"
+    search = types.GenerateContentConfig(tools=[types.Tool(google_search=types.GoogleSearch())])
+    result = await client.models.generate_content(
+        model="gemini-2.5-flash", contents=question, config=search
+    )
+    assert sim.requests[-1].body["tools"] == [{"googleSearch": {}}]
+    text = reply("gemini-2.5-flash", question)
+    usage = result.usage_metadata
+    assert usage.prompt_token_count == OVERHEAD + tok(question)  # search results not included
+    assert usage.tool_use_prompt_token_count == 100
+    assert usage.candidates_token_count == tok(text)
+    assert usage.thoughts_token_count == 2 * tok(text)
+    assert usage.total_token_count == OVERHEAD + tok(question) + 100 + 3 * tok(text)
+    grounding = result.candidates[0].grounding_metadata
+    assert grounding.web_search_queries == [question]
+    assert grounding.grounding_chunks[0].web.uri.startswith("https://")
+    assert grounding.search_entry_point.rendered_content
+
+    chunks = [
+        chunk
+        async for chunk in await client.models.generate_content_stream(
+            model="gemini-2.0-flash", contents=question, config=search
+        )
+    ]
+    assert [c.candidates[0].grounding_metadata is not None for c in chunks] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert all(c.usage_metadata.tool_use_prompt_token_count == 100 for c in chunks)
+
+    # serviceTier is not in the SDK's model: check the wire form.
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        body = {"contents": [{"parts": [{"text": question}]}], "tools": [{"google_search": {}}]}
+        recent = await http.post("/v1beta/models/gemini-3-flash:generateContent", json=body)
+        older = await http.post(
+            "/v1beta/models/gemini-2.0-flash:generateContent", json={"contents": body["contents"]}
+        )
+    metadata = recent.json()["usageMetadata"]
+    recent_text = reply("gemini-3-flash", question)
+    assert metadata == {
+        "promptTokenCount": OVERHEAD + tok(question),
+        "candidatesTokenCount": tok(recent_text),
+        "totalTokenCount": OVERHEAD + tok(question) + 100 + 3 * tok(recent_text),
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": OVERHEAD + tok(question)}],
+        "toolUsePromptTokenCount": 100,
+        "toolUsePromptTokensDetails": [{"modality": "TEXT", "tokenCount": 100}],
+        "thoughtsTokenCount": 2 * tok(recent_text),
+        "serviceTier": "standard",
+    }
+    assert recent.json()["candidates"][0]["groundingMetadata"]["webSearchQueries"] == [question]
+    assert "serviceTier" not in older.json()["usageMetadata"]
+    assert "groundingMetadata" not in older.json()["candidates"][0]
 
 
 # --- errors, keys, latency and controls -----------------------------------------------------

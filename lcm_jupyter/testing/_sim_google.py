@@ -10,6 +10,12 @@ of the shared text model:
 * ``cachedContent`` adds the cache's tokens (counted when created through ``cachedContents``,
   else ``DEFAULT_CACHED_TOKENS``) to ``promptTokenCount`` and reports them as
   ``cachedContentTokenCount``;
+* a ``google_search`` / ``googleSearch`` tool runs one search for the last user text: the
+  candidate gets ``groundingMetadata`` (one ``webSearchQueries`` entry; on the last chunk of a
+  stream) and ``usageMetadata`` gets ``toolUsePromptTokenCount`` = ``SEARCH_RESULT_TOKENS``,
+  which is NOT part of ``promptTokenCount`` but is part of ``totalTokenCount``;
+* Gemini 2.5 and later report ``"serviceTier": "standard"`` in ``usageMetadata``, as recent
+  recordings do;
 * zero counts are omitted, as proto3 JSON does, and bodies are indented like the real API's.
 """
 
@@ -19,8 +25,9 @@ import json
 import re
 import time
 from datetime import datetime, timezone
+from html import escape
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from .simulator import (
     RecordedRequest,
@@ -40,6 +47,7 @@ from .simulator import (
 
 NAME = "google"
 DEFAULT_CACHED_TOKENS = 2048
+SEARCH_RESULT_TOKENS = 100
 _JSON = "application/json; charset=UTF-8"
 _CALL = re.compile(r"/(v1|v1beta|v1alpha)/(?:models|tunedModels)/([^/:]+):([A-Za-z]+)$")
 _CACHES = re.compile(r"/(v1|v1beta|v1alpha)/cachedContents$")
@@ -229,19 +237,54 @@ def _thoughts(model: str, config: dict[str, Any], reply_tokens: int) -> int:
     return min(wanted, budget) if positive_int(budget) else wanted
 
 
-def _usage(prompt: int, cached: int, candidates: int, thoughts: int) -> dict[str, Any]:
+def _usage(
+    prompt: int,
+    cached: int,
+    candidates: int,
+    thoughts: int,
+    tool_use: int = 0,
+    tier: str | None = None,
+) -> dict[str, Any]:
     usage: dict[str, Any] = {"promptTokenCount": prompt}
     if candidates:
         usage["candidatesTokenCount"] = candidates
-    usage["totalTokenCount"] = prompt + candidates + thoughts
+    usage["totalTokenCount"] = prompt + tool_use + candidates + thoughts
     if cached:
         usage["cachedContentTokenCount"] = cached
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
     if cached:
         usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+    if tool_use:
+        usage["toolUsePromptTokenCount"] = tool_use
+        usage["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": tool_use}]
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
+    if tier:
+        usage["serviceTier"] = tier
     return usage
+
+
+def _searches(body: dict[str, Any]) -> bool:
+    """Whether the request offers the Google Search tool (either spelling)."""
+    tools = body.get("tools")
+    return any(_field(tool, "googleSearch") is not None for tool in tools or [])
+
+
+def _grounding(query: str, text: str) -> dict[str, Any]:
+    uri = "https://search.simulated.invalid/?q=" + quote(query)
+    chip = f'<div class="container"><a class="chip" href="{uri}">{escape(query)}</a></div>'
+    return {
+        "searchEntryPoint": {"renderedContent": chip},
+        "groundingChunks": [{"web": {"uri": uri, "title": f"Search results for {query}"}}],
+        "groundingSupports": [
+            {
+                # Gemini's segment offsets count UTF-8 bytes.
+                "segment": {"startIndex": 0, "endIndex": len(text.encode()), "text": text},
+                "groundingChunkIndices": [0],
+            }
+        ],
+        "webSearchQueries": [query],
+    }
 
 
 def _last_user_text(contents: list[Any]) -> str:
@@ -266,19 +309,27 @@ def _generate(
         return error(400, "max_output_tokens must be positive.", endpoint)
     cached = _cached(body, state)
     prompt = _prompt_tokens(body) + cached
-    reply = simulated_reply(model, _last_user_text(contents))
+    last_user = _last_user_text(contents)
+    reply = simulated_reply(model, last_user)
     gen = fit(reply, cap, _thoughts(model, config, count_tokens(reply)))
     finish = "MAX_TOKENS" if gen.truncated else "STOP"
     response_id = new_id("", 22)
+    searched = _searches(body)
+    query = " ".join(last_user.split())[:100] or "latest news"
+    tool_use = SEARCH_RESULT_TOKENS if searched else 0
+    tier = "standard" if is_thinking_model(model) else None
 
     def response(text: str, reason: str | None, candidates: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
         if reason:
             candidate["finishReason"] = reason
+            if searched:
+                candidate["groundingMetadata"] = _grounding(query, gen.text)
         candidate["index"] = 0
+        thoughts = gen.reasoning_tokens
         return {
             "candidates": [candidate],
-            "usageMetadata": _usage(prompt, cached, candidates, gen.reasoning_tokens),
+            "usageMetadata": _usage(prompt, cached, candidates, thoughts, tool_use, tier),
             "modelVersion": model,
             "responseId": response_id,
         }

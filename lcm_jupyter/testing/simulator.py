@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.iostream
 import tornado.netutil
 import tornado.web
@@ -176,7 +177,11 @@ class RecordedRequest:
     headers: dict[str, str]
     """Header names lower-cased; repeated headers joined with ", "."""
     body: dict | None
-    """The parsed JSON object, or None (no body, not JSON, or not an object)."""
+    """The parsed JSON object, or None (no body, not JSON, or not an object).
+
+    A multipart/form-data body becomes its fields instead: a text field as a string (a list
+    when repeated), an uploaded file as {"filename", "content_type", "size"}.
+    """
     provider: str | None = None
     """openai, anthropic or google, as routed; None for an unknown path."""
 
@@ -362,7 +367,9 @@ class SimulatedProvider:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         parsed: Any = None
         bad_json = False
-        if request.body:
+        if _is_form(headers):
+            parsed = _form_fields(request)
+        elif request.body:
             try:
                 parsed = json.loads(request.body)
             except ValueError:
@@ -416,7 +423,10 @@ class SimulatedProvider:
                 return denied
         if endpoint is None:
             return module.error(404, f"Invalid URL ({record.method} {record.path})", endpoint)
-        if bad or (record.method == "POST" and record.body is None):
+        # Upload endpoints check their own multipart bodies; every other POST must be JSON.
+        if endpoint not in getattr(module, "FORM_ENDPOINTS", ()) and (
+            bad or _is_form(record.headers) or (record.method == "POST" and record.body is None)
+        ):
             return module.error(400, "The request body is not valid JSON.", endpoint)
         try:
             return module.handle(endpoint, record, self._state[module.NAME], self.stream_chunks)
@@ -477,6 +487,26 @@ class SimulatedProvider:
             "chunk_delay": self.chunk_delay,
             "stream_chunks": self.stream_chunks,
         }
+
+
+def _is_form(headers: dict[str, str]) -> bool:
+    return headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+def _form_fields(request: tornado.httputil.HTTPServerRequest) -> dict[str, Any]:
+    # Tornado has already parsed the multipart body (a malformed one never gets here).
+    fields: dict[str, Any] = {}
+    for name, values in request.body_arguments.items():
+        texts = [value.decode("utf-8", "replace") for value in values]
+        fields[name] = texts[0] if len(texts) == 1 else texts
+    for name, uploads in request.files.items():
+        upload = uploads[0]
+        fields[name] = {
+            "filename": upload.filename,
+            "content_type": upload.content_type,
+            "size": len(upload.body),
+        }
+    return fields
 
 
 def _provider_modules() -> tuple[ModuleType, ...]:
