@@ -15,6 +15,8 @@ from lcm_jupyter.core import budget
 from lcm_jupyter.core.budget import (
     MEDIA_TOKENS,
     MONEY_SCALE,
+    REQUEST_OVERHEAD_TOKENS,
+    TOOL_OVERHEAD_TOKENS,
     Threshold,
     alert_message,
     budget_exceeded_message,
@@ -427,27 +429,34 @@ def test_reservation_gpt_4o_mini_by_hand() -> None:
         D("0.15"),
         D("0.60"),
     )
-    # 15 prompt tokens at $0.15/1M = 1,500 units each; 100 output at $0.60/1M = 6,000 each.
+    # 15 prompt tokens and the 16 a provider adds to any chat at $0.15/1M = 1,500 units
+    # each; 100 output at $0.60/1M = 6,000 each.
+    prompt = 15 + REQUEST_OVERHEAD_TOKENS
     units = reservation_units(price, CHAT_BODY, default_output_tokens=4096, unpriced_units=0)
-    assert units == 15 * 1_500 + 100 * 6_000 == 622_500
-    assert to_usd(units) == 6.225e-5
+    assert units == prompt * 1_500 + 100 * 6_000 == 646_500
+    assert to_usd(units) == 6.465e-5
     # Without a cap the configured default applies.
     no_cap = {k: v for k, v in CHAT_BODY.items() if k != "max_tokens"}
     units = reservation_units(price, no_cap, default_output_tokens=4096, unpriced_units=0)
-    assert units == 15 * 1_500 + 4096 * 6_000
+    assert units == prompt * 1_500 + 4096 * 6_000
+    # Tools add the provider's tool-use prompt.
+    tools = {**CHAT_BODY, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    with_tools = reservation_units(price, tools, default_output_tokens=1, unpriced_units=0)
+    assert with_tools > units - 4096 * 6_000 + 100 * 6_000 + TOOL_OVERHEAD_TOKENS * 1_500 - 1
 
 
 def test_reservation_multiplies_output_by_choices() -> None:
     price = default_table().resolve("gpt-4o-mini")
     body = {**CHAT_BODY, "n": 3}
     units = reservation_units(price, body, default_output_tokens=1, unpriced_units=0)
-    assert units == 15 * 1_500 + 3 * 100 * 6_000
+    assert units == (15 + REQUEST_OVERHEAD_TOKENS) * 1_500 + 3 * 100 * 6_000
     gemini = {"contents": "abc", "generationConfig": {"maxOutputTokens": 10, "candidateCount": 2}}
     price = default_table().resolve("gemini-2.0-flash")
     assert price is not None
     # gemini-2.0-flash has an audio input rate ($0.70): the worst case takes the dearest.
     worst_in = price.rate("input_audio_tokens").base
-    expected = to_units((5 * worst_in + 20 * price.rate("output_tokens").base) / 10**6)
+    prompt = 5 + REQUEST_OVERHEAD_TOKENS
+    expected = to_units((prompt * worst_in + 20 * price.rate("output_tokens").base) / 10**6)
     assert reservation_units(price, gemini, default_output_tokens=1, unpriced_units=0) == expected
 
 
@@ -458,12 +467,13 @@ def test_reservation_long_context_tier() -> None:
     def body(chars: int) -> dict:
         return {"contents": "x" * chars, "generationConfig": {"maxOutputTokens": 1000}}
 
-    at = body(3 * (200_000 - 4))  # exactly 200,000 estimated tokens: standard rates
-    assert estimate_input_tokens(at) == 200_000
+    # Exactly 200,000 tokens with the request overhead: standard rates.
+    at = body(3 * (200_000 - 4 - REQUEST_OVERHEAD_TOKENS))
+    assert estimate_input_tokens(at) + REQUEST_OVERHEAD_TOKENS == 200_000
     assert reservation_units(price, at, default_output_tokens=1, unpriced_units=0) == to_units(
         (200_000 * D("1.25") + 1000 * D("10.00")) / 10**6
     )
-    over = body(3 * (200_000 - 4) + 1)  # 200,001: the whole call at long rates
+    over = body(3 * (200_000 - 4 - REQUEST_OVERHEAD_TOKENS) + 1)  # 200,001: all at long rates
     assert reservation_units(price, over, default_output_tokens=1, unpriced_units=0) == to_units(
         (200_001 * D("2.50") + 1000 * D("15.00")) / 10**6
     )

@@ -334,6 +334,12 @@ _IMAGE_TOKENS = 6_300
 # file's duration is at most its size over this; tokens per second of audio input.
 _AUDIO_BYTES_PER_SECOND = 1_000
 _AUDIO_TOKENS_PER_SECOND = 25
+REQUEST_OVERHEAD_TOKENS = 16
+"""Tokens a provider bills beyond the text of a request: chat formatting and reply priming
+(a two-word chat is billed 8 to 12 tokens; the text estimate says 7)."""
+TOOL_OVERHEAD_TOKENS = 800
+"""Tokens the provider adds when tools are offered (Anthropic's tool-use system prompt is up
+to ~550 tokens, its computer-use and text-editor tools more)."""
 
 
 def _tool_calls(body: Mapping) -> dict[str, int]:
@@ -366,7 +372,9 @@ def worst_case_usd(
     """The most a call can cost at `card`: prompt and output caps at the dearest rates that
     may apply, plus the server-tool calls it may make."""
     body = body if isinstance(body, Mapping) else {}
-    prompt = estimate_input_tokens(body)
+    prompt = estimate_input_tokens(body) + REQUEST_OVERHEAD_TOKENS
+    if body.get("tools"):
+        prompt += TOOL_OVERHEAD_TOKENS
     output = max_output_tokens(body, default_output_tokens) * _choices(body)
     extra = Decimal(0)
     if wire == "openai.images":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,9 @@ EDITABLE_DEFAULTS: Mapping[str, Any] = {
     "budget_alerts_enabled": True,
     "budget_alert_thresholds": list(DEFAULT_THRESHOLDS),
     "rate_limit_rpm": None,
-    "routing_mode": "auto",
+    # Calls go through unchanged unless the user turns routing on (with its shadow savings
+    # as the evidence): silent swaps break evaluations and reproducibility.
+    "routing_mode": "off",
     "routing_rules": [],
     "cache_ttl_seconds": 0,
 }
@@ -62,6 +65,9 @@ def _provider(value: Any) -> str:
     return value
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,1024}")
+
+
 def _provider_api_keys(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise BadRequest(
@@ -77,6 +83,14 @@ def _provider_api_keys(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not key.strip():
             raise BadRequest(
                 f"provider_api_keys.{provider} must be a non-empty string",
+                param="provider_api_keys",
+            )
+        if not _HEADER_SAFE.fullmatch(key.strip()):
+            # It goes out in an HTTP header: a line break or a control character would
+            # break every call made with it.
+            raise BadRequest(
+                f"provider_api_keys.{provider} must be printable ASCII without spaces or "
+                "line breaks (check for a stray newline from copy and paste)",
                 param="provider_api_keys",
             )
     return {p: k.strip() for p, k in value.items()}

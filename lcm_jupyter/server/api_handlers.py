@@ -70,6 +70,8 @@ class LCMAPIHandler(APIHandler):
             return json.loads(raw)
         except ValueError as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise BadRequest("the body is nested too deeply to be read") from None
 
     def optional_body(self) -> dict:
         """The JSON object body, {} when there is none; BadRequest for anything else."""
@@ -453,6 +455,8 @@ class StatusHandler(LCMAPIHandler):
                 "budget_mode": lcm.settings.budget_mode,
                 "logs_written": writer.written,
                 "logs_failed": writer.failed,
+                # Refused for a missing or unknown proxy key: counted here, never logged.
+                "unauthenticated_requests": lcm.pipeline.unauthenticated,
             }
         )
 

@@ -209,6 +209,14 @@ class Guard:
                     ]
                 ),
             )
+        if budget is not None and key.budget_alerts_enabled:
+            # Refused for budget: for the user it is reached, whatever is left unspent, so
+            # the thresholds up to 100% fire now (once each: the alerts dedup them).
+            self._spawn(
+                self.alerts.check(
+                    key, month, admission.spent, to_units(budget), spent=admission.spent
+                )
+            )
         raise BudgetExceeded(
             budget_exceeded_message(
                 spent_usd=to_usd(admission.spent),

@@ -9,17 +9,21 @@ streamed in so that an oversized one is discarded as it arrives instead of held.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
+from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..core.errors import LCMError, render_error
 from ..core.ids import new_log_id
 from ..core.providers import PROVIDERS
 from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest
 
 ROUTES = (*PROVIDERS, "v2")
+log = logging.getLogger(__name__)
 
 
 @web.stream_request_body
@@ -83,8 +87,29 @@ class ProxyHandler(web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self.sink.client_gone = True
-        if self._task is not None and not self._task.done():
+        # A stream is cut at once (nobody reads what the provider would go on writing); a
+        # call answered in one piece runs to its end, so what the provider bills is booked.
+        if self._task is not None and not self._task.done() and self.sink.stream:
             self._task.cancel()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors tornado raises itself (405 for an unsupported method, 400 for a path it
+        cannot decode), in the provider's shape like every other answer of the proxy."""
+        provider = self.route if self.route in PROVIDERS else None
+        err = LCMError(
+            f"The lcm proxy cannot take this request: {status_code} {self._reason}.",
+            code="method_not_allowed" if status_code == 405 else "invalid_request",
+        )
+        err.status = status_code
+        log.warning(
+            "lcm proxy refused %s %s: %s %s",
+            self.request.method,
+            self.request.path,
+            status_code,
+            self._reason,
+        )
+        self.set_header("Content-Type", "application/json")
+        self.finish(render_error(provider, err, self._call_id))
 
     # -- methods --------------------------------------------------------------------------------
 
@@ -112,12 +137,13 @@ class ProxyHandler(web.RequestHandler):
 class _Sink:
     """The pipeline's ResponseSink over a tornado handler."""
 
-    __slots__ = ("_handler", "client_gone", "started")
+    __slots__ = ("_handler", "client_gone", "started", "stream")
 
     def __init__(self, handler: web.RequestHandler) -> None:
         self._handler = handler
         self.started = False
         self.client_gone = False
+        self.stream = False
 
     def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self.started = True

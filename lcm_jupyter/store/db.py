@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,9 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     """A new connection to the database at `path`, for use by one thread only."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The log holds prompts' usage and the keys' encrypted secrets: owner only. Created
+        # empty with that mode, so SQLite's WAL and shared-memory files inherit it.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
     # check_same_thread off: each connection is confined to one thread by its owner,
     # but may be closed from another at shutdown.
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)

@@ -359,7 +359,8 @@ def usage_object(u: Mapping[str, Any]) -> Usage:
 def _tier(body: Mapping[str, Any]) -> str | None:
     """The service tier a Gemini answer reports (flex/priority change the price)."""
     u = metadata(body) or {}
-    for value in (u.get("trafficType"), body.get("serviceTier"), body.get("service_tier")):
+    candidates = (u.get("serviceTier"), u.get("service_tier"), body.get("serviceTier"))
+    for value in candidates:
         if isinstance(value, str) and value.lower() in _PRICED_TIERS:
             return value.lower()
     return None
