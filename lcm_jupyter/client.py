@@ -207,3 +207,7 @@ class LCMClient:
     def breakdown(self, by: str = "model", period: str = "30d", **params: Any) -> Any:
         """Cost and usage per model, provider or key, by cost."""
         return self.request("GET", "analytics/breakdown", by=by, period=period, **params)
+
+    def shadow_savings(self, period: str = "30d", **params: Any) -> Any:
+        """Per key: what auto routing would have saved on calls made with routing off."""
+        return self.request("GET", "analytics/shadow", period=period, **params)

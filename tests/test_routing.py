@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from lcm_jupyter.core.catalog import default_table, facts_for
@@ -11,6 +9,7 @@ from lcm_jupyter.core.classifier import Classification, classify_body
 from lcm_jupyter.core.quality import QualityBoard
 from lcm_jupyter.core.routing import (
     DEFAULT_LADDER,
+    DEFAULT_MIN_CONFIDENCE,
     RoutingDecision,
     apply_route,
     decide,
@@ -135,7 +134,7 @@ def test_auto_routes_a_simple_request_one_step_down():
         0.9,
         None,
     )
-    assert d.reason == "simple (qa, 0.90): gpt-4o -> gpt-4o-mini"
+    assert d.reason == "simple (short factual question, 0.90): gpt-4o -> gpt-4o-mini"
     assert classify.calls == 1
     assert d.to_json()["was_routed"] is True
 
@@ -149,7 +148,7 @@ def test_auto_keeps_complex_requests():
 
 def test_auto_keeps_simple_requests_below_the_confidence_floor():
     d = auto("gpt-4o", chat(), classify=fixed(UNSURE))
-    assert not d.was_routed and d.reason == "low confidence 0.50 < 0.70: ambiguous"
+    assert not d.was_routed and d.reason == "confidence 0.50 < 0.75: ambiguous"
     assert auto("gpt-4o", chat(), classify=fixed(UNSURE), min_confidence=0.5).was_routed
 
 
@@ -578,7 +577,7 @@ def test_manual_simple_only_runs_the_classifier_once():
     assert d.reason.startswith("rule 0 gpt-4o -> gpt-4o-mini (simple-only): complex: ")
     assert "; rule 1 " in d.reason
     d = manual("gpt-4o", chat(), rules[:1], classify=fixed(UNSURE))
-    assert not d.was_routed and "low confidence 0.50" in d.reason
+    assert not d.was_routed and "confidence 0.50 < 0.75" in d.reason
 
 
 def test_manual_short_only_estimates_without_the_classifier():
@@ -742,28 +741,23 @@ def test_the_ladder_has_no_cycles():
 # --- speed ----------------------------------------------------------------------------
 
 
-def test_a_decision_takes_well_under_a_millisecond():
-    body = chat(text="What is the capital of France? Answer in one word.")
-    body["messages"].insert(0, {"role": "system", "content": "You are a helpful assistant."})
-
-    def run():
+def test_the_default_verdict_is_the_learned_difficulty():
+    # No classifier injected: the learned scorer decides (its figures and timing are in
+    # tests/benchmarks/eval_routing.py), the keyword classifier only names the intent.
+    def decide_auto(text, model="gpt-4o-2024-08-06"):
+        body = chat(text=text)
+        body["messages"].insert(0, {"role": "system", "content": "You are a helpful assistant."})
         return decide(
-            mode="auto",
-            model="gpt-4o-2024-08-06",
-            wire="openai.chat",
-            body=body,
-            rules=[],
-            prices=PRICES,
-            classify=classify_body,
+            mode="auto", model=model, wire="openai.chat", body=body, rules=[], prices=PRICES
         )
 
-    assert run().was_routed  # the real classifier finds it simple
-    best = min(_timed(run) for _ in range(5))
-    assert best < 1e-3
-
-
-def _timed(fn, n=200):
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
+    easy = decide_auto("What is the capital of France? Answer in one word.")
+    assert easy.was_routed and easy.to_model == "gpt-4o-mini" and easy.intent
+    assert easy.confidence > DEFAULT_MIN_CONFIDENCE
+    hard = decide_auto(
+        "Hi there! Prove that there are infinitely many primes p such that p + 2 is "
+        "composite, and give the argument step by step."
+    )
+    assert not hard.was_routed and hard.complexity == "complex"
+    foreign = decide_auto("Quelle est la capitale de la France ?")
+    assert not foreign.was_routed and "not judged" in foreign.reason

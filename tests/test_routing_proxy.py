@@ -83,13 +83,12 @@ async def test_decision_is_stored_for_streams_cache_hits_and_refusals(base_url, 
     bad = openai_via(base_url, "lcm-wrong")
     with pytest.raises(openai.AuthenticationError):
         await bad.chat.completions.create(**_ask(SIMPLE))
-    refused, cached, miss, streamed = await logs()
+    cached, miss, streamed = await logs()  # a call without a valid key leaves no row
     assert streamed["stream"] is True and streamed["routing_decision"]["was_routed"] is True
     assert streamed["model"] == "gpt-4o-mini"
     assert cached["cache_hit"] is True
     assert cached["routing_decision"] == miss["routing_decision"]
     assert cached["savings_usd"] > miss["savings_usd"] > 0  # the whole call was saved
-    assert refused["routing_decision"]["was_routed"] is False
 
 
 async def test_anthropic_and_gemini_route_down_their_own_ladders(base_url, make_key, logs, sim):
@@ -183,3 +182,38 @@ async def test_bad_ratings_close_the_pair_until_it_recovers(base_url, make_key, 
     # and a restarted server rebuilds the same board from the log
     await lcm.router.load()
     assert lcm.router.board.gate("gpt-4o", "gpt-4o-mini") is None
+
+
+async def test_new_keys_pass_calls_through_and_log_what_auto_routing_would_save(
+    base_url, make_key, api, logs, sim
+):
+    status, record = await api(
+        "POST", "keys", {"name": "fresh", "provider_api_keys": {"openai": "sk-upstream-x"}}
+    )
+    assert status == 201 and record["routing_mode"] == "off"  # the default
+    record = await make_key()  # off too, with the simulator's key
+    client = _client(base_url, record["key"])
+    easy = await client.chat.completions.with_raw_response.create(**_ask(SIMPLE))
+    assert "x-lcm-routed-model" not in easy.headers
+    await client.chat.completions.create(**_ask(COMPLEX))
+    assert [r.body["model"] for r in sim.requests] == ["gpt-4o", "gpt-4o"]  # unchanged
+    hard_row, easy_row = await logs()
+    decision = easy_row["routing_decision"]
+    assert decision["mode"] == "off" and decision["was_routed"] is False
+    assert decision["shadow"]["to_model"] == "gpt-4o-mini"
+    usage = easy.parse().usage
+    would_cost = expected_cost(
+        "gpt-4o-mini", uncached=usage.prompt_tokens, out=usage.completion_tokens
+    )
+    saving = easy_row["cost_usd"] - would_cost
+    assert saving > 0
+    assert easy_row["shadow_savings_usd"] == pytest.approx(saving, abs=1e-12)
+    assert decision["shadow"]["saving_usd"] == easy_row["shadow_savings_usd"]
+    assert "shadow" not in hard_row["routing_decision"] and hard_row["shadow_savings_usd"] == 0
+    # Per key, as the dashboard and the report show it.
+    status, body = await api("GET", "analytics/shadow", period="7d")
+    assert status == 200
+    (entry,) = body["keys"]
+    assert (entry["key_id"], entry["calls"]) == (record["id"], 1)
+    assert entry["saving_usd"] == pytest.approx(saving, abs=1e-12)
+    assert body["calls"] == 1

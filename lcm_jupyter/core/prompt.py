@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PromptView", "prompt_view"]
+__all__ = ["PromptView", "conversation", "prompt_view"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,3 +306,88 @@ def prompt_view(body: Mapping | None) -> PromptView:
         total_chars=walk.chars,
         has_media=walk.media,
     )
+
+
+# --- the conversation turn by turn (for scorers that read more than the last turn) ---------
+
+_ASSISTANT_ROLES = frozenset({"assistant", "model", "bot", "ai"})
+
+
+def _turn_list(items: Any, walk: _Walk, out: list[tuple[str, str]]) -> None:
+    """Append (role, text) for each user/assistant message of a message list."""
+    if isinstance(items, str):
+        if items:
+            out.append(("user", items))
+        return
+    if isinstance(items, Mapping):
+        items = (items,)
+    if not isinstance(items, (list, tuple)):
+        return
+    for item in items:
+        walk.budget -= 1
+        if walk.budget < 0:
+            return
+        if isinstance(item, str):
+            if item:
+                out.append(("user", item))
+            continue
+        if not isinstance(item, Mapping):
+            continue
+        role = item.get("role")
+        if not isinstance(role, str):
+            role = None
+        kind = item.get("type")
+        if (
+            role in _SYSTEM_ROLES
+            or role in ("tool", "function")
+            or (isinstance(kind, str) and (kind in _TOOL_TYPES or kind in _SKIP_TEXT_TYPES))
+        ):
+            continue
+        if "parts" in item:
+            content = item.get("parts")
+        elif "content" in item:
+            content = item.get("content")
+        else:
+            content = item
+        texts: list[str] = []
+        walk.content(content, texts)
+        if not texts:
+            continue  # tool results only, media only: nobody wrote words here
+        speaker = "assistant" if role in _ASSISTANT_ROLES else "user"
+        out.append((speaker, "\n".join(texts)))
+
+
+def conversation(body: Mapping | None) -> tuple[tuple[str, str], ...]:
+    """The user and assistant turns of a request body in order, as (role, text) pairs.
+
+    Roles are "user" or "assistant" (Gemini's "model" included); system text, tool calls,
+    tool results and reasoning items are left out. Never raises.
+    """
+    if not isinstance(body, Mapping):
+        return ()
+    walk = _Walk()
+    out: list[tuple[str, str]] = []
+    try:
+        for key in ("messages", "input", "contents"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if key == "input" and isinstance(value, (list, tuple)) and value:
+                first = value[0]
+                if isinstance(first, int) or (
+                    isinstance(first, (list, tuple)) and first and isinstance(first[0], int)
+                ):
+                    return ()
+            _turn_list(value, walk, out)
+            return tuple(out)
+        prompt = body.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            out.append(("user", prompt))
+        elif isinstance(prompt, (list, tuple)):
+            texts = [p for p in prompt if isinstance(p, str) and p]
+            if texts:
+                out.append(("user", max(texts, key=len)))
+    except Exception:
+        # An exotic Mapping that fails on access: keep what was read so far.
+        pass
+    return tuple(out)

@@ -23,6 +23,7 @@ from .budget import max_output_tokens
 from .catalog import ModelFacts, default_table, facts_for, ladder
 from .classifier import Classification, classify_body
 from .detect import provider_for_model
+from .difficulty import THRESHOLD, score_body
 from .pricing import PriceTable
 from .prompt import prompt_view
 from .providers import for_wire
@@ -30,11 +31,13 @@ from .providers.google import generation_config
 
 __all__ = [
     "DEFAULT_LADDER",
+    "DEFAULT_MIN_CONFIDENCE",
     "GENERATION_WIRES",
     "RoutingDecision",
     "apply_route",
     "decide",
     "estimate_prompt_tokens",
+    "judge",
     "path_reason",
     "target_serves",
     "unroutable_reason",
@@ -272,12 +275,40 @@ def _decision(
     )
 
 
+DEFAULT_MIN_CONFIDENCE = round(1 - THRESHOLD, 4)
+"""Routing needs this confidence that the cheaper model suffices (1 - difficulty score)."""
+
+
+def judge(body: Mapping | None, *, label: bool = True) -> Classification:
+    """The learned difficulty of a request as a routing verdict.
+
+    Simple when the text could be judged and its score is under the threshold chosen from
+    the evaluation; `confidence` is 1 - score, so a stricter `routing_min_confidence` asks
+    for a lower score. With `label`, the keyword classifier names the intent for the logs
+    and the dashboards (it no longer decides anything).
+    """
+    d = score_body(body)
+    simple = d.readable and d.score < THRESHOLD
+    if label:
+        c = classify_body(body)
+        intent, prompt = c.intent, c.prompt_tokens
+    else:
+        intent, prompt = None, estimate_prompt_tokens(body)
+    return Classification(
+        intent,  # type: ignore[arg-type]
+        "simple" if simple else "complex",
+        round(1 - d.score, 4),
+        d.reason,
+        prompt,
+    )
+
+
 def _simple_enough(c: Classification, min_confidence: float) -> str | None:
     """Why a classification does not allow routing, or None."""
     if c.complexity != "simple":
         return f"{c.complexity}: {c.reason}"
     if c.confidence < min_confidence:
-        return f"low confidence {c.confidence:.2f} < {min_confidence:.2f}: {c.reason}"
+        return f"confidence {c.confidence:.2f} < {min_confidence:.2f}: {c.reason}"
     return None
 
 
@@ -310,7 +341,7 @@ def _auto(
     )
     if why:
         return _kept("auto", model, why, c)
-    reason = f"simple ({c.intent}, {c.confidence:.2f}): {found.model} -> {target}"
+    reason = f"simple ({c.reason}, {c.confidence:.2f}): {found.model} -> {target}"
     return _decision("auto", model, target, reason, c, None)
 
 
@@ -397,10 +428,10 @@ def decide(
     rules: Sequence[Mapping[str, str]],
     prices: PriceTable,
     ladder: Mapping[str, str] = DEFAULT_LADDER,
-    min_confidence: float = 0.7,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     short_prompt_tokens: int = 500,
     gate: Callable[[str, str], str | None] | None = None,
-    classify: Callable[[Mapping | None], Classification] = classify_body,
+    classify: Callable[[Mapping | None], Classification] = judge,
     path: str | None = None,
 ) -> RoutingDecision:
     """The routing decision for one call under a key's mode and rules.

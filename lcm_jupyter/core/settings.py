@@ -34,7 +34,9 @@ class Settings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    key_cache_seconds: float = 5.0
+    # How long a key record is trusted before it is read again: a key revoked on another
+    # server (sharing the database) is refused here within this time.
+    key_cache_seconds: float = 1.0
     log_batch_size: int = 500
     log_flush_interval: float = 0.25
     # Tens of ms: a slow Redis must not stall calls; not less, or a GC pause trips the breaker.
@@ -45,7 +47,8 @@ class Settings:
     default_max_output_tokens: int = 4096
     unpriced_reserve_usd: float = 0.0
     reconcile_interval_seconds: float = 24 * 3600.0
-    routing_min_confidence: float = 0.7
+    # Confidence that the cheaper model suffices (1 - the difficulty score) routing needs.
+    routing_min_confidence: float = 0.75
     quality_threshold: float = 0.6
     quality_min_ratings: int = 20
     # IANA name; the days of analytics are calendar days there.

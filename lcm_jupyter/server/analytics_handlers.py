@@ -8,12 +8,16 @@ log, and shape it with core/analytics.py; days are calendar days in the configur
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..core import analytics
 from ..core.errors import BadRequest
+from ..store import logs as log_table
 from ..store import rollup
+from ..store.timeutil import to_iso
 from .api_handlers import LCMAPIHandler, answers_errors
 from .services import LCMServices
 
@@ -119,10 +123,36 @@ class BreakdownHandler(AnalyticsHandler):
             self.reply({**period.to_json(), "by": by, "limit": limit, "items": items})
 
 
+class ShadowHandler(AnalyticsHandler):
+    """`GET lcm/api/analytics/shadow?period=|start=&end=&key_id=`: what auto routing would
+    have saved on the calls made with routing off, per key (the evidence to turn it on)."""
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        period, key_id = self.period(), self.int_arg("key_id", None)
+        bounds = period.bounds()
+        start, end = (
+            to_iso(datetime.fromtimestamp(b, timezone.utc)) for b in (bounds[0], bounds[-1])
+        )
+        await self.lcm.flush_logs()
+        keys = await self.lcm.store.run(log_table.shadow_savings, start, end, key_id)
+        self.reply(
+            {
+                **period.to_json(),
+                "keys": keys,
+                "calls": sum(k["calls"] for k in keys),
+                "saving_usd": sum(k["saving_usd"] for k in keys),
+            }
+        )
+
+
 def analytics_handlers(lcm: LCMServices, prefix: str = "lcm/api") -> list[tuple]:
     """The URL rules of the analytics API, relative to the server's base_url."""
     kwargs = {"lcm": lcm}
     return [
         (rf"/{prefix}/analytics/timeseries", TimeseriesHandler, kwargs),
         (rf"/{prefix}/analytics/breakdown", BreakdownHandler, kwargs),
+        (rf"/{prefix}/analytics/shadow", ShadowHandler, kwargs),
     ]

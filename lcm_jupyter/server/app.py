@@ -14,6 +14,7 @@ from traitlets import Bool, Enum, Float, Integer, List, TraitError, Unicode, def
 
 from ..client import TOKEN_ENV, URL_ENV
 from ..core.analytics import load_timezone
+from ..core.routing import DEFAULT_MIN_CONFIDENCE
 from ..core.settings import (
     DEFAULT_BASE_URLS,
     DEFAULT_CONNECT_TIMEOUT,
@@ -127,8 +128,9 @@ class LCMExtension(ExtensionApp):
 
     routing_min_confidence = Float(
         config=True,
-        help="Auto routing moves a call down only when the classifier is at least this sure "
-        "it is simple. Env: LCM_ROUTING_MIN_CONFIDENCE.",
+        help="Auto routing moves a call down only when it is at least this sure the cheaper "
+        "model suffices (1 - the learned difficulty score; the default, 0.75, is the "
+        "threshold chosen from the public evaluation). Env: LCM_ROUTING_MIN_CONFIDENCE.",
     )
     quality_threshold = Float(
         config=True,
@@ -184,7 +186,7 @@ class LCMExtension(ExtensionApp):
 
     @default("routing_min_confidence")
     def _default_min_confidence(self) -> float:
-        return float(_env("LCM_ROUTING_MIN_CONFIDENCE") or 0.7)
+        return float(_env("LCM_ROUTING_MIN_CONFIDENCE") or DEFAULT_MIN_CONFIDENCE)
 
     @default("quality_threshold")
     def _default_quality_threshold(self) -> float:

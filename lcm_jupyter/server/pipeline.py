@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -53,7 +54,7 @@ from ..core.providers import (
     request_model,
     stream_format,
 )
-from ..core.routing import RoutingDecision, apply_route
+from ..core.routing import GENERATION_WIRES, RoutingDecision, apply_route
 from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
 from ..core.usage import Usage
@@ -141,6 +142,7 @@ _NOT_ROUTED = {
     "to_model": None,
 }
 _ERROR_TEXT_LIMIT = 2000
+_WARN_EVERY_SECONDS = 60.0
 # Retrievals of work billed once, whenever it is first fetched (not when it was asked for).
 _RETRIEVALS = frozenset({"openai.response_get", "openai.batch_output", "anthropic.batch_results"})
 _BATCH_RESULTS = frozenset({"openai.batch_output", "anthropic.batch_results"})
@@ -156,6 +158,8 @@ class ResponseSink(Protocol):
 
     started: bool
     client_gone: bool
+    stream: bool
+    """Set once the call is known to be streamed: a client leaving then cancels it."""
 
     def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         """Set the status and headers; nothing is sent yet."""
@@ -193,6 +197,8 @@ class Call:
     method: str
     started: float = field(default_factory=time.perf_counter)
     key_id: int | None = None
+    key: KeyRecord | None = None
+    path: str = ""
     provider: str | None = None
     endpoint: Endpoint | None = None
     endpoint_name: str | None = None
@@ -241,6 +247,11 @@ class ProxyPipeline:
         self.cache = cache
         self.router = router
         self._inflight: set[asyncio.Task] = set()
+        # Requests without a valid proxy key: counted, not logged (a flood must not fill
+        # the database), and reported in a warning at most once a minute.
+        self.unauthenticated = 0
+        self._unauthenticated_reported = 0
+        self._unauthenticated_warned_at = 0.0
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
 
     async def handle(
@@ -278,15 +289,35 @@ class ProxyPipeline:
             await self._answer_error(sink, call, err)
         finally:
             try:
-                row = self._row_or_none(call)
-                if call.hold is not None and self.guard is not None:
-                    # A cache hit or an unknown cost spends nothing: release the reservation.
-                    cost = None if row is None or call.cache_hit else row["cost_usd"]
-                    await self.guard.settle(call.hold, cost, lambda: self._submit(row))
+                if call.key_id is None and call.status == 401:
+                    self._count_unauthenticated(req)  # no valid key: counted, not logged
                 else:
-                    self._submit(row)
+                    row = self._row_or_none(call)
+                    if call.hold is not None and self.guard is not None:
+                        # A cache hit or an unknown cost spends nothing: release the hold.
+                        cost = None if row is None or call.cache_hit else row["cost_usd"]
+                        await self.guard.settle(call.hold, cost, lambda: self._submit(row))
+                    else:
+                        self._submit(row)
             finally:
                 self._inflight.discard(task)
+
+    def _count_unauthenticated(self, req: ProxyRequest) -> None:
+        self.unauthenticated += 1
+        now = time.monotonic()
+        if now - self._unauthenticated_warned_at >= _WARN_EVERY_SECONDS:
+            new = self.unauthenticated - self._unauthenticated_reported
+            self._unauthenticated_warned_at, self._unauthenticated_reported = (
+                now,
+                self.unauthenticated,
+            )
+            log.warning(
+                "lcm: %d proxy request(s) without a valid proxy key refused since the last "
+                "report (latest: %s /%s); they are counted, not logged",
+                new,
+                req.method,
+                req.route,
+            )
 
     async def idle(self, timeout: float) -> bool:
         """Wait (at most `timeout`) until no call is in flight; True if none is left."""
@@ -312,6 +343,7 @@ class ProxyPipeline:
                 f"The request body is larger than this proxy's limit of "
                 f"{self.settings.max_body_bytes} bytes (LCMExtension.max_request_body_bytes)."
             )
+        call.path = req.path
         key = await self._authenticate(req, call)
         endpoint = classify(req.path, req.method)
         call.endpoint, call.endpoint_name = endpoint, endpoint.name
@@ -324,7 +356,7 @@ class ProxyPipeline:
         provider = call.provider or self._detect(req, key, call.requested_model, jbody)
         call.provider = provider
         provider_key = _provider_key(key, provider)
-        call.stream = stream = is_stream(endpoint, jbody, req.query)
+        call.stream = sink.stream = stream = is_stream(endpoint, jbody, req.query)
         self._check_charge(key, endpoint, jbody)
 
         if self.guard is not None:
@@ -430,7 +462,7 @@ class ProxyPipeline:
                 "Invalid proxy key. Create one with the lcm keys API, `jupyter lcm keys create`"
                 " or the key form."
             )
-        call.key_id = key.id
+        call.key_id, call.key = key.id, key
         if key.revoked:
             raise AuthenticationFailed(
                 f"The proxy key {key.key_prefix}... ({key.name!r}) was revoked at {key.revoked_at}."
@@ -608,6 +640,23 @@ class ProxyPipeline:
         if row is not None:
             self.log_writer.submit(row)
 
+    def _shadow(self, call: Call, usage: Usage, priced: Priced) -> dict[str, Any] | None:
+        """With routing off: what auto routing would have done, and the saving for the same
+        usage. Judged here, once the answer is out, so the call never waits for it."""
+        if self.router is None or call.key is None or call.cache_hit or call.status != 200:
+            return None
+        endpoint = call.endpoint
+        wire = endpoint.wire if endpoint is not None else None
+        if wire not in GENERATION_WIRES:
+            return None
+        decision = self.router.shadow(call.key, call.requested_model, wire, call.body, call.path)
+        if not decision.was_routed or not decision.to_model:
+            return None
+        cheaper = self.pricing.table.price(usage, decision.to_model, call.provider, at=call.at)
+        if cheaper is None or cheaper.cost >= priced.cost:
+            return None
+        return _shadow_json(decision, priced.cost - cheaper.cost)
+
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage
         cost: float | None = 0.0
@@ -669,6 +718,13 @@ class ProxyPipeline:
         if call.cache_hit:
             # Nothing was spent; what the call would have cost was saved.
             savings, cost, tool_fees = savings + (cost or 0.0), 0.0, 0.0
+        logged = decision.to_json() if decision is not None else dict(_NOT_ROUTED)
+        shadow_savings = 0.0
+        if decision is not None and decision.mode == "off" and priced is not None:
+            shadow = self._shadow(call, usage, priced)  # type: ignore[arg-type]
+            if shadow is not None:
+                logged["shadow"] = shadow
+                shadow_savings = shadow["saving_usd"]
         return {
             "id": call.id,
             "key_id": call.key_id,
@@ -695,9 +751,8 @@ class ProxyPipeline:
             "status": call.status,
             "error": call.error,
             "cache_hit": int(call.cache_hit),
-            "routing_decision": json.dumps(
-                decision.to_json() if decision is not None else _NOT_ROUTED
-            ),
+            "routing_decision": json.dumps(logged),
+            "shadow_savings_usd": shadow_savings,
             "created_at": call.created_at,
         }
 
@@ -712,6 +767,15 @@ _FORM_FIELD = re.compile(
 def _now() -> datetime:
     """The time a call starts (its log time and the date it is priced at)."""
     return datetime.now(timezone.utc)
+
+
+def _shadow_json(decision: RoutingDecision, saving: Decimal) -> dict[str, Any]:
+    return {
+        "to_model": decision.to_model,
+        "confidence": decision.confidence,
+        "reason": decision.reason,
+        "saving_usd": float(saving),
+    }
 
 
 def _parse_body(req: ProxyRequest) -> Any:
@@ -732,6 +796,8 @@ def _parse_body(req: ProxyRequest) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"The request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidJSON("The request body is nested too deeply to be read.") from None
 
 
 def _normalize_path(path: str) -> str:
@@ -770,11 +836,18 @@ def _response_headers(headers: Iterable[tuple[str, str]], *, ours: bool) -> list
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
+# Query parameters that may carry a key (Gemini REST clients put theirs in `key`): never sent
+# on, whatever their case, though only `key` is read.
+_KEY_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "access_token", "token"})
+
+
 def _strip_key(query: str) -> str:
-    """The query string without a `key=` parameter (where Gemini REST clients put the key)."""
-    if "key=" not in query:
+    """The query string without any parameter that may carry a key."""
+    lowered = query.lower()
+    if "key" not in lowered and "token" not in lowered:
         return query
-    return urlencode([(k, v) for k, v in parse_qsl(query, True) if k != "key"])
+    kept = [(k, v) for k, v in parse_qsl(query, True) if k.lower() not in _KEY_PARAMS]
+    return urlencode(kept)
 
 
 def _is_event_stream(headers: Iterable[tuple[str, str]]) -> bool:

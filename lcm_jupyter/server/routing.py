@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..core.quality import QualityBoard
-from ..core.routing import RoutingDecision, decide
+from ..core.routing import DEFAULT_MIN_CONFIDENCE, RoutingDecision, decide, judge
 from ..store import feedback as feedback_table
 from ..store.keys import KeyRecord
 from ..store.store import Store
@@ -26,7 +26,7 @@ class Router:
         *,
         pricing: PricingService,
         store: Store,
-        min_confidence: float = 0.7,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         short_prompt_tokens: int = 500,
         quality_threshold: float = 0.6,
         quality_min_ratings: int = 20,
@@ -71,6 +71,24 @@ class Router:
             gate=self.board.gate,
         )
 
+    def shadow(
+        self, key: KeyRecord, model: str | None, wire: str | None, body: Mapping | None, path: str
+    ) -> RoutingDecision:
+        """What auto routing would have done with a call made with routing off."""
+        return decide(
+            mode="auto",
+            model=model,
+            wire=wire,
+            body=body,
+            path=path,
+            rules=(),
+            prices=self._pricing.table,
+            min_confidence=self.min_confidence,
+            short_prompt_tokens=self.short_prompt_tokens,
+            gate=self.board.gate,
+            classify=_unlabelled,
+        )
+
     def rated(self, decision: Mapping | None, score: int, previous: int | None) -> None:
         """Count a rating of a logged call in the board, if the call was routed."""
         if not decision or not decision.get("was_routed"):
@@ -82,3 +100,8 @@ class Router:
             score,
             previous=previous,
         )
+
+
+def _unlabelled(body: Mapping | None):
+    """The verdict without the intent label: a shadow decision is logged, never shown by intent."""
+    return judge(body, label=False)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..core import difficulty
 from ..core.secretbox import SecretBox, load_or_create_key
 from ..core.settings import Settings
 from ..store.counters import Counters
@@ -110,6 +111,8 @@ class LCMServices:
         self._started = True
         self.log_writer.start()
         await self.pricing.reload()
+        # The router's weights (1.3 MB) are read now, not on the first call to judge.
+        await asyncio.to_thread(difficulty.preload)
         await self.router.load()
         try:
             await self.reconcile()

@@ -77,3 +77,21 @@ def unpriced_models(db: Database, since: int) -> list[dict[str, Any]]:
         }
         for row in db.query(sql, [DAY_SECONDS, since - since % DAY_SECONDS])
     ]
+
+
+def shadow_savings(
+    db: Database, start: str, end: str, key_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Per key, the calls made with routing off that auto routing would have sent to a
+    cheaper model, and what that would have saved (same usage), from `start` to `end`."""
+    sql = (
+        "SELECT l.key_id, k.name, COUNT(*) AS calls, SUM(l.shadow_savings_usd) AS saving_usd "
+        "FROM proxy_logs l LEFT JOIN proxy_keys k ON k.id = l.key_id "
+        "WHERE l.shadow_savings_usd > 0 AND l.created_at >= ? AND l.created_at < ?"
+    )
+    params: list[Any] = [start, end]
+    if key_id is not None:
+        sql += " AND l.key_id = ?"
+        params.append(key_id)
+    sql += " GROUP BY l.key_id ORDER BY saving_usd DESC"
+    return [dict(r) for r in db.query(sql, params)]

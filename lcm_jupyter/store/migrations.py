@@ -143,3 +143,17 @@ def m0006_priced_components(db: Database) -> None:
         )
         """
     )
+
+
+@migrations(name="0007_shadow_routing")
+def m0007_shadow_routing(db: Database) -> None:
+    """What auto routing would have saved on calls made with routing off, per call.
+
+    The partial index holds only the calls it would have routed: the per-key totals the
+    dashboard shows read those, not the whole log.
+    """
+    db.execute("ALTER TABLE proxy_logs ADD COLUMN shadow_savings_usd REAL NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE INDEX idx_proxy_logs_shadow ON proxy_logs (key_id, created_at) "
+        "WHERE shadow_savings_usd > 0"
+    )

@@ -1,46 +1,394 @@
-"""Evaluation of the request classifier on the labelled routing set.
+"""Evaluation of the difficulty scorer that drives auto routing, the way RouteLLM measures routers.
 
-    python tests/benchmarks/eval_routing.py [--threshold 0.7] [--split tune|holdout|all]
-                                            [--show-errors]
+    python tests/benchmarks/eval_routing.py [--threshold T] [--show N]
 
-Loads tests/data/routing_eval.jsonl, builds an OpenAI chat body from each item (system
-prompt and earlier turns included), runs `classify_body` on it and prints, for the tune
-part, the holdout part and the whole set: complexity accuracy, the simple/complex
-confusion matrix, the share of calls auto routing WOULD move down (simple with
-confidence >= threshold), the share of complex prompts that would be routed down (the
-costly mistake; target under 3%), the precision of routing, intent accuracy, a
-per-intent breakdown, a calibration table and the classification time p50/p99 in
-microseconds. Then lists the misrouted complex prompts so that a developer can improve
-the rules. Writes tests/benchmarks/results/routing_eval.json.
+Scores every public prompt set with `lcm_jupyter.core.difficulty.score_body` (each prompt sent
+as an OpenAI chat body, earlier turns included) and reports:
 
-`--split` restricts the printed prompt lists to one part: tune the rules with
-`--split tune` so the holdout prompts stay unseen.
+- on the sets with strong/weak outcomes (MMLU, GSM8K from ../shared/data/routing/, their
+  held-out test split, decontaminated): APGR, CPT(50%) and CPT(80%), with the random router
+  (averaged over 200 seeds) and the prompt-length router computed in the same run;
+- on the hard sets (GSM8K, HumanEval, a MATH-500 sample, an Arena-Hard sample, MT-Bench
+  reasoning/maths/coding turn 1 and turn 2, the project's labelled complex prompts): the share
+  routed down at the threshold (score < T and readable), target at most 2%;
+- on the everyday sets (self-instruct seeds, NQ-open, Vicuna-bench everyday categories, the
+  project's labelled simple prompts): the share routed down (the savings);
+- the hand-written probes (tests/data/routing_probes.jsonl), each expected to "keep strong" or
+  allowed to route;
+- the largest share of prompts on one score value (a cliff), a threshold sweep, and the
+  decision time p50/p99 in microseconds.
+
+Only the test split of a set that was partly trained on is measured here (`split_of`); the
+evaluation sets under tests/data/routing_public/ and the probes were never trained on (its
+MBPP tasks were, and are not measured). Writes tests/benchmarks/results/routing_eval.json.
+
+The keyword classifier's helpers (`load`, `chat_body`, `routed`, `metrics`) stay at the end:
+tests/test_classifier.py measures the classifier with them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import random
 import statistics
 import sys
 import time
+import zlib
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lcm_jupyter.core.classifier import INTENTS, Classification, classify, classify_body  # noqa: E402
-from lcm_jupyter.core.prompt import prompt_view  # noqa: E402
+from lcm_jupyter.core import difficulty  # noqa: E402
+from lcm_jupyter.core.classifier import INTENTS, Classification  # noqa: E402
 
-DATA = ROOT / "tests/data/routing_eval.jsonl"
+SHARED = ROOT.parent / "shared/data/routing"
+PUBLIC = ROOT / "tests/data/routing_public"
+PROJECT = ROOT / "tests/data/routing_eval.jsonl"
+PROBES = ROOT / "tests/data/routing_probes.jsonl"
 OUT = ROOT / "tests/benchmarks/results/routing_eval.json"
-COSTLY_TARGET = 0.03
-TIMING_ROUNDS = 20  # every item is timed this many times: p99 over ~5,500 calls
+HARD_TARGET = 0.02
+EASY_TARGET = 0.15
+RANDOM_SEEDS = 200
+TIMING_ROUNDS = 5
+
+Item = dict[str, Any]
 
 
-def load(path: Path = DATA) -> list[dict[str, Any]]:
+# --- data ------------------------------------------------------------------------------------
+
+
+def split_of(key: str, val: int = 1, train: int = 6) -> str:
+    """A stable split by a CRC of the key: train (60%), val (10%) or test (30%) by default."""
+    bucket = zlib.crc32(key.encode("utf-8")) % 10
+    if bucket < train:
+        return "train"
+    return "val" if bucket < train + val else "test"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file (an absent file reads as empty)."""
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def chat(*turns: str) -> list[dict[str, str]]:
+    """Alternating user/assistant messages, user first (assistant text left as a stand-in)."""
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
+    ]
+
+
+def _item(dataset: str, key: str, messages: list, **extra: Any) -> Item:
+    return {"dataset": dataset, "id": key, "messages": messages, **extra}
+
+
+def load_shared() -> list[Item]:
+    """The shared public sets, each item tagged with its split."""
+    items: list[Item] = []
+    for name in ("mmlu", "gsm8k"):
+        for row in _jsonl(SHARED / f"{name}.jsonl"):
+            meta = row["meta"]
+            items.append(
+                _item(
+                    name,
+                    row["id"],
+                    row["messages"],
+                    strong=float(meta["strong_ok"]),
+                    weak=float(meta["weak_ok"]),
+                    contaminated=bool(meta.get("contaminated")),
+                    subject=meta.get("subject"),
+                    split=split_of(row["id"]),
+                    kind="hard" if name == "gsm8k" else "mixed",
+                )
+            )
+    for row in _jsonl(SHARED / "humaneval.jsonl"):
+        task = row["id"].removesuffix("/raw")  # both forms of a task in the same split
+        items.append(
+            _item(row["dataset"], row["id"], row["messages"], split=split_of(task), kind="hard")
+        )
+    for row in _jsonl(SHARED / "seed.jsonl"):
+        # Seeds: half trained on (self-instruct's seed tasks are Apache-2.0), the rest measured.
+        split = split_of(row["id"], val=1, train=5)
+        items.append(_item(row["dataset"], row["id"], row["messages"], split=split, kind="easy"))
+    for row in _jsonl(SHARED / "nq_open.jsonl"):
+        # CC BY-SA: evaluation only, never trained on.
+        items.append(_item(row["dataset"], row["id"], row["messages"], split="eval", kind="easy"))
+    return items
+
+
+_MT_HARD = frozenset({"reasoning", "math", "coding"})
+_VICUNA_EASY = frozenset(
+    {"generic", "knowledge", "roleplay", "common-sense", "counterfactual", "writing"}
+)
+
+
+def load_public() -> list[Item]:
+    """The sets fetched into tests/data/routing_public/ (evaluation only)."""
+    items: list[Item] = []
+    for row in _jsonl(PUBLIC / "mt_bench.jsonl"):
+        cat, (t1, t2) = row["category"], row["turns"]
+        kind = "hard" if cat in _MT_HARD else "mixed"
+        qid = row["question_id"]
+        items.append(_item(f"mt_bench_{cat}_t1", f"mt/{qid}/1", chat(t1), kind=kind))
+        answer = "(the assistant's answer to the first turn)"
+        items.append(_item(f"mt_bench_{cat}_t2", f"mt/{qid}/2", chat(t1, answer, t2), kind=kind))
+    for row in _jsonl(PUBLIC / "vicuna_bench.jsonl"):
+        cat = row["category"]
+        kind = "easy" if cat in _VICUNA_EASY else "mixed"
+        name = "vicuna_everyday" if kind == "easy" else f"vicuna_{cat}"
+        items.append(_item(name, f"vicuna/{row['question_id']}", chat(*row["turns"]), kind=kind))
+    for row in _jsonl(PUBLIC / "arena_hard.jsonl"):
+        text = row["turns"][0]["content"]
+        items.append(_item("arena_hard", row["question_id"], chat(text), kind="hard"))
+    for row in _jsonl(PUBLIC / "math500.jsonl"):
+        items.append(_item("math500", row["unique_id"], chat(row["problem"]), kind="hard"))
+    for row in _jsonl(PROJECT):
+        messages: list[dict[str, str]] = []
+        if row.get("system"):
+            messages.append({"role": "system", "content": row["system"]})
+        messages.extend(row.get("history") or ())
+        messages.append({"role": "user", "content": row["prompt"]})
+        kind = "hard" if row["label"] == "complex" else "easy"
+        split = "train" if row.get("split") != "holdout" else "test"
+        name = f"project_{'complex' if kind == 'hard' else 'simple'}"
+        items.append(
+            _item(
+                name,
+                f"project/{len(items)}",
+                messages,
+                kind=kind,
+                split=split,
+                intent=row["intent"],
+            )
+        )
+    return items
+
+
+def load_probes() -> list[Item]:
+    """The hand-written probes: each expects "keep strong" or "may route"."""
+    items = []
+    for i, row in enumerate(_jsonl(PROBES)):
+        messages = row.get("messages") or chat(row["prompt"])
+        extra = {k: v for k, v in row.items() if k not in ("messages", "prompt")}
+        items.append(_item("probes", f"probe/{i}", messages, **extra))
+    return items
+
+
+def body(item: Item) -> dict[str, Any]:
+    """An OpenAI chat body for the item."""
+    return {"model": "gpt-4o", "messages": item["messages"]}
+
+
+def prompt_chars(item: Item) -> int:
+    """The prompt-length router's score: characters of every message."""
+    return sum(len(m["content"]) for m in item["messages"] if isinstance(m.get("content"), str))
+
+
+# --- RouteLLM's measures ---------------------------------------------------------------------
+
+
+def curve(scores: Sequence[float], strong: Sequence[float], weak: Sequence[float]):
+    """(c, PGR) points of a router: the prompts with the highest scores go to the strong model.
+
+    Tied scores move together (one threshold), so a router cannot gain from the order of ties.
+    """
+    n = len(scores)
+    r_strong, r_weak = sum(strong) / n, sum(weak) / n
+    span = (r_strong - r_weak) or 1e-12
+    order = sorted(range(n), key=lambda i: -scores[i])
+    points = [(0.0, 0.0)]
+    total = sum(weak)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and scores[order[j]] == scores[order[i]]:
+            total += strong[order[j]] - weak[order[j]]
+            j += 1
+        points.append((j / n, (total / n - r_weak) / span))
+        i = j
+    return points
+
+
+def apgr(points: Sequence[tuple[float, float]]) -> float:
+    """Area under the PGR curve over the strong-call share (trapezoid)."""
+    return sum((c1 - c0) * (p0 + p1) / 2 for (c0, p0), (c1, p1) in itertools.pairwise(points))
+
+
+def cpt(points: Sequence[tuple[float, float]], target: float) -> float:
+    """Smallest strong-call share at which PGR reaches the target (interpolated)."""
+    for (c0, p0), (c1, p1) in itertools.pairwise(points):
+        if p1 >= target:
+            if p1 == p0 or p0 >= target:
+                return c0 if p0 >= target else c1
+            return c0 + (c1 - c0) * (target - p0) / (p1 - p0)
+    return 1.0
+
+
+def router_figures(scores: Sequence[float], strong: Sequence[float], weak: Sequence[float]):
+    """APGR, CPT(50%) and CPT(80%) of one router on one set."""
+    points = curve(scores, strong, weak)
+    return {
+        "apgr": round(apgr(points), 4),
+        "cpt50": round(cpt(points, 0.5), 4),
+        "cpt80": round(cpt(points, 0.8), 4),
+    }
+
+
+def random_figures(strong: Sequence[float], weak: Sequence[float], seeds: int = RANDOM_SEEDS):
+    """The random router, averaged over seeds."""
+    runs = []
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        runs.append(router_figures([rng.random() for _ in strong], strong, weak))
+    return {key: round(statistics.fmean(r[key] for r in runs), 4) for key in runs[0]}
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def scored(items: list[Item]) -> list[tuple[Item, difficulty.Difficulty]]:
+    """Each item with its difficulty."""
+    return [(item, difficulty.score_body(body(item))) for item in items]
+
+
+def routed_down(d: difficulty.Difficulty, threshold: float) -> bool:
+    """Whether auto routing would move this call down."""
+    return d.readable and d.score < threshold
+
+
+def outcome_sets(rows: list[tuple[Item, difficulty.Difficulty]]) -> dict[str, Any]:
+    """APGR/CPT of the scorer and both baselines on each outcome set's test split."""
+    out: dict[str, Any] = {}
+    for name in ("mmlu", "gsm8k"):
+        part = [
+            (i, d)
+            for i, d in rows
+            if i["dataset"] == name and i["split"] == "test" and not i["contaminated"]
+        ]
+        strong = [i["strong"] for i, _ in part]
+        weak = [i["weak"] for i, _ in part]
+        out[name] = {
+            "n": len(part),
+            "strong_acc": round(statistics.fmean(strong), 4),
+            "weak_acc": round(statistics.fmean(weak), 4),
+            "scorer": router_figures([d.score for _, d in part], strong, weak),
+            "random": random_figures(strong, weak),
+            "length": router_figures([float(prompt_chars(i)) for i, _ in part], strong, weak),
+        }
+    return out
+
+
+def _measured(item: Item) -> bool:
+    """Whether the item counts in the evaluation (not a training or validation row)."""
+    return item.get("split", "eval") in ("test", "eval")
+
+
+def shares(rows: list[tuple[Item, difficulty.Difficulty]], kind: str, threshold: float):
+    """Per set of one kind: n, share routed down, and the routed prompts."""
+    sets: dict[str, list] = {}
+    for item, d in rows:
+        if item.get("kind") == kind and _measured(item):
+            sets.setdefault(item["dataset"], []).append((item, d))
+    out = {}
+    for name, part in sorted(sets.items()):
+        down = [(i, d) for i, d in part if routed_down(d, threshold)]
+        out[name] = {
+            "n": len(part),
+            "routed_down": len(down),
+            "share": round(len(down) / len(part), 4),
+            "not_judged": sum(not d.readable for _, d in part),
+            "examples": [
+                {"prompt": i["messages"][-1]["content"][:120], "score": round(d.score, 3)}
+                for i, d in sorted(down, key=lambda x: x[1].score)[:5]
+            ],
+        }
+    return out
+
+
+def probe_results(rows: list[tuple[Item, difficulty.Difficulty]], threshold: float):
+    """Each probe's outcome against its expectation."""
+    out = []
+    for item, d in rows:
+        down = routed_down(d, threshold)
+        expect = item["expect"]
+        ok = (not down) if expect == "keep strong" else True
+        out.append(
+            {
+                "group": item["group"],
+                "expect": expect,
+                "routed_down": down,
+                "ok": ok,
+                "score": round(d.score, 3),
+                "readable": d.readable,
+                "reason": d.reason,
+                "prompt": item["messages"][-1]["content"][:80],
+            }
+        )
+    return out
+
+
+def timing(items: list[Item]) -> dict[str, float]:
+    """Decision time of score_body in microseconds over the items (after a warm-up).
+
+    Reports the percentiles over all calls and, steadier on a shared machine, the median over
+    the rounds of each round's percentiles.
+    """
+    bodies = [body(i) for i in items]
+    for b in bodies:
+        difficulty.score_body(b)
+    rounds: list[list[float]] = []
+    clock = time.perf_counter_ns
+    for _ in range(TIMING_ROUNDS):
+        samples = []
+        for b in bodies:
+            t0 = clock()
+            difficulty.score_body(b)
+            samples.append((clock() - t0) / 1000)
+        rounds.append(sorted(samples))
+
+    def pct(samples: list[float], q: float) -> float:
+        return round(samples[min(len(samples) - 1, int(q * len(samples)))], 1)
+
+    every = sorted(x for r in rounds for x in r)
+    return {
+        "calls": len(every),
+        "p50_us": pct(every, 0.5),
+        "p99_us": pct(every, 0.99),
+        "max_us": pct(every, 1.0),
+        "round_median_p50_us": round(statistics.median(pct(r, 0.5) for r in rounds), 1),
+        "round_median_p99_us": round(statistics.median(pct(r, 0.99) for r in rounds), 1),
+    }
+
+
+def threshold_sweep(rows, thresholds: Sequence[float]) -> list[dict[str, Any]]:
+    """Worst hard-set share and mean everyday share routed down at several thresholds."""
+    out = []
+    for t in thresholds:
+        hard = shares(rows, "hard", t)
+        easy = shares(rows, "easy", t)
+        out.append(
+            {
+                "threshold": t,
+                "worst_hard": max(v["share"] for v in hard.values()),
+                "easy_mean": round(statistics.fmean(v["share"] for v in easy.values()), 4),
+                "vicuna_everyday": easy.get("vicuna_everyday", {}).get("share"),
+            }
+        )
+    return out
+
+
+# --- the keyword classifier's figures (tests/test_classifier.py measures it with these) --------
+
+
+def load(path: Path = PROJECT) -> list[dict[str, Any]]:
     """The labelled items, one JSON object per line."""
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -148,151 +496,100 @@ def metrics(rows: list[tuple[dict, Classification]], threshold: float) -> dict[s
     }
 
 
-def timing(items: list[dict[str, Any]]) -> dict[str, float]:
-    """p50/p99 in microseconds of classify_body, and of its two halves, over the set."""
-    bodies = [chat_body(item) for item in items]
-    for body in bodies:  # warm-up
-        classify_body(body)
-    whole: list[float] = []
-    view_part: list[float] = []
-    rules_part: list[float] = []
-    clock = time.perf_counter_ns
-    for _ in range(TIMING_ROUNDS):
-        for body in bodies:
-            t0 = clock()
-            view = prompt_view(body)
-            t1 = clock()
-            classify(view)
-            t2 = clock()
-            classify_body(body)
-            t3 = clock()
-            view_part.append((t1 - t0) / 1000)
-            rules_part.append((t2 - t1) / 1000)
-            whole.append((t3 - t2) / 1000)
-
-    def pct(samples: list[float], q: float) -> float:
-        ordered = sorted(samples)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-    return {
-        "calls": len(whole),
-        "p50_us": round(statistics.median(whole), 1),
-        "p99_us": pct(whole, 0.99),
-        "max_us": round(max(whole), 1),
-        "prompt_view_p50_us": round(statistics.median(view_part), 1),
-        "prompt_view_p99_us": pct(view_part, 0.99),
-        "classify_p50_us": round(statistics.median(rules_part), 1),
-        "classify_p99_us": pct(rules_part, 0.99),
-    }
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}%"
 
 
-def _pct(value: float | None) -> str:
-    return "  n/a" if value is None else f"{100 * value:5.1f}%"
-
-
-def report(name: str, m: dict[str, Any], threshold: float) -> None:
-    """Print one part's figures."""
-    c = m["confusion"]
-    rate = m["complex_routed_rate"]
-    verdict = "PASS" if rate is not None and rate < COSTLY_TARGET else "MISS"
-    lines = [
-        f"\n== {name}: {m['n']} prompts ({_pct(m['simple_share']).strip()} labelled simple)",
-        f"complexity accuracy          {_pct(m['complexity_accuracy'])}",
-        "confusion (label -> predicted) simple  complex",
-        f"  simple                       {c['simple_as_simple']:6d}  {c['simple_as_complex']:7d}",
-        f"  complex                      {c['complex_as_simple']:6d}  {c['complex_as_complex']:7d}",
-        f"routed share @{threshold:.2f}           {_pct(m['routed_share'])}"
-        f"   (of simple prompts: {_pct(m['simple_routed_share']).strip()})",
-        f"complex routed down          {_pct(rate)}   ({m['complex_routed']} prompts;"
-        f" target < {COSTLY_TARGET:.0%}: {verdict})",
-        f"routing precision            {_pct(m['routing_precision'])}",
-        f"intent accuracy              {_pct(m['intent_accuracy'])}",
-        f"  {'intent':10} {'n':>4} {'simple':>6} {'cplx acc':>8} {'intent rec':>10}"
-        f" {'routed':>6} {'cplx routed':>11}",
-    ]
-    for intent, row in m["per_intent"].items():
-        lines.append(
-            f"  {intent:10} {row['n']:4d} {row['simple']:6d} {_pct(row['complexity_accuracy']):>8}"
-            f" {_pct(row['intent_recall']):>10} {row['routed']:6d} {row['complex_routed']:11d}"
-        )
-    bins = (
-        f"{b['confidence']} n={b['n']} acc={_pct(b['accuracy']).strip()}" for b in m["calibration"]
-    )
-    lines.append("  calibration (all verdicts): " + ", ".join(bins))
-    bins = (
-        f"{b['confidence']} n={b['n']} simple={_pct(b['truly_simple']).strip()}"
-        for b in m["simple_calibration"]
-    )
-    lines.append("  calibration (simple verdicts): " + ", ".join(bins))
-    steps = (
-        f"{s['threshold']:.2f}: {_pct(s['routed_share']).strip()}"
-        f"/{_pct(s['complex_routed_rate']).strip()}"
-        for s in m["threshold_sweep"]
-    )
-    lines.append("  threshold -> routed/complex routed: " + ", ".join(steps))
-    print("\n".join(lines))
-
-
-def _show(title: str, rows: list[tuple[dict, Classification]], width: int) -> None:
-    print(f"\n{title}: {len(rows)}")
-    for item, c in rows:
-        tag = f"{c.intent}/{item['intent']} {c.confidence:.2f}"
-        print(f"  [{tag}] {item['prompt'][:width]!r} -- {c.reason}")
-
-
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument(
-        "--split",
-        choices=("tune", "holdout", "all"),
-        default="all",
-        help="part whose misclassified prompts are listed",
-    )
-    parser.add_argument(
-        "--show-errors",
-        action="store_true",
-        help="also list the other complexity errors and the intent errors",
-    )
-    args = parser.parse_args()
-    threshold = args.threshold
+    parser.add_argument("--threshold", type=float, default=difficulty.THRESHOLD)
+    parser.add_argument("--show", type=int, default=0, help="routed hard prompts to list per set")
+    args = parser.parse_args(argv)
+    t = args.threshold
 
-    items = load()
-    rows = [(item, classify_body(chat_body(item))) for item in items]
-    parts = {
-        "tune": [r for r in rows if r[0].get("split") != "holdout"],
-        "holdout": [r for r in rows if r[0].get("split") == "holdout"],
-        "all": rows,
-    }
-    results: dict[str, Any] = {"threshold": threshold}
-    for name, part in parts.items():
-        results[name] = metrics(part, threshold)
-        report(name, results[name], threshold)
-    results["timing"] = t = timing(items)
+    items = load_shared() + load_public()
+    probes = load_probes()
+    rows = scored(items)
+    probe_rows = scored(probes)
+    results: dict[str, Any] = {"threshold": t, "weights_bytes": difficulty.WEIGHTS.stat().st_size}
+
+    print(f"== Outcome sets (test split, decontaminated); threshold {t}")
+    results["outcomes"] = outcomes = outcome_sets(rows)
+    print(f"{'set':8} {'n':>5}  {'router':8} {'APGR':>6} {'CPT50':>7} {'CPT80':>7}")
+    for name, o in outcomes.items():
+        for router in ("scorer", "random", "length"):
+            f = o[router]
+            print(
+                f"{name:8} {o['n']:5d}  {router:8} {f['apgr']:6.3f}"
+                f" {_pct(f['cpt50'])} {_pct(f['cpt80'])}"
+            )
+
+    results["hard"] = hard = shares(rows, "hard", t)
+    print(f"\n== Hard sets: share routed down at {t} (target <= {HARD_TARGET:.0%})")
+    for name, h in hard.items():
+        verdict = "ok" if h["share"] <= HARD_TARGET else "MISS"
+        print(
+            f"{name:28} n={h['n']:5d} routed down {h['routed_down']:4d}"
+            f" {_pct(h['share'])} {verdict}"
+        )
+        for ex in h["examples"][: args.show]:
+            print(f"    {ex['score']:.3f} {ex['prompt']!r}")
+
+    results["easy"] = easy = shares(rows, "easy", t)
+    print(f"\n== Everyday sets: share routed down at {t} (the savings)")
+    for name, e in easy.items():
+        print(f"{name:28} n={e['n']:5d} routed down {e['routed_down']:4d} {_pct(e['share'])}")
+    results["mixed"] = mixed = shares(rows, "mixed", t)
+    print("\n== Mixed sets (no verdict): share routed down")
+    for name, m in mixed.items():
+        print(f"{name:28} n={m['n']:5d} routed down {m['routed_down']:4d} {_pct(m['share'])}")
+
+    results["probes"] = probes_out = probe_results(probe_rows, t)
+    print("\n== Probes")
+    groups: dict[str, list] = {}
+    for p in probes_out:
+        groups.setdefault(p["group"], []).append(p)
+    for group, ps in groups.items():
+        keep = [p for p in ps if p["expect"] == "keep strong"]
+        may = [p for p in ps if p["expect"] != "keep strong"]
+        kept = sum(not p["routed_down"] for p in keep)
+        routed_may = sum(p["routed_down"] for p in may)
+        print(
+            f"{group:22} keep strong: {kept}/{len(keep)} kept;"
+            f" may route: {routed_may}/{len(may)} routed"
+        )
+        for p in ps:
+            if not p["ok"]:
+                print(f"    FAIL {p['score']:.3f} {p['prompt']!r} -- {p['reason']}")
+
+    # A cliff: many prompts on exactly one score (the keyword classifier had 19% on one value).
+    values = Counter(round(d.score, 6) for _, d in rows + probe_rows)
+    results["largest_tie_share"] = tie = round(
+        values.most_common(1)[0][1] / sum(values.values()), 5
+    )
+    print(f"\n== Largest share of prompts on one score value: {tie:.3%}")
+
+    results["sweep"] = sweep = threshold_sweep(rows, (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4))
+    print("\n== Threshold sweep: worst hard-set share / mean everyday share / Vicuna everyday")
+    for s in sweep:
+        print(
+            f"  {s['threshold']:.2f}: {_pct(s['worst_hard'])} / {_pct(s['easy_mean'])}"
+            f" / {_pct(s['vicuna_everyday'] or 0.0)}"
+        )
+
+    timed = [i for i in items if i["dataset"] not in ("mmlu", "nq_open", "nq_open_cased")]
+    timed += [i for i in items if i["dataset"] == "mmlu"][:1500]
+    timed += [i for i in items if i["dataset"] == "nq_open"][:500] + probes
+    results["timing"] = tm = timing(timed)
     print(
-        f"\ntiming over {t['calls']} calls: classify_body p50 {t['p50_us']} us,"
-        f" p99 {t['p99_us']} us, max {t['max_us']} us"
-        f" (prompt_view p50 {t['prompt_view_p50_us']} / p99 {t['prompt_view_p99_us']} us;"
-        f" rules p50 {t['classify_p50_us']} / p99 {t['classify_p99_us']} us)"
+        f"\n== Decision time over {tm['calls']} calls: p50 {tm['p50_us']} us,"
+        f" p99 {tm['p99_us']} us, max {tm['max_us']} us (median of {TIMING_ROUNDS} rounds:"
+        f" p50 {tm['round_median_p50_us']} us, p99 {tm['round_median_p99_us']} us)"
     )
-
-    shown = parts[args.split]
-    costly = [(i, c) for i, c in shown if i["label"] == "complex" and routed(c, threshold)]
-    _show(f"misrouted complex prompts ({args.split}) [predicted/labelled intent]", costly, 60)
-    if args.show_errors:
-        missed = [
-            (i, c)
-            for i, c in shown
-            if i["label"] == "complex" and c.complexity == "simple" and not routed(c, threshold)
-        ]
-        _show(f"complex judged simple, not routed ({args.split})", missed, 70)
-        wasted = [(i, c) for i, c in shown if i["label"] == "simple" and c.complexity == "complex"]
-        _show(f"simple judged complex ({args.split})", wasted, 70)
-        wrong = [(i, c) for i, c in shown if i["intent"] != c.intent]
-        _show(f"intent errors ({args.split})", wrong, 70)
+    print(f"weights file: {results['weights_bytes']:,} bytes")
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2))
+    OUT.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwrote {OUT.relative_to(ROOT)}")
     return 0
 
