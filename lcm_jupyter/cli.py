@@ -497,16 +497,28 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(lcm.breakdown(args.by, args.period, format="csv"), end="")
                 return 0
             answer = lcm.breakdown(args.by, args.period)
+            shadow = lcm.shadow_savings(args.period)
     except LCMClientError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1
     totals = report_totals(answer["items"])
     if args.format == "json":
-        print(json.dumps({**answer, "totals": totals}, indent=2))
+        print(json.dumps({**answer, "totals": totals, "shadow": shadow}, indent=2))
     else:
         print(totals_line(answer, totals))
+        for line in shadow_lines(shadow):
+            print(line)
         print(text_table(REPORT_COLUMNS, answer["items"]))
     return 0
+
+
+def shadow_lines(answer: dict) -> list[str]:
+    """Per key with routing off: what auto routing would have saved, the evidence to turn it on."""
+    return [
+        f"auto routing would have saved ${k['saving_usd']:.6f} on {k['calls']} calls made "
+        f"with routing off by key {k['key_id']} ({k.get('name') or '?'})"
+        for k in answer.get("keys", [])
+    ]
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:

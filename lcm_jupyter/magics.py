@@ -242,6 +242,8 @@ def report(lcm: LCMClient, args: argparse.Namespace) -> Any:
     if args.format == "json":
         return {**answer, "totals": totals}
     print(cli.totals_line(answer, totals))
+    for line in cli.shadow_lines(lcm.shadow_savings(args.period)):
+        print(line)
     table = make_table(cli.REPORT_COLUMNS, answer["items"])
     if hasattr(table, "attrs"):
         table.attrs["totals"] = totals  # a DataFrame keeps them along

@@ -173,7 +173,13 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     )
     assert row_a["tokens"] == tokens_a
     text = {cells[0]: cells for cells in table.text()}
-    assert text["team-a"][5] == "—" and text["team-b"][5] == f"{row_b['budget_used']:.1f}%"
+    assert text["team-a"][6] == "—" and text["team-b"][6] == f"{row_b['budget_used']:.1f}%"
+    # Routing is off for both keys: what auto routing would have saved team-a (gpt-4o ->
+    # gpt-4o-mini on its gpt-4o call), and nothing for team-b (no cheaper Claude step).
+    (shadow,) = lcm.shadow_savings("30d")["keys"]
+    assert shadow["key_id"] == row_a["key_id"] and shadow["calls"] == 1
+    assert text["team-a"][5] == dash.usd(shadow["saving_usd"]) and text["team-b"][5] == "—"
+    assert "Auto routing would have saved" in board.summary.value
     assert text["team-b"][3] == dash.usd(cost_b)
 
     # Sorting: click a header to sort, again to reverse; no budget sorts last either way.
@@ -203,7 +209,7 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     assert board.mark_read_button.layout.display == "none"
     assert board.messages.kind == "ok" and board.messages.text == "Marked 6 alerts read."
 
-    # A refresh makes the same five calls however many keys there are (budgets: one call).
+    # A refresh makes the same six calls however many keys there are (budgets: one call).
     requests = Requests(lcm)
     board.refresh()
     assert [path for path, _ in requests.take()] == [
@@ -211,6 +217,7 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
         "analytics/breakdown",
         "analytics/breakdown",
         "budgets",
+        "analytics/shadow",
         "alerts",
     ]
 
@@ -495,6 +502,7 @@ def test_key_rows_budget_summary_and_empty_text():
             "tokens": 15,
             "cost_usd": 0.75,
             "savings_usd": 0.25,
+            "would_save_usd": None,
             "budget_used": 50.0,
         },
         {
@@ -504,9 +512,17 @@ def test_key_rows_budget_summary_and_empty_text():
             "tokens": 2,
             "cost_usd": 0.25,
             "savings_usd": 0.0,
+            "would_save_usd": None,
             "budget_used": None,
         },
     ]
+    shadowed = dash.key_rows(items[:1], {}, {1: {"saving_usd": 0.5, "calls": 3}})
+    assert shadowed[0]["would_save_usd"] == 0.5
+    assert dash.shadow_summary({"calls": 3, "saving_usd": 0.5}) == (
+        "Auto routing would have saved $0.50 on 3 calls made with routing off "
+        "(turn it on per key in ProxyKeyForm)."
+    )
+    assert dash.shadow_summary({"calls": 0, "saving_usd": 0}) == ""
     answer = {"period": "7d", "start": "2026-11-20", "end": "2026-11-26"}
     items[1]["unpriced_requests"] = 1
     assert dash.period_summary(answer, items) == (

@@ -642,3 +642,24 @@ def test_rules_editor_shows_the_servers_refusal_of_a_cross_provider_rule(client)
     assert editor.save() is False
     assert editor.messages.kind == "error" and "provider" in editor.messages.text
     assert client.get_key(created["id"])["routing_rules"] == []
+
+
+def test_the_form_shows_what_auto_routing_would_save_a_key_with_routing_off(client):
+    created = client.create_key(
+        name="thrifty", provider_api_keys=dict.fromkeys(PROVIDERS, PROVIDER_KEY)
+    )
+    assert created["routing_mode"] == "off"
+    sdk = lcm_jupyter.openai_client(created["key"], max_retries=0)
+    sdk.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "What is the capital of France?"}]
+    )
+    form = ProxyKeyForm(client, key_id=created["id"])
+    (entry,) = client.shadow_savings(key_id=created["id"])["keys"]
+    assert entry["calls"] == 1 and entry["saving_usd"] > 0
+    assert "Auto routing would have saved" in form.shadow_note.value
+    assert "on 1 calls in the last 30 days" in form.shadow_note.value
+    # With routing on, the note is gone: the savings are real ones then.
+    form.editor.mode_selector.value = "auto"
+    form.save_button.click()
+    assert form.messages.kind == "ok", form.messages.text
+    assert form.shadow_note.value == ""

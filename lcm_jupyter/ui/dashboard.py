@@ -176,9 +176,13 @@ def budget_used(budget: Mapping[str, Any] | None) -> float | None:
 
 
 def key_rows(
-    items: Sequence[Mapping[str, Any]], budgets: Mapping[int, Mapping[str, Any]]
+    items: Sequence[Mapping[str, Any]],
+    budgets: Mapping[int, Mapping[str, Any]],
+    shadow: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The key table's records: a breakdown by key, each with its budget used this month."""
+    """The key table's records: a breakdown by key, each with its budget used this month and
+    what auto routing would have saved on its calls made with routing off (None: nothing)."""
+    shadow = shadow or {}
     return [
         {
             "key": item["name"],
@@ -187,10 +191,22 @@ def key_rows(
             "tokens": (item.get("input_tokens") or 0) + (item.get("output_tokens") or 0),
             "cost_usd": item.get("cost_usd"),
             "savings_usd": item.get("savings_usd"),
+            "would_save_usd": (shadow.get(item.get("key_id")) or {}).get("saving_usd"),
             "budget_used": budget_used(budgets.get(item.get("key_id"))),
         }
         for item in items
     ]
+
+
+def shadow_summary(answer: Mapping[str, Any]) -> str:
+    """One line on what auto routing would have saved on calls made with routing off."""
+    calls = answer.get("calls") or 0
+    if not calls:
+        return ""
+    return (
+        f"Auto routing would have saved {usd(answer.get('saving_usd') or 0.0)} on "
+        f"{count(calls)} calls made with routing off (turn it on per key in ProxyKeyForm)."
+    )
 
 
 def period_summary(answer: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:
@@ -228,6 +244,7 @@ KEY_COLUMNS = (
     Column("tokens", "Tokens", count, numeric=True),
     Column("cost_usd", "Cost", usd, numeric=True),
     Column("savings_usd", "Savings", usd, numeric=True),
+    Column("would_save_usd", "Routing would save", usd, numeric=True),
     Column("budget_used", "Budget used", percent, numeric=True),
 )
 
@@ -285,6 +302,7 @@ class Dashboard(Connected, widgets.VBox):
         self.period_selector.observe(lambda _c: self.refresh(), names="value")
         self.breakdown_selector.observe(self._breakdown_changed, names="value")
         self.summary = widgets.HTML()
+        self._shadow_line = ""
 
         self._build_trend()
         self._build_breakdown()
@@ -437,10 +455,13 @@ class Dashboard(Connected, widgets.VBox):
             breakdown = client.breakdown(self.by, self.period, limit=TOP)
             by_key = client.breakdown("key", self.period, limit=KEY_LIMIT)["items"]
             budgets = {b["key_id"]: b for b in client.budgets() if b["budget_usd"] is not None}
+            shadow = client.shadow_savings(self.period)
             alerts = client.alerts(unread=True)
+            self._shadow_line = shadow_summary(shadow)
             self._show_breakdown(breakdown)
             self._show_trend(trend["points"])
-            self.key_table.set_records(key_rows(by_key, budgets))
+            by_id = {k["key_id"]: k for k in shadow["keys"]}
+            self.key_table.set_records(key_rows(by_key, budgets, by_id))
             self._show_alerts(alerts)
             _show(self.body, True)
             self.messages.show(f"Updated {datetime.now():%H:%M:%S}.")
@@ -448,7 +469,8 @@ class Dashboard(Connected, widgets.VBox):
     def _show_breakdown(self, answer: Mapping[str, Any]) -> None:
         items = answer["items"]
         self.bar_items = breakdown_bars(answer.get("by", self.by), items, TOP)
-        self.summary.value = _text(period_summary(answer, items))
+        lines = [period_summary(answer, items), self._shadow_line]
+        self.summary.value = "<br>".join(_text(line) for line in lines if line)
         _show(self.charts, bool(items))
         _show(self.filter_bar, bool(items))
         _show(self.empty_state, not items)

@@ -33,10 +33,12 @@ from ._common import (
     Connected,
     LineBelow,
     Messages,
+    count,
     field_row,
     fixed,
     replace_children,
     reporting,
+    usd,
 )
 from .rules import RoutingRulesEditor, clean_rules
 
@@ -213,6 +215,15 @@ def values_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def shadow_line(entry: Mapping[str, Any], period: str | None) -> str:
+    """'Auto routing would have saved $0.42 on 120 calls in the last 30 days.'"""
+    days = f" in the last {period[:-1]} days" if period and period.endswith("d") else ""
+    return (
+        f"Auto routing would have saved {usd(entry.get('saving_usd') or 0.0)} on "
+        f"{count(entry.get('calls') or 0)} calls{days}."
+    )
+
+
 def blank_values() -> dict[str, Any]:
     """The form's values for a new key."""
     return {
@@ -223,7 +234,7 @@ def blank_values() -> dict[str, Any]:
         "budget_alerts_enabled": True,
         "budget_alert_thresholds": list(DEFAULT_THRESHOLDS),
         "rate_limit_rpm": "",
-        "routing_mode": "auto",
+        "routing_mode": "off",
         "routing_rules": [],
         "cache_ttl_seconds": "",
     }
@@ -252,6 +263,8 @@ class ProxyKeyForm(Connected, widgets.VBox):
         super().__init__(**kwargs)
         self.client = client
         self.key_id: int | None = None
+        # What auto routing would have saved this key (the evidence to turn it on).
+        self.shadow_note = widgets.HTML()
         self.record: dict[str, Any] | None = None
         self.created_key: str | None = None
         self.last_saved: list[str] = []
@@ -369,6 +382,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
             section("Routing"),
             field_row("Routing mode", f["routing_mode"], errors["routing_mode"]),
             field_row("", self.editor.mode_help),
+            field_row("", self.shadow_note),
             self.rules_section,
             widgets.HBox(
                 [self.save_button, self.reload_button, self.revoke_button],
@@ -549,6 +563,17 @@ class ProxyKeyForm(Connected, widgets.VBox):
         self.messages.error(f"The server refused the key: {exc.message}")
         return True
 
+    def _show_shadow(self, record: dict[str, Any]) -> None:
+        """Under the routing mode: what auto routing would have saved this key lately."""
+        self.shadow_note.value = ""
+        if record.get("routing_mode") != "off":
+            return
+        answer = self._call("load the routing savings", "shadow_savings", key_id=record["id"])
+        entry = (answer or {}).get("keys") or []
+        if entry:
+            line = shadow_line(entry[0], (answer or {}).get("period"))
+            self.shadow_note.value = f'<div style="color:#2a6f2a">{html.escape(line)}</div>'
+
     def load(self, key_id: int) -> bool:
         """Show key `key_id` (GET lcm/api/keys/{id}) for editing; True when it was found."""
         record = self._call(f"load key {key_id}", "get_key", key_id)
@@ -573,6 +598,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
         self._set_values(values_from_record(record))
         self.confirm_box.layout.display = "none"
         self._show_mode()
+        self._show_shadow(record)
         if record.get("revoked"):
             self.messages.show(
                 f"This key was revoked at {record['revoked_at']}; it makes no calls."
