@@ -143,6 +143,8 @@ _NOT_ROUTED = {
 }
 _ERROR_TEXT_LIMIT = 2000
 _WARN_EVERY_SECONDS = 60.0
+SHADOW_JOB = "_shadow"
+"""A row's key for its pending shadow-routing judgement (taken off before it is written)."""
 # Retrievals of work billed once, whenever it is first fetched (not when it was asked for).
 _RETRIEVALS = frozenset({"openai.response_get", "openai.batch_output", "anthropic.batch_results"})
 _BATCH_RESULTS = frozenset({"openai.batch_output", "anthropic.batch_results"})
@@ -640,22 +642,49 @@ class ProxyPipeline:
         if row is not None:
             self.log_writer.submit(row)
 
-    def _shadow(self, call: Call, usage: Usage, priced: Priced) -> dict[str, Any] | None:
-        """With routing off: what auto routing would have done, and the saving for the same
-        usage. Judged here, once the answer is out, so the call never waits for it."""
-        if self.router is None or call.key is None or call.cache_hit or call.status != 200:
-            return None
+    def _shadow_job(
+        self,
+        call: Call,
+        usage: Usage | None,
+        priced: Priced | None,
+        decision: RoutingDecision | None,
+    ) -> dict[str, Any]:
+        """For a call made with routing off, what the log writer needs to judge later what
+        auto routing would have done (see `judge_shadow`): never on the request path."""
         endpoint = call.endpoint
-        wire = endpoint.wire if endpoint is not None else None
-        if wire not in GENERATION_WIRES:
-            return None
-        decision = self.router.shadow(call.key, call.requested_model, wire, call.body, call.path)
+        if (
+            decision is None
+            or decision.mode != "off"
+            or usage is None
+            or priced is None
+            or call.key is None
+            or call.cache_hit
+            or call.status != 200
+            or endpoint is None
+            or endpoint.wire not in GENERATION_WIRES
+        ):
+            return {}
+        job = (call.key, call.requested_model, endpoint.wire, call.body, call.path, usage,
+               priced.cost, call.provider, call.at)  # fmt: skip
+        return {SHADOW_JOB: job}
+
+    def judge_shadow(self, row: dict[str, Any]) -> None:
+        """On the log writer's thread: what auto routing would have done with this call made
+        with routing off, and the saving for the same usage, into its row."""
+        job = row.pop(SHADOW_JOB, None)
+        if job is None or self.router is None:
+            return
+        key, model, wire, body, path, usage, cost, provider, at = job
+        decision = self.router.shadow(key, model, wire, body, path)
         if not decision.was_routed or not decision.to_model:
-            return None
-        cheaper = self.pricing.table.price(usage, decision.to_model, call.provider, at=call.at)
-        if cheaper is None or cheaper.cost >= priced.cost:
-            return None
-        return _shadow_json(decision, priced.cost - cheaper.cost)
+            return
+        cheaper = self.pricing.table.price(usage, decision.to_model, provider, at=at)
+        if cheaper is None or cheaper.cost >= cost:
+            return
+        logged = json.loads(row["routing_decision"])
+        logged["shadow"] = _shadow_json(decision, cost - cheaper.cost)
+        row["routing_decision"] = json.dumps(logged)
+        row["shadow_savings_usd"] = float(cost - cheaper.cost)
 
     def _row(self, call: Call) -> dict[str, Any]:
         usage = call.usage
@@ -718,13 +747,7 @@ class ProxyPipeline:
         if call.cache_hit:
             # Nothing was spent; what the call would have cost was saved.
             savings, cost, tool_fees = savings + (cost or 0.0), 0.0, 0.0
-        logged = decision.to_json() if decision is not None else dict(_NOT_ROUTED)
-        shadow_savings = 0.0
-        if decision is not None and decision.mode == "off" and priced is not None:
-            shadow = self._shadow(call, usage, priced)  # type: ignore[arg-type]
-            if shadow is not None:
-                logged["shadow"] = shadow
-                shadow_savings = shadow["saving_usd"]
+        logged = decision.to_json() if decision is not None else _NOT_ROUTED
         return {
             "id": call.id,
             "key_id": call.key_id,
@@ -752,8 +775,9 @@ class ProxyPipeline:
             "error": call.error,
             "cache_hit": int(call.cache_hit),
             "routing_decision": json.dumps(logged),
-            "shadow_savings_usd": shadow_savings,
+            "shadow_savings_usd": 0.0,
             "created_at": call.created_at,
+            **self._shadow_job(call, usage, priced, decision),
         }
 
 

@@ -70,7 +70,7 @@ class LCMServices:
             quality_threshold=settings.quality_threshold,
             quality_min_ratings=settings.quality_min_ratings,
         )
-        self.pipeline = ProxyPipeline(
+        self.pipeline: ProxyPipeline = ProxyPipeline(
             settings=settings,
             keys=self.keys,
             pricing=self.pricing,
@@ -81,6 +81,7 @@ class LCMServices:
             cache=ResponseCache(self.counters),
             router=self.router,
         )
+        self.log_writer.prepare = self.pipeline.judge_shadow
         self._reconciler: asyncio.Task | None = None
         self._started = False
 
