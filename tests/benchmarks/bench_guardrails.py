@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from lcm_jupyter.core.catalog import default_table  # noqa: E402
 from lcm_jupyter.core.ids import new_log_id  # noqa: E402
-from lcm_jupyter.core.pricing import PriceTable  # noqa: E402
 from lcm_jupyter.server.budgets import Guard  # noqa: E402
 from lcm_jupyter.store.counters_memory import MemoryCounters  # noqa: E402
 from lcm_jupyter.store.keys import KeyRecord  # noqa: E402
@@ -63,7 +63,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 async def _measure(counters, calls: int) -> dict:
     guard = Guard(counters=counters, store=None, box=None, alerts=_NoAlerts())
-    key, price = _key(), PriceTable.bundled().resolve("gpt-4o-mini")
+    key, price = _key(), default_table().resolve("gpt-4o-mini")
     admit, settle = [], []
     for i in range(calls + 200):
         call_id = new_log_id()
