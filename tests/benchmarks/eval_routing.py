@@ -8,6 +8,12 @@ as an OpenAI chat body, earlier turns included) and reports:
 - on the sets with strong/weak outcomes (MMLU, GSM8K from ../shared/data/routing/, their
   held-out test split, decontaminated): APGR, CPT(50%) and CPT(80%), with the random router
   (averaged over 200 seeds) and the prompt-length router computed in the same run;
+- on MT-Bench (tests/data/routing_public/mt_bench.jsonl: GPT-4 judge scores, 1-10, of
+  gpt-4-1106-preview and Mixtral-8x7B on both turns of the 80 questions; never trained on, an
+  evaluation set only): the same figures computed as RouteLLM's MTBench benchmark does, one
+  routing decision per decontaminated question made on its first turn, the outcome of a model
+  the mean judge score of its two turns (PGR from mean scores); also, for reference, each turn
+  routed as its own call, and the oracle router's figures;
 - on the hard sets (GSM8K, HumanEval, a MATH-500 sample, an Arena-Hard sample, MT-Bench
   reasoning/maths/coding turn 1 and turn 2, the project's labelled complex prompts): the share
   routed down at the threshold (score < T and readable), target at most 2%;
@@ -134,12 +140,24 @@ def load_public() -> list[Item]:
     """The sets fetched into tests/data/routing_public/ (evaluation only)."""
     items: list[Item] = []
     for row in _jsonl(PUBLIC / "mt_bench.jsonl"):
-        cat, (t1, t2) = row["category"], row["turns"]
-        kind = "hard" if cat in _MT_HARD else "mixed"
-        qid = row["question_id"]
-        items.append(_item(f"mt_bench_{cat}_t1", f"mt/{qid}/1", chat(t1), kind=kind))
-        answer = "(the assistant's answer to the first turn)"
-        items.append(_item(f"mt_bench_{cat}_t2", f"mt/{qid}/2", chat(t1, answer, t2), kind=kind))
+        # One row per (question, turn); turn 2 carries both user turns (the answers differ by
+        # model and are not in the data). Outcomes: the judge scores of either model.
+        meta = row["meta"]
+        cat, turn = meta["category"], meta["turn"]
+        items.append(
+            _item(
+                f"mt_bench_{cat}_t{turn}",
+                row["id"],
+                row["messages"],
+                kind="hard" if cat in _MT_HARD else "mixed",
+                question=row["id"].rsplit("/", 1)[0],
+                turn=turn,
+                category=cat,
+                strong=float(meta["strong_score"]),
+                weak=float(meta["weak_score"]),
+                contaminated=bool(meta["contaminated"]),
+            )
+        )
     for row in _jsonl(PUBLIC / "vicuna_bench.jsonl"):
         cat = row["category"]
         kind = "easy" if cat in _VICUNA_EASY else "mixed"
@@ -284,6 +302,64 @@ def outcome_sets(rows: list[tuple[Item, difficulty.Difficulty]]) -> dict[str, An
             "length": router_figures([float(prompt_chars(i)) for i, _ in part], strong, weak),
         }
     return out
+
+
+def mt_bench_outcomes(
+    rows: list[tuple[Item, difficulty.Difficulty]], threshold: float
+) -> dict[str, Any]:
+    """MT-Bench APGR/CPT as RouteLLM computes them, and the hard categories routed down.
+
+    RouteLLM's MTBench benchmark drops a question when either turn is a contaminated prompt,
+    routes each question once, on its first turn ("Only use first turn for routing"), and
+    scores a routing by the mean GPT-4 judge score (1-10) over both turns of the model each
+    question went to: the outcome of a question is the mean of its two turn scores. For
+    reference, "per_turn" routes each turn as its own call (its conversation so far) against
+    that turn's scores, which is how auto routing meets a multi-turn chat; "oracle" is the
+    best a router could do (questions ordered by the strong model's gain).
+    """
+    by_question: dict[str, dict[int, tuple[Item, difficulty.Difficulty]]] = {}
+    for item, d in rows:
+        if item["dataset"].startswith("mt_bench_"):
+            by_question.setdefault(item["question"], {})[item["turn"]] = (item, d)
+    clean = [q for q, t in sorted(by_question.items()) if not t[1][0]["contaminated"]]
+    first = [by_question[q][1] for q in clean]
+    strong = [statistics.fmean(by_question[q][t][0]["strong"] for t in (1, 2)) for q in clean]
+    weak = [statistics.fmean(by_question[q][t][0]["weak"] for t in (1, 2)) for q in clean]
+    turns = [by_question[q][t] for q in clean for t in (1, 2)]
+    t_strong = [i["strong"] for i, _ in turns]
+    t_weak = [i["weak"] for i, _ in turns]
+    hard = [(i, d) for t in by_question.values() for i, d in t.values() if i["kind"] == "hard"]
+    down = [i for i, d in hard if routed_down(d, threshold)]
+    return {
+        "n_questions": len(clean),
+        "strong_mean": round(statistics.fmean(strong), 4),
+        "weak_mean": round(statistics.fmean(weak), 4),
+        "routellm": {
+            "scorer": router_figures([d.score for _, d in first], strong, weak),
+            "random": random_figures(strong, weak),
+            "length": router_figures([float(prompt_chars(i)) for i, _ in first], strong, weak),
+            "oracle": router_figures(
+                [s - w for s, w in zip(strong, weak, strict=True)], strong, weak
+            ),
+        },
+        "per_turn": {
+            "n": len(turns),
+            "scorer": router_figures([d.score for _, d in turns], t_strong, t_weak),
+            "random": random_figures(t_strong, t_weak),
+            "length": router_figures([float(prompt_chars(i)) for i, _ in turns], t_strong, t_weak),
+            "oracle": router_figures(
+                [s - w for s, w in zip(t_strong, t_weak, strict=True)], t_strong, t_weak
+            ),
+        },
+        # Every question of the reasoning, math and coding categories, both turns (RouteLLM's
+        # contamination concerns its own routers' training data, not this scorer).
+        "hard_categories": {
+            "n": len(hard),
+            "routed_down": len(down),
+            "share": round(len(down) / len(hard), 4) if hard else None,
+            "routed_ids": sorted(i["id"] for i in down),
+        },
+    }
 
 
 def _measured(item: Item) -> bool:
@@ -523,6 +599,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{name:8} {o['n']:5d}  {router:8} {f['apgr']:6.3f}"
                 f" {_pct(f['cpt50'])} {_pct(f['cpt80'])}"
             )
+
+    results["mt_bench"] = mt = mt_bench_outcomes(rows, t)
+    print(
+        f"\n== MT-Bench ({mt['n_questions']} questions, decontaminated; GPT-4 judge, mean score"
+        f" strong {mt['strong_mean']:.2f} / weak {mt['weak_mean']:.2f})"
+    )
+    print(f"{'routing':28} {'router':8} {'APGR':>6} {'CPT50':>7} {'CPT80':>7}")
+    ways = (
+        ("RouteLLM: question, turn 1", mt["routellm"]),
+        ("each turn its own call", mt["per_turn"]),
+    )
+    for way, figures in ways:
+        for router in ("scorer", "random", "length", "oracle"):
+            f = figures[router]
+            print(f"{way:28} {router:8} {f['apgr']:6.3f} {_pct(f['cpt50'])} {_pct(f['cpt80'])}")
+    hc = mt["hard_categories"]
+    print(
+        f"reasoning/math/coding, both turns, routed down at {t}:"
+        f" {hc['routed_down']}/{hc['n']} {_pct(hc['share'] or 0.0)}"
+    )
 
     results["hard"] = hard = shares(rows, "hard", t)
     print(f"\n== Hard sets: share routed down at {t} (target <= {HARD_TARGET:.0%})")
