@@ -33,7 +33,7 @@ from typing import Any
 URL_ENV = "LCM_SERVER_URL"  # as in lcm_jupyter.client (not imported: it imports httpx)
 TOKEN_ENV = "LCM_SERVER_TOKEN"
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 45.0  # the drain's grace (shutdown_grace_seconds, 30 s) and the closing after it
 
 _lock = threading.Lock()
 _running: KernelServer | None = None

@@ -45,8 +45,15 @@ def start_server(port: int, env: dict, root: Path) -> subprocess.Popen:
             f"--ServerApp.root_dir={root}", "--allow-root", "--no-browser",
             "--ServerApp.log_level=WARN",
         ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=_log(root, port), stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+
+def _log(root: Path, port: int):
+    """Where a server's output goes: a file beside its data when LCM_TEST_SERVER_LOGS is set."""
+    if not os.environ.get("LCM_TEST_SERVER_LOGS"):
+        return subprocess.DEVNULL
+    return open(root / f"server-{port}.log", "w")  # the process owns it
 
 
 async def wait_ready(url: str, proc: subprocess.Popen) -> None:

@@ -167,3 +167,32 @@ def test_the_database_is_created_readable_by_its_owner_only(tmp_path) -> None:
         file = path.parent / name
         if file.exists():
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, name
+
+
+def test_opening_a_connection_keeps_the_locks_of_the_others(tmp_path) -> None:
+    # Closing any descriptor of a database file drops every POSIX lock the process holds on
+    # it. Were a new connection (a new thread's) to do that, another process closing its
+    # own connection would find no reader left, think itself the last one and checkpoint
+    # and delete the write-ahead log under this process's feet (seen as "disk I/O error"
+    # and "file is not a database" with two servers on one file).
+    import subprocess
+    import sys
+
+    from lcm_jupyter.store.db import connect, open_database
+
+    path = tmp_path / "lcm.sqlite3"
+    first = open_database(path)
+    first.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    connect(path).conn.close()
+    # What SQLite's closing connection tries: an exclusive lock on the readers' byte range.
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)\n"
+        "except OSError:\n    print('held')\nelse:\n    print('free')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "held"
+    first.conn.close()

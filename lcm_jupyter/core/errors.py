@@ -16,6 +16,7 @@ One class tree, one renderer. Each error knows its HTTP status and a short code;
     ├── PayloadTooLarge (413)
     ├── RateLimited (429)
     ├── BudgetExceeded (429)
+    ├── LimitsUnavailable (503)
     ├── UpstreamUnavailable (502)
     └── UpstreamTimeout (504)
 """
@@ -122,6 +123,13 @@ class BudgetExceeded(LCMError):
 
     status = 429
     code = "budget_exceeded"
+
+
+class LimitsUnavailable(LCMError):
+    """The key's limits cannot be checked now (Redis away, and the server set to refuse)."""
+
+    status = 503
+    code = "limits_unavailable"
 
 
 class UpstreamUnavailable(LCMError):

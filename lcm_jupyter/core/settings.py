@@ -53,6 +53,11 @@ class Settings:
     quality_min_ratings: int = 20
     # IANA name; the days of analytics are calendar days there.
     analytics_timezone: str = "UTC"
+    # While Redis is away: "shared" (the database all servers share decides, exactly),
+    # "local" (this process's memory: fast, but each server counts alone) or "refuse".
+    on_redis_outage: str = "shared"
+    # At SIGTERM, how long calls in flight (streams included) may take to finish.
+    shutdown_grace_seconds: float = 30.0
     # Endpoint names (globs) a key with a budget may call although nothing meters them.
     unmetered_endpoints: tuple[str, ...] = ()
     # Where `jupyter lcm pricing update` stores a newer price catalog (None: bundled only).
@@ -68,5 +73,9 @@ class Settings:
             raise ValueError("upstream timeouts must be positive")
         if self.budget_mode not in ("hard", "soft"):
             raise ValueError("budget_mode must be 'hard' or 'soft'")
+        if self.on_redis_outage not in ("shared", "local", "refuse"):
+            raise ValueError("on_redis_outage must be 'shared', 'local' or 'refuse'")
+        if self.shutdown_grace_seconds < 0:
+            raise ValueError("shutdown_grace_seconds must not be negative")
         if self.redis_timeout <= 0 or self.reconcile_interval_seconds <= 0:
             raise ValueError("redis_timeout and reconcile_interval_seconds must be positive")

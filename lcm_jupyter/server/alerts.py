@@ -1,6 +1,6 @@
 """Budget alerts: one per key, month and threshold, stored and optionally sent to a webhook.
 
-Runs off the request path. Dedup is twofold: SET NX in the counters (shared by
+Runs off the request path. Dedup is twofold: SET NX in the shared store (shared by
 every server process) and the unique constraint of the alerts table, so neither
 a Redis outage nor two processes crossing at once can make a duplicate.
 """
@@ -15,7 +15,7 @@ import aiohttp
 
 from ..core.budget import alert_message, crossed_thresholds, to_units, to_usd, webhook_payload
 from ..store import alerts as alert_table
-from ..store.counters import Counters
+from ..store.counters import SharedKV
 from ..store.keys import KeyRecord
 from ..store.store import Store
 
@@ -31,7 +31,7 @@ class AlertService:
         self,
         *,
         store: Store,
-        counters: Counters | None = None,
+        counters: SharedKV | None = None,
         locale: str = "en",
         webhook_url: str | None = None,
     ) -> None:

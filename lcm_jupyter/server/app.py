@@ -84,7 +84,7 @@ class LCMExtension(ExtensionApp):
 
     redis_timeout = Float(
         config=True,
-        help="Seconds a Redis call may take before the in-memory fallback answers. "
+        help="Seconds a Redis call may take before the outage policy (on_redis_outage) answers. "
         "Env: LCM_REDIS_TIMEOUT.",
     )
     budget_mode = Enum(
@@ -148,6 +148,32 @@ class LCMExtension(ExtensionApp):
         help="IANA timezone whose calendar days analytics report (e.g. Asia/Seoul). "
         "Env: LCM_ANALYTICS_TIMEZONE.",
     )
+
+    on_redis_outage = Enum(
+        ["shared", "local", "refuse"],
+        config=True,
+        help="What answers for rate limits and budgets while Redis is away. 'shared' (the "
+        "default): the database every server shares, one transaction a call: limits hold "
+        "exactly across servers, at a database write per call. 'local': each server's own "
+        "memory, rebuilt from the log: fast, but servers sharing Redis then each count alone "
+        "(n servers may admit up to n times a limit). 'refuse': calls of keys with limits "
+        "get 503 until Redis is back. Env: LCM_ON_REDIS_OUTAGE.",
+    )
+
+    shutdown_grace_seconds = Float(
+        config=True,
+        help="When the server stops (SIGTERM), calls in flight, streams included, get this long "
+        "to finish before they are cancelled; new calls get a 503 with Retry-After meanwhile. "
+        "Env: LCM_SHUTDOWN_GRACE_SECONDS.",
+    )
+
+    @default("shutdown_grace_seconds")
+    def _default_shutdown_grace(self) -> float:
+        return float(_env("LCM_SHUTDOWN_GRACE_SECONDS") or 30.0)
+
+    @default("on_redis_outage")
+    def _default_on_redis_outage(self) -> str:
+        return _env("LCM_ON_REDIS_OUTAGE") or "shared"
 
     unmetered_endpoints = List(
         Unicode(),
@@ -291,6 +317,8 @@ class LCMExtension(ExtensionApp):
             quality_min_ratings=self.quality_min_ratings,
             analytics_timezone=self.analytics_timezone,
             unmetered_endpoints=tuple(self.unmetered_endpoints),
+            on_redis_outage=self.on_redis_outage,
+            shutdown_grace_seconds=self.shutdown_grace_seconds,
             price_catalog_file=Path(self.price_catalog_file).expanduser()
             if self.price_catalog_file
             else None,

@@ -1,21 +1,31 @@
-"""Redis with a circuit breaker: a Redis that is down or slow never fails or stalls a call.
+"""Redis behind a circuit breaker: a Redis that is down or slow never fails or stalls a call,
+and never lets a limit fail open.
 
-`FailoverCounters` sends every operation to Redis while it answers. The first
-failure (error or timeout) opens the circuit: operations go to the in-memory
-counters, which are first made right from proxy_logs, and Redis is probed in the
-background until it answers again; then it is made right from proxy_logs too
-and takes over. Each switch is logged once.
+The breaker is an explicit state machine::
 
-A rebuild reads the log, so at a switch no booking may land in the old store after
-the snapshot (it would be missing from the new one) nor before it in a way the
-snapshot misses: the rebuild first waits for operations in flight on the old store
-(a call's row is queued in the same step its booking returns), and operations wait
-while the new store is rebuilt.
+    CLOSED  --a Redis operation fails or times out-->  OPEN
+    OPEN    --a probe finds Redis answering------------>  HALF_OPEN
+    HALF_OPEN --Redis rebuilt from the log------------->  CLOSED
+    HALF_OPEN --the rebuild fails--------------------->  OPEN
+
+- CLOSED: every operation goes to Redis.
+- OPEN: operations go to the fallback, which is made right from the call log first (the
+  trip waits for the Redis operations in flight, whose rows are queued in the same step
+  their booking returns, then resyncs the fallback; calls wait meanwhile). What the
+  fallback is, is the operator's choice (`on_redis_outage`): the shared database, so that
+  servers sharing Redis keep sharing their limits; this process's memory; or none (calls
+  with limits are refused until Redis is back).
+- HALF_OPEN: Redis answered a probe. New operations wait while Redis is rebuilt from the
+  log (the fallback answers in one step, so none is in flight), then it takes over.
+
+Each transition is logged once. The resync (spend from the log, plus this process's calls
+in flight with a reservation) is the breaker's own step, given at construction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,8 +38,16 @@ log = logging.getLogger("lcm_jupyter")
 Resync = Callable[[Counters], Awaitable[Any]]
 
 
+class State(enum.Enum):
+    """Where operations go."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
 class FailoverCounters:
-    """The Counters interface over a primary (Redis) with an in-memory fallback."""
+    """The Counters interface over a primary (Redis) with a fallback, as a circuit breaker."""
 
     def __init__(
         self,
@@ -38,93 +56,101 @@ class FailoverCounters:
         *,
         resync: Resync | None = None,
         probe_interval: float = 1.0,
+        settle_timeout: float = 5.0,
     ) -> None:
         self.primary = primary
         self.fallback = fallback
         self._resync = resync
         self._probe_interval = probe_interval
-        self._open = False  # True while Redis is considered down
+        self._settle_timeout = settle_timeout
+        self.state = State.CLOSED
         self._opened_at = 0.0
         self._probe: asyncio.Task | None = None
-        # Calls wait on this while the fallback is being rebuilt: an empty memory
-        # store would otherwise admit spend that the logs already count.
-        self._fallback_ready = asyncio.Event()
-        # Held clear while Redis is rebuilt to take over again: calls wait instead of
-        # booking in memory after the snapshot.
-        self._switched = asyncio.Event()
-        self._switched.set()
+        # Set whenever operations may proceed: clear while the store taking over is rebuilt
+        # (an empty fallback would admit spend the log already counts; a Redis about to
+        # take over must not miss a booking made after its snapshot).
+        self._ready = asyncio.Event()
+        self._ready.set()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.failovers = 0
+        self.transitions: list[tuple[State, State, str]] = []
 
     @property
     def name(self) -> str:
-        """Which store answers now: "redis" or "memory (redis down)"."""
-        return (
-            f"{self.fallback.name} ({self.primary.name} down)" if self._open else self.primary.name
-        )
+        """Which store answers now: "redis", or e.g. "database (redis down)"."""
+        if self.state is State.CLOSED:
+            return self.primary.name
+        return f"{self.fallback.name} ({self.primary.name} down)"
 
     @property
     def degraded(self) -> bool:
-        """True while the fallback answers."""
-        return self._open
+        """True while Redis is not the store that answers."""
+        return self.state is not State.CLOSED
 
     def set_resync(self, resync: Resync) -> None:
         """What makes a store right from the logs before it takes over."""
         self._resync = resync
 
+    def _to(self, state: State, why: str) -> None:
+        self.transitions.append((self.state, state, why))
+        self.state = state
+
     async def _call(self, op: str, **kwargs: Any) -> Any:
-        await self._switched.wait()
-        if not self._open:
+        await self._ready.wait()
+        if self.state is State.CLOSED:
             self._inflight += 1
             self._idle.clear()
             try:
                 return await getattr(self.primary, op)(**kwargs)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any Redis failure: answer from memory instead
+            except Exception as exc:  # any Redis failure: the fallback answers instead
                 failure = exc
             finally:
                 self._inflight -= 1
                 if not self._inflight:
                     self._idle.set()
             await self._trip(failure)
-        await self._fallback_ready.wait()
+            await self._ready.wait()
         return await getattr(self.fallback, op)(**kwargs)
 
-    async def _settle_in_flight(self) -> None:
-        # Operations started on Redis end within its timeout: successes have queued their
-        # rows by then (same step), failures are waiting for the fallback.
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=5.0)
-        except asyncio.TimeoutError:
-            log.warning("lcm: Redis calls still in flight after 5s; rebuilding anyway")
-
     async def _trip(self, exc: BaseException) -> None:
-        if self._open:
+        """CLOSED -> OPEN: rebuild the fallback from the log, then let calls through."""
+        if self.state is not State.CLOSED:
             return
-        self._open = True
-        self._fallback_ready.clear()
+        self._ready.clear()
+        self._to(State.OPEN, f"{exc.__class__.__name__}: {exc}")
         self._opened_at = time.monotonic()
         self.failovers += 1
         log.warning(
-            "lcm: Redis unavailable (%s: %s); using in-memory counters until it answers again",
+            "lcm: Redis unavailable (%s: %s); the %s counters answer until it is back",
             exc.__class__.__name__,
             exc,
+            self.fallback.name,
         )
+        try:
+            # Operations started on Redis end within its timeout: successes have queued
+            # their rows by then (same step), failures wait here for the fallback.
+            await asyncio.wait_for(self._idle.wait(), timeout=self._settle_timeout)
+        except asyncio.TimeoutError:
+            log.warning(
+                "lcm: Redis calls still in flight after %ss; rebuilding anyway",
+                self._settle_timeout,
+            )
         if self._resync is not None:
-            await self._settle_in_flight()
             try:
                 await self._resync(self.fallback)
             except Exception:
-                log.exception("lcm: could not rebuild in-memory counters from the logs")
-        self._fallback_ready.set()
+                log.exception("lcm: could not rebuild the %s counters from the log", "fallback")
+        self._ready.set()
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(self._probe_until_back())
 
     async def _probe_until_back(self) -> None:
-        while self._open:
+        """OPEN -> HALF_OPEN -> CLOSED once Redis answers and is rebuilt from the log."""
+        while self.state is State.OPEN:
             await asyncio.sleep(self._probe_interval)
             try:
                 # Connections pooled before the outage are dead: each would fail its first
@@ -132,19 +158,25 @@ class FailoverCounters:
                 await self.primary.reconnect()
                 if not await self.primary.ping():
                     continue
-                # Memory operations complete in one step, so none is in flight here; new
-                # ones wait until Redis, rebuilt from the log, has taken over.
-                self._switched.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                continue
+            self._ready.clear()
+            self._to(State.HALF_OPEN, "Redis answered a probe")
+            try:
                 if self._resync is not None:
                     await self._resync(self.primary)
             except asyncio.CancelledError:
-                self._switched.set()
+                self._to(State.OPEN, "stopped while rebuilding Redis")
+                self._ready.set()
                 raise
-            except Exception:
-                self._switched.set()
+            except Exception as exc:
+                self._to(State.OPEN, f"rebuilding Redis failed: {exc}")
+                self._ready.set()
                 continue
-            self._open = False
-            self._switched.set()
+            self._to(State.CLOSED, "Redis rebuilt from the log")
+            self._ready.set()
             log.warning(
                 "lcm: Redis is back after %.1fs; its counters were rebuilt from the logs",
                 time.monotonic() - self._opened_at,
@@ -169,18 +201,6 @@ class FailoverCounters:
     async def set_spent(self, **kwargs: Any) -> int:
         """See Counters.set_spent."""
         return await self._call("set_spent", **kwargs)
-
-    async def mark_alert(self, **kwargs: Any) -> bool:
-        """See Counters.mark_alert."""
-        return await self._call("mark_alert", **kwargs)
-
-    async def cache_get(self, key: str) -> bytes | None:
-        """See Counters.cache_get."""
-        return await self._call("cache_get", key=key)
-
-    async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
-        """See Counters.cache_set."""
-        return await self._call("cache_set", key=key, value=value, ttl=ttl)
 
     async def reconnect(self) -> None:
         """See Counters.reconnect."""

@@ -24,7 +24,7 @@ from ..core.budget import (
     to_usd,
     unpriced_model_message,
 )
-from ..core.errors import BudgetExceeded, ModelNotPriced, RateLimited
+from ..core.errors import BudgetExceeded, LimitsUnavailable, ModelNotPriced, RateLimited
 from ..core.pricing import RateCard
 from ..core.ratelimit import (
     rate_limit_headers,
@@ -196,6 +196,13 @@ class Guard:
             if reserve:
                 self._live[call_id] = hold
             return hold
+        if admission.reason == "unavailable":
+            raise LimitsUnavailable(
+                "This key's rate limit and budget cannot be checked now: Redis is unavailable "
+                "and this server refuses calls with limits meanwhile "
+                "(LCMExtension.on_redis_outage = 'refuse'). Try again shortly.",
+                headers={"retry-after": "5"},
+            )
         if admission.reason == "rate_limit" and admission.rate is not None:
             rate = admission.rate
             raise RateLimited(

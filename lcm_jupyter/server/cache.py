@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.usage import Usage
-from ..store.counters import Counters
+from ..store.counters import SharedKV
 
 # Headers a cached answer keeps (the rest describe the original exchange only).
 _KEPT_HEADERS = frozenset({"content-type", "openai-model", "anthropic-model"})
@@ -47,9 +47,9 @@ def wants_no_cache(headers: Mapping[str, str]) -> bool:
 
 
 class ResponseCache:
-    """Stores and finds answers in the counters' cache space."""
+    """Stores and finds answers in the shared store's cache space (Redis, or memory)."""
 
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: SharedKV) -> None:
         self._counters = counters
 
     async def get(self, digest: str) -> CachedResponse | None:

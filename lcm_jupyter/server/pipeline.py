@@ -59,6 +59,7 @@ from ..core.settings import Settings
 from ..core.streams import StreamMeter, ensure_stream_usage
 from ..core.usage import Usage
 from ..store import billed
+from ..store.journal import Journal, begin_record
 from ..store.keys import KeyRecord
 from ..store.logwriter import LogWriter
 from ..store.store import Store
@@ -75,6 +76,9 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-lcm-request-id"
 STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 STATUS_SERVER_STOPPED = 503
+RETRY_AFTER_STOPPING_SECONDS = 5
+"""Retry-After of the 503 a stopping server answers new calls with (a restart takes a few)."""
+_CANCEL_WAIT_SECONDS = 5.0
 
 # Never forwarded upstream: hop-by-hop headers, what the HTTP client sets itself,
 # every place a proxy key may sit, and the notebook server's cookies.
@@ -155,6 +159,20 @@ class ClientGone(Exception):
     """The client went away before the answer was complete."""
 
 
+class ServerStopping(LCMError):
+    """The server is stopping: it finishes the calls it has and takes no new ones."""
+
+    status = 503
+    code = "server_stopping"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This server is stopping: it is finishing the calls in flight and takes no new "
+            f"ones. Retry in {RETRY_AFTER_STOPPING_SECONDS} seconds.",
+            headers={"retry-after": str(RETRY_AFTER_STOPPING_SECONDS)},
+        )
+
+
 class ResponseSink(Protocol):
     """Where the pipeline writes its answer (a tornado handler, in practice)."""
 
@@ -221,6 +239,8 @@ class Call:
     """The usage is our estimate, not the provider's count."""
     deferred: bool = False
     """Billed later, by whichever call first retrieves the result (a background response)."""
+    answered: bool = False
+    """The whole answer is out (cut short after this, the call still counts as answered)."""
 
 
 class ProxyPipeline:
@@ -238,6 +258,7 @@ class ProxyPipeline:
         guard: Guard | None = None,
         cache: ResponseCache | None = None,
         router: Router | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -248,6 +269,11 @@ class ProxyPipeline:
         self.guard = guard
         self.cache = cache
         self.router = router
+        self.journal = journal
+        self.draining = False
+        """Set when the server starts stopping: new calls are refused with 503."""
+        self.closed = False
+        """Set once the log is closed: the handlers refuse calls without the pipeline."""
         self._inflight: set[asyncio.Task] = set()
         # Requests without a valid proxy key: counted, not logged (a flood must not fill
         # the database), and reported in a warning at most once a minute.
@@ -295,6 +321,9 @@ class ProxyPipeline:
                     self._count_unauthenticated(req)  # no valid key: counted, not logged
                 else:
                     row = self._row_or_none(call)
+                    if row is not None and self.journal is not None:
+                        # Durable now, before the booking's round trip: the answer is out.
+                        self._journal_row(row)
                     if call.hold is not None and self.guard is not None:
                         # A cache hit or an unknown cost spends nothing: release the hold.
                         cost = None if row is None or call.cache_hit else row["cost_usd"]
@@ -328,14 +357,19 @@ class ProxyPipeline:
         return not self._inflight
 
     async def drain(self, timeout: float) -> None:
-        """At shutdown: let calls in flight finish (then cancel them), so each logs its row."""
-        if not self._inflight:
-            return
-        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        """At shutdown: refuse new calls (503), let those in flight finish, streams included,
+        for up to `timeout` seconds (then cancel them), so each logs its row."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Again while any is left: calls refused meanwhile are in the set for a moment too.
+        while self._inflight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._inflight), timeout=left)
+        pending = set(self._inflight)
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=min(timeout, _CANCEL_WAIT_SECONDS))
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -347,6 +381,8 @@ class ProxyPipeline:
             )
         call.path = req.path
         key = await self._authenticate(req, call)
+        if self.draining:
+            raise ServerStopping  # after the key check: a flood of bad keys is still not logged
         endpoint = classify(req.path, req.method)
         call.endpoint, call.endpoint_name = endpoint, endpoint.name
         body = _parse_body(req)
@@ -361,6 +397,10 @@ class ProxyPipeline:
         call.stream = sink.stream = stream = is_stream(endpoint, jbody, req.query)
         self._check_charge(key, endpoint, jbody)
 
+        if self.journal is not None:
+            # On disk before the reservation exists: if this process dies, the next start
+            # logs the call as cut short and releases what it holds (store/journal.py).
+            self.journal.begin(self._begin_record(call, key, endpoint, jbody))
         if self.guard is not None:
             # Retrievals reserve nothing: what they bill was asked for (and allowed) before.
             metered = endpoint.charge == METERED and endpoint.wire not in _RETRIEVALS
@@ -410,6 +450,7 @@ class ProxyPipeline:
                 call.status = hit.status
                 sink.start(hit.status, [*hit.headers, *extra, ("x-lcm-cache", "hit")])
                 await sink.finish(hit.body)
+                call.answered = True
                 return
 
         payload: bytes | None = req.body or None
@@ -450,6 +491,7 @@ class ProxyPipeline:
             call.error = _error_text(data)
         sink.start(resp.status, out_headers)
         await sink.finish(data)
+        call.answered = True
 
     async def _authenticate(self, req: ProxyRequest, call: Call) -> KeyRecord:
         plain = key_from_request(req.headers, req.query)
@@ -540,6 +582,7 @@ class ProxyPipeline:
         if endpoint.wire == "openai.response_get" and meter is not None:
             await self._bill_once(call, f"{call.provider}:response:{meter.response_id}")
         await sink.finish()
+        call.answered = True
 
     async def _meter_body(
         self, call: Call, endpoint: Endpoint, data: bytes, req: ProxyRequest, body: dict | None
@@ -604,10 +647,12 @@ class ProxyPipeline:
         )
 
     def _server_stopped(self, call: Call) -> None:
-        # Before the provider answered there is no status of its own to log: 503, as a
-        # server that stops answering would be seen by the client.
-        call.status = call.status or STATUS_SERVER_STOPPED
-        call.error = call.error or "The server stopped before the call completed."
+        # Cut before its answer was whole (a stream's status line long sent): 503, as a
+        # server that stops answering is seen by the client, and as the journal logs a
+        # call cut short by a crash.
+        if not call.answered:
+            call.status = STATUS_SERVER_STOPPED
+            call.error = call.error or "The server stopped before the call completed."
 
     def _client_left(self, call: Call) -> None:
         call.status = STATUS_CLIENT_CLOSED
@@ -636,11 +681,40 @@ class ProxyPipeline:
             return self._row(call)
         except Exception:  # the row must not take the server down; say so loudly
             log.exception("lcm could not build the log row of call %s", call.id)
+            if self.journal is not None:
+                self.journal.discard(call.id)
             return None
 
     def _submit(self, row: dict[str, Any] | None) -> None:
         if row is not None:
             self.log_writer.submit(row)
+
+    def _journal_row(self, row: dict[str, Any]) -> None:
+        assert self.journal is not None
+        # The shadow job's objects (the request body among them) are not for the journal.
+        job = row.pop(SHADOW_JOB, None)
+        self.journal.row(row)
+        if job is not None:
+            row[SHADOW_JOB] = job
+
+    def _begin_record(
+        self, call: Call, key: KeyRecord, endpoint: Endpoint, body: dict | None
+    ) -> dict[str, Any]:
+        return begin_record(
+            call_id=call.id,
+            key_id=key.id,
+            month=call.created_at[:7],
+            holds=key.monthly_budget_usd is not None and self.settings.budget_mode != "soft",
+            provider=call.provider,
+            requested_model=call.requested_model,
+            created_at=call.created_at,
+            endpoint=call.endpoint_name,
+            method=call.method,
+            stream=call.stream,
+            charge=endpoint.charge,
+            # What a cut-short call is booked at: its input, estimated as a failed stream's is.
+            input_estimate=estimate_input_tokens(body) if endpoint.charge == METERED else 0,
+        )
 
     def _shadow_job(
         self,

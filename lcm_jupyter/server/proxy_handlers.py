@@ -20,7 +20,7 @@ from tornado.iostream import StreamClosedError
 from ..core.errors import LCMError, render_error
 from ..core.ids import new_log_id
 from ..core.providers import PROVIDERS
-from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest
+from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest, ServerStopping
 
 ROUTES = (*PROVIDERS, "v2")
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class ProxyHandler(web.RequestHandler):
         self._chunks.append(chunk)
 
     async def _proxy(self, path: str) -> None:
+        if self.pipeline.closed:
+            # Stopped (the log is closed): nothing is looked up, forwarded or held.
+            self._refuse_stopped()
+            return
         headers = {k.lower(): v for k, v in self.request.headers.get_all()}
         request = ProxyRequest(
             route=self.route,
@@ -84,6 +88,16 @@ class ProxyHandler(web.RequestHandler):
         except asyncio.CancelledError:
             if not self.sink.client_gone:
                 raise
+
+    def _refuse_stopped(self) -> None:
+        provider = self.route if self.route in PROVIDERS else None
+        err = ServerStopping()
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
+        for name, value in err.headers.items():
+            self.set_header(name, value)
+        _close_when_done(self)
+        self.finish(render_error(provider, err, self._call_id))
 
     def on_connection_close(self) -> None:
         self.sink.client_gone = True
@@ -139,7 +153,7 @@ class _Sink:
 
     __slots__ = ("_handler", "client_gone", "started", "stream")
 
-    def __init__(self, handler: web.RequestHandler) -> None:
+    def __init__(self, handler: ProxyHandler) -> None:
         self._handler = handler
         self.started = False
         self.client_gone = False
@@ -164,11 +178,24 @@ class _Sink:
     async def finish(self, data: bytes = b"") -> None:
         if self.client_gone:
             raise ClientGone
+        if self._handler.pipeline.draining:
+            _close_when_done(self._handler)
         try:
             await self._handler.finish(data or None)
         except StreamClosedError as exc:
             self.client_gone = True
             raise ClientGone from exc
+
+
+def _close_when_done(handler: web.RequestHandler) -> None:
+    """End the connection once this answer is out (with `Connection: close` if its headers are
+    not sent yet): while the server stops, a keep-alive connection would bring the client's
+    next call back here to be refused, instead of to a server that takes it."""
+    connection = handler.request.connection
+    # tornado's HTTP/1 connection closes itself after the response when this is set; it
+    # is what it does for a client that asked for `Connection: close`.
+    if hasattr(connection, "_disconnect_on_finish"):
+        connection._disconnect_on_finish = True  # type: ignore[union-attr]
 
 
 def proxy_handlers(pipeline: ProxyPipeline, prefix: str = "lcm/proxy") -> list[tuple]:

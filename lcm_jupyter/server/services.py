@@ -9,8 +9,10 @@ import logging
 from ..core import difficulty
 from ..core.secretbox import SecretBox, load_or_create_key
 from ..core.settings import Settings
-from ..store.counters import Counters
+from ..store.counters import Counters, RefusingCounters, SharedKV, SoftSharedKV
+from ..store.counters_db import DatabaseCounters
 from ..store.counters_memory import MemoryCounters
+from ..store.journal import Journal, journal_dir, logged_ids
 from ..store.logwriter import LogWriter
 from ..store.store import Store
 from .alerts import AlertService
@@ -44,10 +46,15 @@ class LCMServices:
             batch_size=settings.log_batch_size,
             interval=settings.log_flush_interval,
         )
-        self.counters: Counters = self._make_counters(settings)
+        self.journal = self._open_journal(settings)
+        if self.journal is not None:
+            self.log_writer.on_commit = self.journal.committed
+        self.counters, shared = self._make_counters(settings)
+        # The response cache and alert dedup: the same store, outside the breaker.
+        self.shared_kv = SoftSharedKV(shared)
         self.alerts = AlertService(
             store=self.store,
-            counters=self.counters,
+            counters=self.shared_kv,
             locale=settings.locale,
             webhook_url=settings.alert_webhook_url,
         )
@@ -61,8 +68,6 @@ class LCMServices:
             unpriced_reserve_usd=settings.unpriced_reserve_usd,
             flush=self.flush_logs,
         )
-        if isinstance(self.counters, FailoverCounters):
-            self.counters.set_resync(self._resync)
         self.router = Router(
             pricing=self.pricing,
             store=self.store,
@@ -78,22 +83,59 @@ class LCMServices:
             log_writer=self.log_writer,
             store=self.store,
             guard=self.guard,
-            cache=ResponseCache(self.counters),
+            cache=ResponseCache(self.shared_kv),
             router=self.router,
+            journal=self.journal,
         )
         self.log_writer.prepare = self.pipeline.judge_shadow
         self._reconciler: asyncio.Task | None = None
         self._started = False
+        self._stopping: asyncio.Future[None] | None = None
 
     @staticmethod
-    def _make_counters(settings: Settings) -> Counters:
+    def _open_journal(settings: Settings) -> Journal | None:
+        where = journal_dir(settings.db_path)
+        if where is None:
+            return None
+        try:
+            return Journal(where)
+        except OSError:  # a read-only directory: serve anyway, as before the journal
+            log.exception("lcm: no call journal at %s; a crash may lose recent rows", where)
+            return None
+
+    async def _recover_journal(self) -> None:
+        """Replay what dead servers on this database left in the journal (see journal.py)."""
+        if self.journal is None:
+            return
+        try:
+            await self.journal.recover(
+                logged=lambda ids: self.store.run(logged_ids, ids),
+                submit=self.log_writer.submit,
+                flush=self.flush_logs,
+                release=lambda key_id, call_id, month: self.counters.release(
+                    key_id=key_id, call_id=call_id, month=month
+                ),
+                prices=lambda: self.pricing.table,
+            )
+        except Exception:
+            log.exception("lcm: replaying the call journal failed; it is kept for the next start")
+
+    def _make_counters(self, settings: Settings) -> tuple[Counters, SharedKV]:
+        """The counters admission uses, and the store the cache and alert marks live in."""
         if not settings.redis_url:
-            return MemoryCounters()
+            memory = MemoryCounters()
+            return memory, memory
         from ..store.counters_redis import RedisCounters  # only when Redis is configured
 
-        return FailoverCounters(
-            RedisCounters(settings.redis_url, timeout=settings.redis_timeout), MemoryCounters()
-        )
+        redis = RedisCounters(settings.redis_url, timeout=settings.redis_timeout)
+        fallback: Counters
+        if settings.on_redis_outage == "shared":
+            fallback = DatabaseCounters(self.store)
+        elif settings.on_redis_outage == "refuse":
+            fallback = RefusingCounters()
+        else:
+            fallback = MemoryCounters()
+        return FailoverCounters(redis, fallback, resync=self._resync), redis
 
     async def _resync(self, counters: Counters) -> None:
         # Redis taking over again: its reservations were made by calls since settled in
@@ -112,6 +154,8 @@ class LCMServices:
         self._started = True
         self.log_writer.start()
         await self.pricing.reload()
+        # Before the counters are rebuilt from the log: it then has the recovered rows.
+        await self._recover_journal()
         # The router's weights (1.3 MB) are read now, not on the first call to judge.
         await asyncio.to_thread(difficulty.preload)
         await self.router.load()
@@ -147,9 +191,18 @@ class LCMServices:
         return await asyncio.to_thread(self.log_writer.flush, timeout)
 
     async def stop(self) -> None:
-        """Close the upstream pool, write every queued log row, close the database."""
-        # Calls in flight get a moment to finish: each books its cost and logs its row.
-        await self.pipeline.drain(timeout=5.0)
+        """Drain, close the upstream pool, write every queued log row, close the database.
+
+        Idempotent: a second signal during the drain waits for the same stop."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        # New calls are refused (503) from now on; calls in flight, streams included, get
+        # the grace time to finish: each books its cost and logs its row. Only then does
+        # the upstream pool close (earlier, calls still being served would fail with 502).
+        await self.pipeline.drain(timeout=self.settings.shutdown_grace_seconds)
         if self._reconciler is not None:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,5 +211,8 @@ class LCMServices:
         await self.upstream.close()
         await self.guard.drain()
         await self.counters.close()
+        self.pipeline.closed = True
         self.log_writer.close()
+        if self.journal is not None:
+            self.journal.close()  # everything is committed: its files go
         self.store.close()

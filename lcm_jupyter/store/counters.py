@@ -1,10 +1,12 @@
-"""The guardrail counters: one interface, a Redis implementation and an in-memory one.
+"""The guardrail counters: one interface, in Redis, in memory, or in the shared database.
 
-Rate-limit windows, monthly budget spend and reservations, alert dedup and the
-response cache all live behind `Counters`. Redis is the shared view of every
-server process (JupyterHub: many servers, one Redis); the in-memory twin is the
-embedded default and the fallback while Redis is away. Either way, proxy_logs in
-SQLite stays the source of truth that `set_spent` (reconcile) restores.
+Rate-limit windows, monthly budget spend and reservations live behind `Counters` (what
+admission needs); alert dedup and the response cache beside them (`SharedKV`), in the same
+store but outside the circuit breaker. Redis is the shared view of every server process
+(JupyterHub: many servers, one Redis); the in-memory twin is the embedded default; while
+Redis is away the shared database (`counters_db.py`), this process's memory, or nothing
+(`RefusingCounters`) stands in, as `on_redis_outage` says. Either way, proxy_logs stays
+the source of truth that `set_spent` (reconcile) restores.
 
 Money is counted in integer units of 1e-10 USD (`MONEY_SCALE` per dollar): every
 price in the table (at most 4 decimals per million tokens) is then exact, INCRBY
@@ -19,7 +21,15 @@ from typing import Protocol
 
 from ..core.budget import MONEY_SCALE
 
-__all__ = ["MONEY_SCALE", "Admission", "BudgetState", "Counters", "RateState"]
+__all__ = [
+    "MONEY_SCALE",
+    "Admission",
+    "BudgetState",
+    "Counters",
+    "RateState",
+    "RefusingCounters",
+    "SharedKV",
+]
 
 BUDGET_TTL_SECONDS = 45 * 24 * 3600
 """How long a month's budget counter and alert marks live (a month and a half)."""
@@ -123,18 +133,6 @@ class Counters(Protocol):
         """
         ...
 
-    async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
-        """True the first time this (key, month, threshold) is marked, False after."""
-        ...
-
-    async def cache_get(self, key: str) -> bytes | None:
-        """A cached response, or None."""
-        ...
-
-    async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
-        """Cache a response for `ttl` seconds."""
-        ...
-
     async def ping(self) -> bool:
         """True when the store answers."""
         ...
@@ -147,6 +145,62 @@ class Counters(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+class SharedKV(Protocol):
+    """What the response cache and alert dedup keep beside the counters (Redis or memory).
+
+    Not behind the circuit breaker: neither decides anything a limit depends on. A cache
+    that fails is a miss; an alert mark that fails leaves the dedup to the alerts table.
+    """
+
+    async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
+        """True the first time this (key, month, threshold) is marked, False after."""
+        ...
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """A cached response, or None."""
+        ...
+
+    async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
+        """Cache a response for `ttl` seconds."""
+        ...
+
+
+class RefusingCounters:
+    """No counters at all: calls with limits are refused while Redis is away
+    (`on_redis_outage = "refuse"`); calls without limits never reach the counters."""
+
+    name = "none"
+
+    async def admit(self, **_: object) -> Admission:
+        """Refused: nothing can hold a limit now."""
+        return Admission(False, "unavailable", None, 0, 0)
+
+    async def settle(self, **_: object) -> BudgetState:
+        """Nothing to book into (the call's row has its cost; Redis is rebuilt from it)."""
+        return BudgetState(0, 0)
+
+    async def release(self, **_: object) -> None:
+        """Nothing held."""
+
+    async def budget(self, **_: object) -> BudgetState:
+        """Unknown now: nothing counted here."""
+        return BudgetState(0, 0)
+
+    async def set_spent(self, **_: object) -> int:
+        """Nothing to set."""
+        return 0
+
+    async def ping(self) -> bool:
+        """Always answers."""
+        return True
+
+    async def reconnect(self) -> None:
+        """Nothing to reconnect."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 def budget_key(key_id: int, month: str) -> str:
@@ -167,3 +221,50 @@ def rate_key(key_id: int) -> str:
 def cache_key(digest: str) -> str:
     """The Redis key of a cached response."""
     return f"lcm:cache:{digest}"
+
+
+class SoftSharedKV:
+    """A `SharedKV` whose failures cost nothing: a failed cache read is a miss, a failed
+    write is skipped, a failed alert mark says "marked here first" (the alerts table's
+    unique row still dedups). After a failure the store is left alone for `pause` seconds,
+    so that a Redis that is down does not make every cached call wait for its timeout."""
+
+    def __init__(self, inner: SharedKV, *, pause: float = 1.0) -> None:
+        import time
+
+        self._inner = inner
+        self._pause = pause
+        self._clock = time.monotonic
+        self._skip_until = 0.0
+
+    def _usable(self) -> bool:
+        return self._clock() >= self._skip_until
+
+    def _failed(self) -> None:
+        self._skip_until = self._clock() + self._pause
+
+    async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
+        """See SharedKV.mark_alert."""
+        if self._usable():
+            try:
+                return await self._inner.mark_alert(key_id=key_id, month=month, threshold=threshold)
+            except Exception:
+                self._failed()
+        return True
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """See SharedKV.cache_get."""
+        if self._usable():
+            try:
+                return await self._inner.cache_get(key)
+            except Exception:
+                self._failed()
+        return None
+
+    async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
+        """See SharedKV.cache_set."""
+        if self._usable():
+            try:
+                await self._inner.cache_set(key, value, ttl)
+            except Exception:
+                self._failed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -15,9 +16,7 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     """A new connection to the database at `path`, for use by one thread only."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # The log holds prompts' usage and the keys' encrypted secrets: owner only. Created
-        # empty with that mode, so SQLite's WAL and shared-memory files inherit it.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+        _create_private(Path(path))
     # check_same_thread off: each connection is confined to one thread by its owner,
     # but may be closed from another at shutdown.
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -29,6 +28,16 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA foreign_keys=ON")
     return db
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file empty and owner-only (the log holds usage and the keys'
+    encrypted secrets; SQLite gives its WAL and shared-memory files the same mode)."""
+    # O_EXCL, never a plain open: closing any descriptor of a database file drops every
+    # POSIX lock this process holds on it (SQLite's other connections' included), and
+    # another process could then write under them and corrupt the file.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def open_database(path: Path | str) -> sqlite_utils.Database:

@@ -52,6 +52,9 @@ class LogWriter:
         # Work a row asks for that can wait for the writer thread (the shadow routing
         # judgement): done there, off the event loop, just before the row is written.
         self.prepare = prepare
+        # Told, on the writer thread, which rows each transaction committed (the journal
+        # then deletes what it no longer needs to replay).
+        self.on_commit: Callable[[list[Mapping[str, Any]]], None] | None = None
         self._batch_size = batch_size
         self._interval = interval
         self._table = table
@@ -155,6 +158,7 @@ class LogWriter:
                 with db.atomic():
                     self._insert(db, batch)
                 self.written += len(batch)
+                self._committed(batch)
                 return
             except sqlite3.OperationalError as exc:
                 # Locked or busy database (another process writing): wait and retry.
@@ -163,14 +167,24 @@ class LogWriter:
             except (sqlite3.Error, ValueError, OverflowError, TypeError) as exc:
                 log.warning("lcm log batch refused (%s); writing its rows one by one", exc)
                 break
+        landed = []
         for row in batch:
             try:
                 with db.atomic():
                     self._insert(db, [row])
                 self.written += 1
+                landed.append(row)
             except (sqlite3.Error, ValueError, OverflowError, TypeError):
                 self.failed += 1
                 log.exception("lcm could not write log row %s", row.get("id"))
+        self._committed(landed)
+
+    def _committed(self, rows: list[Mapping[str, Any]]) -> None:
+        if self.on_commit is not None and rows:
+            try:
+                self.on_commit(rows)
+            except Exception:  # never let the thread die for it
+                log.exception("lcm log writer: on_commit failed")
 
     def _insert(self, db, rows: list[Mapping[str, Any]]) -> None:
         # Plain executemany, one statement per column set: the pipeline's rows all share

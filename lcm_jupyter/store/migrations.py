@@ -157,3 +157,26 @@ def m0007_shadow_routing(db: Database) -> None:
         "CREATE INDEX idx_proxy_logs_shadow ON proxy_logs (key_id, created_at) "
         "WHERE shadow_savings_usd > 0"
     )
+
+
+@migrations(name="0008_shared_counters")
+def m0008_shared_counters(db: Database) -> None:
+    """Holds and rate windows the servers share in the database while Redis is away."""
+    db.execute(
+        """
+        CREATE TABLE shared_holds (
+            call_id TEXT PRIMARY KEY,
+            key_id INTEGER NOT NULL,
+            month TEXT NOT NULL,
+            units INTEGER NOT NULL,
+            settled INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_shared_holds_key ON shared_holds (key_id, month)")
+    db.execute(
+        "CREATE TABLE shared_rate "
+        "(key_id INTEGER NOT NULL, call_id TEXT NOT NULL, at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_shared_rate_key ON shared_rate (key_id, at)")

@@ -1,0 +1,227 @@
+"""`Counters` on the shared database: what keeps limits from failing open while Redis is away.
+
+Servers that share Redis also share the database (the SQLite file, or PostgreSQL for teams).
+When Redis goes away each could fall back to counters of its own, but then each would
+admit a whole budget, and each a whole rate limit. These counters decide in the
+database instead, in one write transaction per call (`BEGIN IMMEDIATE`: SQLite lets one
+writer in at a time, across processes), so every server sees every other's holds:
+
+- spend settled and logged: the per-day usage rollup, kept in the log rows' own
+  transactions, so it is exact and never counts a row that is not there;
+- spend settled but not logged yet, and reservations of calls in flight: `shared_holds`,
+  one row per call (a settled hold is dropped as soon as its log row exists, in the same
+  transaction that sums, so nothing is counted twice or missed);
+- the rate window: `shared_rate`, one row per admitted call for a minute.
+
+Slower than Redis (a transaction per call), exact across servers: no budget overspent,
+no rate limit exceeded. Used only while Redis is away (`on_redis_outage = "shared"`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlite_utils import Database
+
+from ..core.budget import month_bounds
+from .counters import (
+    RATE_WINDOW_SECONDS,
+    RESERVATION_TTL_SECONDS,
+    Admission,
+    BudgetState,
+    RateState,
+)
+from .store import Store
+
+__all__ = ["DatabaseCounters"]
+
+
+def _epoch(stamp: str) -> int:
+    """A stored timestamp (month_bounds) as epoch seconds."""
+    import calendar
+
+    return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+def _logged(db: Database, key_id: int, month: str) -> int:
+    """Spend of a key's month as the log (its per-day rollup) has it, in units."""
+    start, end = (_epoch(s) for s in month_bounds(month))
+    row = db.execute(
+        "SELECT COALESCE(SUM(cost_units), 0) FROM usage_rollup_day "
+        "WHERE key_id = ? AND day >= ? AND day < ?",
+        [key_id, start, end],
+    ).fetchone()
+    return int(row[0])
+
+
+def _holds(db: Database, key_id: int, month: str, now: float) -> tuple[int, int]:
+    """(settled not yet logged, reserved in flight) of a key's month, after cleanup."""
+    # A settled call whose row is written is counted by the log now; an expired hold
+    # belongs to a process that died.
+    db.execute(
+        "DELETE FROM shared_holds WHERE key_id = ? AND month = ? AND (expires_at < ? OR "
+        "(settled = 1 AND EXISTS (SELECT 1 FROM proxy_logs l WHERE l.id = shared_holds.call_id)))",
+        [key_id, month, now],
+    )
+    settled, reserved = db.execute(
+        "SELECT COALESCE(SUM(CASE WHEN settled THEN units END), 0), "
+        "COALESCE(SUM(CASE WHEN settled THEN 0 ELSE units END), 0) "
+        "FROM shared_holds WHERE key_id = ? AND month = ?",
+        [key_id, month],
+    ).fetchone()
+    return int(settled), int(reserved)
+
+
+def _admit(
+    db: Database,
+    key_id: int,
+    call_id: str,
+    rpm: int | None,
+    month: str,
+    budget: int | None,
+    reserve: int,
+    soft: bool,
+) -> Admission:
+    now = time.time()
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rate = None
+        if rpm is not None:
+            conn.execute(
+                "DELETE FROM shared_rate WHERE key_id = ? AND at <= ?",
+                [key_id, now - RATE_WINDOW_SECONDS],
+            )
+            count, first = conn.execute(
+                "SELECT COUNT(*), MIN(at) FROM shared_rate WHERE key_id = ?", [key_id]
+            ).fetchone()
+            if count >= rpm:
+                reset = RATE_WINDOW_SECONDS
+                if rpm > 0:
+                    # A place frees when the rpm-th newest call leaves the window.
+                    (oldest,) = conn.execute(
+                        "SELECT at FROM shared_rate WHERE key_id = ? ORDER BY at LIMIT 1 OFFSET ?",
+                        [key_id, count - rpm],
+                    ).fetchone()
+                    reset = max(oldest + RATE_WINDOW_SECONDS - now, 0.0)
+                conn.execute("COMMIT")
+                state = RateState(False, rpm, 0, reset)
+                return Admission(False, "rate_limit", state, 0, 0)
+        spent = reserved = 0
+        if budget is not None:
+            settled, reserved = _holds(db, key_id, month, now)
+            spent = _logged(db, key_id, month) + settled
+            held = conn.execute(
+                "SELECT units FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id]
+            ).fetchone()
+            mine = held[0] if held else 0  # a repeated call id replaces its own hold
+            over = spent >= budget if soft else spent + reserved - mine + reserve > budget
+            if over:
+                conn.execute("COMMIT")
+                return Admission(False, "budget", None, spent, reserved)
+            if not soft:
+                conn.execute(
+                    "INSERT OR REPLACE INTO shared_holds (call_id, key_id, month, units, "
+                    "settled, expires_at) VALUES (?, ?, ?, ?, 0, ?)",
+                    [call_id, key_id, month, reserve, now + RESERVATION_TTL_SECONDS],
+                )
+                reserved += reserve - mine
+        if rpm is not None:
+            conn.execute(
+                "INSERT INTO shared_rate (key_id, call_id, at) VALUES (?, ?, ?)",
+                [key_id, call_id, now],
+            )
+            count += 1
+            first = now if first is None else first
+            rate = RateState(True, rpm, max(rpm - count, 0), first + RATE_WINDOW_SECONDS - now)
+        conn.execute("COMMIT")
+        return Admission(True, None, rate, spent, reserved)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _settle(db: Database, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
+    now = time.time()
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Kept, with the actual cost, until its row is written (then the log counts it).
+        conn.execute(
+            "INSERT OR REPLACE INTO shared_holds "
+            "(call_id, key_id, month, units, settled, expires_at) VALUES (?, ?, ?, ?, 1, ?)",
+            [call_id, key_id, month, cost, now + RESERVATION_TTL_SECONDS],
+        )
+        settled, reserved = _holds(db, key_id, month, now)
+        state = BudgetState(_logged(db, key_id, month) + settled, reserved)
+        conn.execute("COMMIT")
+        return state
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _release(db: Database, call_id: str) -> None:
+    with db.conn:
+        db.conn.execute("DELETE FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id])
+
+
+def _budget(db: Database, key_id: int, month: str) -> BudgetState:
+    with db.conn:
+        settled, reserved = _holds(db, key_id, month, time.time())
+        return BudgetState(_logged(db, key_id, month) + settled, reserved)
+
+
+class DatabaseCounters:
+    """Admission, settlement and budgets decided in the database all servers share."""
+
+    name = "database"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def admit(
+        self,
+        *,
+        key_id: int,
+        call_id: str,
+        rpm: int | None,
+        month: str,
+        budget: int | None,
+        reserve: int,
+        soft: bool = False,
+    ) -> Admission:
+        """See Counters.admit."""
+        return await self._store.run(_admit, key_id, call_id, rpm, month, budget, reserve, soft)
+
+    async def settle(self, *, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
+        """See Counters.settle."""
+        return await self._store.run(_settle, key_id, call_id, month, cost)
+
+    async def release(self, *, key_id: int, call_id: str, month: str) -> None:
+        """See Counters.release."""
+        await self._store.run(_release, call_id)
+
+    async def budget(self, *, key_id: int, month: str) -> BudgetState:
+        """See Counters.budget."""
+        return await self._store.run(_budget, key_id, month)
+
+    async def set_spent(
+        self, *, key_id: int, month: str, spent: int, drop_reservations: bool = False
+    ) -> int:
+        """Nothing to set: the log is the spend here. Returns the spend it holds."""
+        state = await self.budget(key_id=key_id, month=month)
+        return state.spent
+
+    async def ping(self) -> bool:
+        """The database answers whenever the server does."""
+        return True
+
+    async def reconnect(self) -> None:
+        """Nothing pooled to drop."""
+
+    async def close(self) -> None:
+        """The store is closed by its owner."""
+
+    def __repr__(self) -> str:
+        return f"DatabaseCounters({self._store.path!r})"
