@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -31,6 +30,7 @@ from lcm_jupyter.store.store import Store
 
 from .conftest import PROVIDER_KEY
 from .servers import free_port, server_env, start_server, stop, wait_ready
+from .test_counters import FakeClock
 
 MONTH = current_month()
 
@@ -40,13 +40,14 @@ def two_servers(tmp_path):
     """Two stores on one database file: what two server processes share."""
     path = tmp_path / "shared.sqlite3"
     stores = [Store(path), Store(path)]
-    yield [DatabaseCounters(s) for s in stores], path
+    clock = FakeClock()
+    yield [DatabaseCounters(s, clock=clock) for s in stores], path, clock
     for store in stores:
         store.close()
 
 
 async def test_a_budget_holds_exactly_across_servers(two_servers):
-    (a, b), _ = two_servers
+    (a, b), _, _ = two_servers
 
     async def admit(i: int):
         counters = (a, b)[i % 2]
@@ -62,7 +63,7 @@ async def test_a_budget_holds_exactly_across_servers(two_servers):
 
 
 async def test_a_rate_window_holds_exactly_across_servers(two_servers):
-    (a, b), _ = two_servers
+    (a, b), _, clock = two_servers
     results = await asyncio.gather(
         *(
             (a, b)[i % 2].admit(
@@ -73,11 +74,18 @@ async def test_a_rate_window_holds_exactly_across_servers(two_servers):
     )
     assert sum(r.allowed for r in results) == 7
     refused = [r for r in results if not r.allowed]
-    assert all(r.reason == "rate_limit" and 0 < r.rate.reset_seconds <= 60 for r in refused)
+    assert all(r.reason == "rate_limit" and r.rate.reset_seconds == 60 for r in refused)
+    clock.now += 59.5
+    again = await b.admit(key_id=2, call_id="late", rpm=7, month=MONTH, budget=None, reserve=0)
+    assert not again.allowed and again.rate.reset_seconds == pytest.approx(0.5)
+    clock.now += 0.5  # the window has slid past all seven
+    assert (
+        await b.admit(key_id=2, call_id="late", rpm=7, month=MONTH, budget=None, reserve=0)
+    ).allowed
 
 
 async def test_a_settled_call_counts_once_before_and_after_its_row_is_written(two_servers):
-    (a, b), path = two_servers
+    (a, b), path, _ = two_servers
     assert (
         await a.admit(key_id=3, call_id="x", rpm=None, month=MONTH, budget=500, reserve=400)
     ).allowed
@@ -103,14 +111,13 @@ async def test_a_settled_call_counts_once_before_and_after_its_row_is_written(tw
     ).allowed
 
 
-async def test_an_abandoned_hold_expires_and_a_release_frees_it(two_servers, monkeypatch):
-    (a, b), _ = two_servers
+async def test_an_abandoned_hold_expires_and_a_release_frees_it(two_servers):
+    (a, b), _, clock = two_servers
     await a.admit(key_id=4, call_id="dead", rpm=None, month=MONTH, budget=100, reserve=100)
     assert not (
         await b.admit(key_id=4, call_id="n", rpm=None, month=MONTH, budget=100, reserve=1)
     ).allowed
-    later = time.time() + counters_db.RESERVATION_TTL_SECONDS + 1
-    monkeypatch.setattr(counters_db.time, "time", lambda: later)
+    clock.now += counters_db.RESERVATION_TTL_SECONDS + 1
     assert (
         await b.admit(key_id=4, call_id="n", rpm=None, month=MONTH, budget=100, reserve=60)
     ).allowed
@@ -245,3 +252,73 @@ async def test_two_servers_keep_their_limits_exactly_while_redis_is_down(
     finally:
         redis_server.start()
         stop(procs)
+
+
+# --- the Guard, over a Redis that fails on cue, with the shared database behind it ---------
+
+
+async def test_the_guard_keeps_a_budget_exact_through_a_redis_outage_and_back(redis_url, tmp_path):
+    """Calls admitted on Redis, still in flight when it dies, hold their worst case in the
+    database the breaker falls back to; settled there, then on Redis again when it returns:
+    the budget admits exactly what fits, and every figure ends where the log says."""
+    from lcm_jupyter.core.budget import to_usd
+    from lcm_jupyter.core.errors import BudgetExceeded
+    from lcm_jupyter.core.keyspec import validate_key_fields
+    from lcm_jupyter.server.services import LCMServices
+    from lcm_jupyter.store.keys import create_key
+
+    settings = Settings(
+        db_path=tmp_path / "lcm.sqlite3",
+        secret_key_file=tmp_path / "secret.key",
+        redis_url=redis_url,
+        on_redis_outage="shared",
+    )
+    services = LCMServices(settings)
+    await services.start()
+    breaker = services.counters
+    redis = breaker.primary = OnCue(breaker.primary)
+    try:
+        card = default_table().resolve("gpt-4o-mini")
+        body = _chat(0)
+        reserve = reservation_units(card, body, default_output_tokens=4096, unpriced_units=0)
+        # Room for four worst cases, to the unit.
+        fields = validate_key_fields(
+            {"name": "b", "monthly_budget_usd": to_usd(reserve * 4)}, partial=False
+        )
+        key, _ = await services.store.run(create_key, services.box, fields)
+        month = current_month()
+        created = f"{month}-02T00:00:00.000Z"
+
+        async def admit(call_id: str):
+            return await services.guard.admit(key, call_id, card, body, model="gpt-4o-mini")
+
+        def row(call_id: str, cost: int):
+            return lambda: services.log_writer.submit(
+                {"id": call_id, "key_id": key.id, "cost_usd": cost / 10**10, "status": 200,
+                 "created_at": created, "model": "gpt-4o-mini"}
+            )  # fmt: skip
+
+        first, second = await admit("c1"), await admit("c2")  # on Redis
+        assert breaker.state is State.CLOSED
+        redis.down = True
+        third = await admit("c3")  # trips: the database now holds c1 and c2 as well
+        assert breaker.state is State.OPEN
+        assert (await breaker.budget(key_id=key.id, month=month)).reserved == 3 * reserve
+        await admit("c4")
+        with pytest.raises(BudgetExceeded):
+            await admit("c5")  # four worst cases held: nothing more fits
+        for hold, cost in ((first, 1000), (second, 2000), (third, 3000)):
+            await services.guard.settle(hold, cost / 10**10, row(hold.call_id, cost))
+        state = await breaker.budget(key_id=key.id, month=month)
+        assert (state.spent, state.reserved) == (6000, reserve)  # c4 still in flight
+        redis.down = False
+        for _ in range(500):
+            if breaker.state is State.CLOSED:
+                break
+            await asyncio.sleep(0.01)
+        assert breaker.state is State.CLOSED
+        # Redis rebuilt from the log (6000) with the call still in flight held again.
+        state = await breaker.budget(key_id=key.id, month=month)
+        assert (state.spent, state.reserved) == (6000, reserve)
+    finally:
+        await services.stop()

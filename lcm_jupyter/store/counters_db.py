@@ -20,6 +20,7 @@ no rate limit exceeded. Used only while Redis is away (`on_redis_outage = "share
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlite_utils import Database
 
@@ -74,6 +75,7 @@ def _holds(db: Database, key_id: int, month: str, now: float) -> tuple[int, int]
 
 def _admit(
     db: Database,
+    now: float,
     key_id: int,
     call_id: str,
     rpm: int | None,
@@ -82,7 +84,6 @@ def _admit(
     reserve: int,
     soft: bool,
 ) -> Admission:
-    now = time.time()
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -141,8 +142,9 @@ def _admit(
         raise
 
 
-def _settle(db: Database, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
-    now = time.time()
+def _settle(
+    db: Database, now: float, key_id: int, call_id: str, month: str, cost: int
+) -> BudgetState:
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -166,9 +168,9 @@ def _release(db: Database, call_id: str) -> None:
         db.conn.execute("DELETE FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id])
 
 
-def _budget(db: Database, key_id: int, month: str) -> BudgetState:
+def _budget(db: Database, now: float, key_id: int, month: str) -> BudgetState:
     with db.conn:
-        settled, reserved = _holds(db, key_id, month, time.time())
+        settled, reserved = _holds(db, key_id, month, now)
         return BudgetState(_logged(db, key_id, month) + settled, reserved)
 
 
@@ -177,8 +179,9 @@ class DatabaseCounters:
 
     name = "database"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock  # epoch seconds, shared by every server (tests move it)
 
     async def admit(
         self,
@@ -192,11 +195,13 @@ class DatabaseCounters:
         soft: bool = False,
     ) -> Admission:
         """See Counters.admit."""
-        return await self._store.run(_admit, key_id, call_id, rpm, month, budget, reserve, soft)
+        return await self._store.run(
+            _admit, self._clock(), key_id, call_id, rpm, month, budget, reserve, soft
+        )
 
     async def settle(self, *, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
         """See Counters.settle."""
-        return await self._store.run(_settle, key_id, call_id, month, cost)
+        return await self._store.run(_settle, self._clock(), key_id, call_id, month, cost)
 
     async def release(self, *, key_id: int, call_id: str, month: str) -> None:
         """See Counters.release."""
@@ -204,7 +209,7 @@ class DatabaseCounters:
 
     async def budget(self, *, key_id: int, month: str) -> BudgetState:
         """See Counters.budget."""
-        return await self._store.run(_budget, key_id, month)
+        return await self._store.run(_budget, self._clock(), key_id, month)
 
     async def set_spent(
         self, *, key_id: int, month: str, spent: int, drop_reservations: bool = False

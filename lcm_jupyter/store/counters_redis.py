@@ -2,7 +2,8 @@
 
 Every read-modify-write is one Lua script, so it is atomic across processes, and
 every script reads the clock with Redis TIME, so all processes share one clock
-(Redis >= 5 replicates script effects, which makes TIME legal before a write).
+(Redis >= 5 replicates script effects, which makes TIME legal before a write); a
+`clock` given to the constructor replaces it, for tests.
 
 Keys besides the ones `counters.py` names, per key and month:
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -55,7 +56,12 @@ from .counters import (
 _PRELUDE = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5: allow TIME
 
+-- Every script's first ARGV is the clock: '' for Redis TIME (one clock for every process),
+-- or milliseconds given by the caller (tests move time without sleeping).
+local clock = table.remove(ARGV, 1)
+
 local function now_ms()
+  if clock ~= '' then return tonumber(clock) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
@@ -96,7 +102,8 @@ end
 """
 
 # KEYS: rate, budget, amounts, expiries, total
-# ARGV: call_id, rpm|'', budget|'', reserve, soft 0|1, window_ms, reservation_ttl_ms
+# ARGV (after the clock): call_id, rpm|'', budget|'', reserve, soft 0|1, window_ms,
+# reservation_ttl_ms
 # Returns {allowed 0|1, reason|'', calls in window, reset ms, spent, reserved}.
 _ADMIT = (
     _PRELUDE
@@ -157,7 +164,7 @@ return {1, '', count, reset_ms(false), spent, reserved}
 )
 
 # KEYS: budget, amounts, expiries, total, settled
-# ARGV: call_id, cost, budget_ttl_s, settled_ttl_ms
+# ARGV (after the clock): call_id, cost, budget_ttl_s, settled_ttl_ms
 # Returns {spent, reserved}.
 _SETTLE = (
     _PRELUDE
@@ -176,7 +183,7 @@ return {redis.call('GET', KEYS[1]) or '0', drop_expired(KEYS[2], KEYS[3], KEYS[4
 """
 )
 
-# KEYS: amounts, expiries, total. ARGV: call_id.
+# KEYS: amounts, expiries, total. ARGV (after the clock): call_id.
 _RELEASE = (
     _PRELUDE
     + """
@@ -302,6 +309,7 @@ class RedisCounters:
         reservation_ttl: float = RESERVATION_TTL_SECONDS,
         max_connections: int = 50,
         pool_timeout: float = 1.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         # A command holds a connection for its round trip. The default pool raises
         # MaxConnectionsError past 100 concurrent calls, and a burst that opens many
@@ -321,12 +329,17 @@ class RedisCounters:
         self._window_ms = str(window_seconds * 1000)
         self._reservation_ttl_ms = str(reservation_ttl * 1000)
         self._batch = _Batcher(self._redis)
+        self._clock = clock
         register = self._redis.register_script
         self._admit = register(_ADMIT)
         self._settle = register(_SETTLE)
         self._release = register(_RELEASE)
         self._budget = register(_BUDGET)
         self._set_spent = register(_SET_SPENT)
+
+    def _now(self) -> str:
+        """The scripts' clock argument: '' (Redis TIME) unless a clock was given."""
+        return "" if self._clock is None else repr(self._clock() * 1000)
 
     async def admit(
         self,
@@ -346,6 +359,7 @@ class RedisCounters:
             self._admit,
             keys=[rate_key(key_id), budget_key(key_id, month), *_reservation_keys(key_id, month)],
             args=[
+                self._now(),
                 call_id,
                 "" if rpm is None else int(rpm),
                 "" if budget is None else int(budget),
@@ -375,18 +389,22 @@ class RedisCounters:
                 *_reservation_keys(key_id, month),
                 settled_key(key_id, month),
             ],
-            args=[call_id, int(cost), BUDGET_TTL_SECONDS, SETTLED_TTL_SECONDS * 1000],
+            args=[self._now(), call_id, int(cost), BUDGET_TTL_SECONDS, SETTLED_TTL_SECONDS * 1000],
         )
         return BudgetState(int(spent), int(reserved))
 
     async def release(self, *, key_id: int, call_id: str, month: str) -> None:
         """Drop the call's reservation without spending (a failed or cached call)."""
-        await self._batch.run(self._release, keys=_reservation_keys(key_id, month), args=[call_id])
+        await self._batch.run(
+            self._release, keys=_reservation_keys(key_id, month), args=[self._now(), call_id]
+        )
 
     async def budget(self, *, key_id: int, month: str) -> BudgetState:
         """Settled spend and live reservations of a key's month."""
         spent, reserved = await self._batch.run(
-            self._budget, keys=[budget_key(key_id, month), *_reservation_keys(key_id, month)]
+            self._budget,
+            keys=[budget_key(key_id, month), *_reservation_keys(key_id, month)],
+            args=[self._now()],
         )
         return BudgetState(int(spent), int(reserved))
 
