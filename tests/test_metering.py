@@ -156,3 +156,23 @@ async def test_free_endpoints_stay_open_to_a_budgeted_key(base_url, make_key, lc
             headers={"x-api-key": record["key"], "anthropic-version": "2023-06-01"},
         )
     assert resp.status_code == 200
+
+
+async def test_tts_1_speech_is_billed_by_its_characters(base_url, make_key, lcm, sim, logs):
+    """tts-1 answers audio bytes with no usage: the bill is the input's characters
+    (genai-prices' input_characters rate), read from the request."""
+    from lcm_jupyter.core.usage import Usage
+
+    record = await make_key(monthly_budget_usd=5.0)
+    client = openai_via(base_url, record["key"])
+    text = "Hello there, this is a test of speech."
+    audio = await client.audio.speech.create(model="tts-1", voice="alloy", input=text)
+    assert audio.content
+    (row,) = await logs()
+    assert row["status"] == 200 and row["error"] is None
+    expected = lcm.pipeline.pricing.table.price(
+        Usage(extra={"input_characters": len(text)}), "tts-1", "openai"
+    )
+    assert expected is not None and expected.cost > 0
+    assert row["cost_usd"] == float(expected.cost)
+    assert not row["usage_estimated"]

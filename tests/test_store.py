@@ -152,3 +152,16 @@ def test_writer_survives_a_row_sqlite_cannot_hold(tmp_path):
     ids = [r["id"] for r in open_database(tmp_path / "a.db").query("SELECT id FROM proxy_logs")]
     assert sorted(ids) == sorted(_row(i)["id"] for i in (1, 3, 4))
     assert writer.failed == 1
+
+
+def test_the_key_record_has_exactly_the_declared_fields():
+    """core.keyspec.KEY_FIELDS is the one declaration of a key's fields: the stored record,
+    the public record and the form follow it, so KeyRecord must hold exactly those."""
+    from dataclasses import fields
+
+    from lcm_jupyter.core.keyspec import KEY_FIELDS
+    from lcm_jupyter.store.keys import META, KeyRecord
+
+    declared = {f.name for f in KEY_FIELDS}
+    assert {f.name for f in fields(KeyRecord)} == declared | set(META)
+    assert not declared & set(META)

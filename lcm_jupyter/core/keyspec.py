@@ -1,10 +1,23 @@
-"""Validation of proxy-key settings as they come in from the REST API, CLI or widgets."""
+"""The proxy key's fields, declared once, and their checks.
+
+`KEY_FIELDS` is the one declaration of what a client may set on a key: each field's name
+(the REST API's and the column's), default on create, check, how people name it, how it
+is stored, and whether it is a number typed as text in the form or a `jupyter lcm keys
+create` flag. The REST API validates with it (`validate_key_fields`), the store encodes
+and decodes columns and builds the public record from it (store/keys.py), the key form
+takes its labels, number fields and blank values from it (ui/keyform.py), and the CLI its
+flags (cli/_keys.py). Adding a field is one row here, a migration adding its column, one
+typed attribute of `store.keys.KeyRecord` (a test checks they agree) and, if the form
+shows it, its widget.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .detect import provider_for_model
@@ -16,22 +29,6 @@ ROUTING_MODES = ("auto", "manual", "off")
 RULE_CONDITIONS = ("always", "simple-only", "short-only")
 DEFAULT_THRESHOLDS = (80, 90, 100)
 
-# Fields a client may set, with their defaults on create.
-EDITABLE_DEFAULTS: Mapping[str, Any] = {
-    "name": None,
-    "provider": "auto",
-    "provider_api_keys": {},
-    "monthly_budget_usd": None,
-    "budget_alerts_enabled": True,
-    "budget_alert_thresholds": list(DEFAULT_THRESHOLDS),
-    "rate_limit_rpm": None,
-    # Calls go through unchanged unless the user turns routing on (with its shadow savings
-    # as the evidence): silent swaps break evaluations and reproducibility.
-    "routing_mode": "off",
-    "routing_rules": [],
-    "cache_ttl_seconds": 0,
-}
-
 
 def validate_key_fields(data: Any, *, partial: bool) -> dict[str, Any]:
     """The checked, normalized fields of `data`; BadRequest naming the first bad one.
@@ -41,13 +38,13 @@ def validate_key_fields(data: Any, *, partial: bool) -> dict[str, Any]:
     """
     if not isinstance(data, Mapping):
         raise BadRequest("the request body must be a JSON object")
-    unknown = sorted(set(data) - set(EDITABLE_DEFAULTS))
+    unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
     out: dict[str, Any] = {}
-    fields = data if partial else {**EDITABLE_DEFAULTS, **data}
-    for name, value in fields.items():
-        out[name] = _CHECKS[name](value)
+    values = data if partial else {**defaults(), **data}
+    for name, value in values.items():
+        out[name] = FIELDS[name].check(value)
     if not partial and not out["name"]:
         raise BadRequest("name is required", param="name")
     return out
@@ -188,19 +185,72 @@ def _same_provider(i: int, from_model: str, to_model: str) -> None:
         )
 
 
-_CHECKS = {
-    "name": _name,
-    "provider": _provider,
-    "provider_api_keys": _provider_api_keys,
-    # Bounds keep counters inside int64 (budgets are counted in 1e-10 USD units).
-    "monthly_budget_usd": _optional_number("monthly_budget_usd", upper=1e8),
-    "budget_alerts_enabled": _bool("budget_alerts_enabled"),
-    "budget_alert_thresholds": _thresholds,
-    "rate_limit_rpm": _optional_number("rate_limit_rpm", upper=1e7, integer=True, positive=True),
-    "routing_mode": _routing_mode,
-    "routing_rules": _routing_rules,
+def _cache_ttl(value: Any) -> int:
     # null means off, stored as 0
-    "cache_ttl_seconds": lambda v: (
-        _optional_number("cache_ttl_seconds", upper=1e8, integer=True)(v) or 0
+    return _optional_number("cache_ttl_seconds", upper=1e8, integer=True)(value) or 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyField:
+    """One field a client may set on a proxy key.
+
+    `storage`: how the column holds it ("value" as is, "json" text, "bool" 0/1, "secrets"
+    a JSON object of provider -> encrypted key, shown masked). `number`: "int" or
+    "float" for a number the form takes as text, blank meaning none (`blank` is what none
+    is stored as). `flag`: the `jupyter lcm keys create` option that sets it, if any.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    label: str
+    storage: str = "value"
+    number: str | None = None
+    blank: Any = None
+    flag: str | None = None
+    help: str = ""
+
+
+KEY_FIELDS: tuple[KeyField, ...] = (
+    KeyField("name", None, _name, "name", help="What the key is for."),
+    KeyField(
+        "provider", "auto", _provider, "provider", flag="provider",
+        help="The provider the key is for (auto: any, detected per call).",
     ),
-}
+    KeyField("provider_api_keys", {}, _provider_api_keys, "provider API keys", storage="secrets"),
+    # Bounds keep counters inside int64 (budgets are counted in 1e-10 USD units).
+    KeyField(
+        "monthly_budget_usd", None, _optional_number("monthly_budget_usd", upper=1e8),
+        "monthly budget", number="float", flag="budget", help="Monthly budget, USD.",
+    ),
+    KeyField(
+        "budget_alerts_enabled", True, _bool("budget_alerts_enabled"), "budget alerts",
+        storage="bool",
+    ),
+    KeyField(
+        "budget_alert_thresholds", list(DEFAULT_THRESHOLDS), _thresholds, "alert thresholds",
+        storage="json",
+    ),
+    KeyField(
+        "rate_limit_rpm", None,
+        _optional_number("rate_limit_rpm", upper=1e7, integer=True, positive=True),
+        "rate limit", number="int", flag="rpm", help="Requests per minute.",
+    ),
+    # Calls go through unchanged unless the user turns routing on (with its shadow savings
+    # as the evidence): silent swaps break evaluations and reproducibility.
+    KeyField(
+        "routing_mode", "off", _routing_mode, "routing mode", flag="routing",
+        help="auto, manual (the key's rules) or off.",
+    ),
+    KeyField("routing_rules", [], _routing_rules, "routing rules", storage="json"),
+    KeyField(
+        "cache_ttl_seconds", 0, _cache_ttl, "response cache", number="int", blank=0,
+        flag="cache-ttl", help="Seconds identical calls are answered from the cache (0: off).",
+    ),
+)  # fmt: skip
+FIELDS: Mapping[str, KeyField] = {f.name: f for f in KEY_FIELDS}
+
+
+def defaults() -> dict[str, Any]:
+    """Every field's default on create (fresh copies: lists and dicts are not shared)."""
+    return {f.name: copy.deepcopy(f.default) for f in KEY_FIELDS}

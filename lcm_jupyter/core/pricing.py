@@ -33,6 +33,7 @@ from .providers import ADAPTERS
 from .usage import Step, Usage
 
 __all__ = [
+    "CallCost",
     "ModelPrice",
     "PriceTable",
     "PricingError",
@@ -471,6 +472,17 @@ class Priced:
     card: RateCard
 
 
+@dataclass(frozen=True, slots=True)
+class CallCost:
+    """A call's booking: `cost` None when its model is unpriced (`unpriced`)."""
+
+    cost: float | None
+    tool_fees: float
+    savings: float
+    unpriced: bool
+    priced: Priced | None
+
+
 _MEMO_LIMIT = 4096
 
 
@@ -595,6 +607,38 @@ class PriceTable:
                     return None
             total += step_card_.cost(step)
         return Priced(total, tools, card)
+
+    def price_call(
+        self,
+        usage: Usage,
+        *,
+        model: str | None,
+        requested_model: str | None,
+        provider: str | None,
+        at: datetime | None,
+        routed: bool,
+        cache_hit: bool = False,
+        batch: bool = False,
+    ) -> CallCost:
+        """What one call cost and saved, as its log row books it (the pipeline and the
+        history seeder both price through here): at the model that answered, else the one
+        requested; a routed call saved what the requested model would have cost for the
+        same usage, minus the actual; a cache hit spent nothing and saved its whole cost."""
+        priced = None
+        for name in (model, requested_model):
+            priced = self.price(usage, name, provider, at=at, batch=batch)
+            if priced is not None:
+                break
+        if priced is None:
+            return CallCost(0.0 if cache_hit else None, 0.0, 0.0, True, None)
+        cost, fees, savings = float(priced.cost), float(priced.tool_fees), 0.0
+        if routed:
+            requested = self.price(usage, requested_model, provider, at=at)
+            if requested is not None:
+                savings = float(requested.cost - priced.cost)
+        if cache_hit:
+            savings, cost, fees = savings + cost, 0.0, 0.0
+        return CallCost(cost, fees, savings, False, priced)
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> Decimal | None:
         """Exact USD cost of a call, or None when the model is unpriced."""

@@ -609,11 +609,9 @@ class ProxyPipeline:
             elif wire == "openai.response_get" and call.usage is not None:
                 await self._bill_once(call, f"{call.provider}:response:{answer.get('id')}")
         if call.usage is None:
-            from_request = reader.usage_from_request(wire, request)
-            if from_request is not None:
-                call.usage, exact = from_request
-                call.estimated = not exact
-            elif answer is None and wire != "openai.response_get":
+            # Billed by what the request carries (tts-1: its characters), exactly.
+            call.usage = reader.usage_from_request(wire, request)
+            if call.usage is None and answer is None and wire != "openai.response_get":
                 call.error = "The provider's answer was not JSON; usage unknown."
 
     async def _bill_once(self, call: Call, ref: str) -> None:
@@ -796,31 +794,27 @@ class ProxyPipeline:
         ):
             # The provider took on paid work nothing here can price: unknown, not $0.
             cost, unpriced = None, True
-        priced: Priced | None = None
+        savings = 0.0
+        decision = call.decision
+        priced = None
         if usage is not None:
             table = self.pricing.table
             version = table.version
-            batch = wire in _BATCH_RESULTS
-            for model in (call.model, call.requested_model):
-                priced = table.price(usage, model, call.provider, at=call.at, batch=batch)
-                if priced is not None:
-                    break
-            if priced is None:
-                cost, unpriced = None, True
-            else:
-                cost, tool_fees = float(priced.cost), float(priced.tool_fees)
-        savings = 0.0
-        decision = call.decision
-        if decision is not None and decision.was_routed and usage is not None and priced:
-            # What the requested model would have cost for the same usage, minus the actual.
-            requested = self.pricing.table.price(
-                usage, call.requested_model, call.provider, at=call.at
+            booked = table.price_call(
+                usage,
+                model=call.model,
+                requested_model=call.requested_model,
+                provider=call.provider,
+                at=call.at,
+                routed=decision is not None and decision.was_routed,
+                cache_hit=call.cache_hit,
+                batch=wire in _BATCH_RESULTS,
             )
-            if requested is not None:
-                savings = float(requested.cost - priced.cost)
-        if call.cache_hit:
+            cost, tool_fees, savings = booked.cost, booked.tool_fees, booked.savings
+            unpriced, priced = booked.unpriced, booked.priced
+        elif call.cache_hit:
             # Nothing was spent; what the call would have cost was saved.
-            savings, cost, tool_fees = savings + (cost or 0.0), 0.0, 0.0
+            cost, tool_fees = 0.0, 0.0
         logged = decision.to_json() if decision is not None else _NOT_ROUTED
         return {
             "id": call.id,

@@ -15,15 +15,15 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..core.keys import display_prefix, generate_proxy_key, hash_key, mask_secret
+from ..core.keyspec import FIELDS, KEY_FIELDS
 from ..core.secretbox import SecretBox
 from .timeutil import utc_now_iso
-
-_JSON_FIELDS = ("budget_alert_thresholds", "routing_rules")
 
 
 @dataclass(slots=True)
 class KeyRecord:
-    """One proxy key as the pipeline uses it."""
+    """One proxy key as the pipeline uses it: the fields of core.keyspec.KEY_FIELDS (a test
+    checks they agree), then what the store sets itself (META)."""
 
     id: int
     name: str
@@ -48,59 +48,50 @@ class KeyRecord:
 
     def public(self) -> dict[str, Any]:
         """The record as the REST API shows it: provider keys masked."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "key_prefix": self.key_prefix,
-            "provider": self.provider,
-            "provider_api_keys": {p: mask_secret(k) for p, k in self.provider_api_keys.items()},
-            "monthly_budget_usd": self.monthly_budget_usd,
-            "budget_alerts_enabled": self.budget_alerts_enabled,
-            "budget_alert_thresholds": self.budget_alert_thresholds,
-            "rate_limit_rpm": self.rate_limit_rpm,
-            "routing_mode": self.routing_mode,
-            "routing_rules": self.routing_rules,
-            "cache_ttl_seconds": self.cache_ttl_seconds,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "revoked_at": self.revoked_at,
-            "revoked": self.revoked,
-        }
+        out: dict[str, Any] = {"id": self.id, "key_prefix": self.key_prefix}
+        for spec in KEY_FIELDS:
+            value = getattr(self, spec.name)
+            if spec.storage == "secrets":
+                value = {p: mask_secret(k) for p, k in value.items()}
+            out[spec.name] = value
+        out.update(
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            revoked_at=self.revoked_at,
+            revoked=self.revoked,
+        )
+        return out
+
+
+META = ("id", "key_prefix", "created_at", "updated_at", "revoked_at")
+"""KeyRecord's attributes the store sets, beside the fields a client sets."""
 
 
 def _to_columns(fields: Mapping[str, Any], box: SecretBox) -> dict[str, Any]:
     cols = dict(fields)
-    if "provider_api_keys" in cols:
-        cols["provider_api_keys"] = json.dumps(
-            {p: box.encrypt(k) for p, k in cols["provider_api_keys"].items()}
-        )
-    for name in _JSON_FIELDS:
-        if name in cols:
-            cols[name] = json.dumps(cols[name])
-    if "budget_alerts_enabled" in cols:
-        cols["budget_alerts_enabled"] = int(cols["budget_alerts_enabled"])
+    for name, value in fields.items():
+        storage = FIELDS[name].storage
+        if storage == "secrets":
+            cols[name] = json.dumps({p: box.encrypt(k) for p, k in value.items()})
+        elif storage == "json":
+            cols[name] = json.dumps(value)
+        elif storage == "bool":
+            cols[name] = int(value)
     return cols
 
 
 def _from_row(row: Mapping[str, Any], box: SecretBox) -> KeyRecord:
-    encrypted = json.loads(row["provider_api_keys"] or "{}")
-    return KeyRecord(
-        id=row["id"],
-        name=row["name"],
-        key_prefix=row["key_prefix"],
-        provider=row["provider"],
-        monthly_budget_usd=row["monthly_budget_usd"],
-        budget_alerts_enabled=bool(row["budget_alerts_enabled"]),
-        budget_alert_thresholds=json.loads(row["budget_alert_thresholds"]),
-        rate_limit_rpm=row["rate_limit_rpm"],
-        routing_mode=row["routing_mode"],
-        routing_rules=json.loads(row["routing_rules"]),
-        cache_ttl_seconds=row["cache_ttl_seconds"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        revoked_at=row["revoked_at"],
-        provider_api_keys={p: box.decrypt(t) for p, t in encrypted.items()},
-    )
+    values: dict[str, Any] = {name: row[name] for name in META}
+    for spec in KEY_FIELDS:
+        value = row[spec.name]
+        if spec.storage == "secrets":
+            value = {p: box.decrypt(t) for p, t in json.loads(value or "{}").items()}
+        elif spec.storage == "json":
+            value = json.loads(value)
+        elif spec.storage == "bool":
+            value = bool(value)
+        values[spec.name] = value
+    return KeyRecord(**values)
 
 
 def create_key(db: Database, box: SecretBox, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
@@ -112,7 +103,9 @@ def create_key(db: Database, box: SecretBox, fields: Mapping[str, Any]) -> tuple
         key_hash=hash_key(plain), key_prefix=display_prefix(plain), created_at=now, updated_at=now
     )
     key_id = db.table("proxy_keys").insert(cols).last_pk
-    return get_key(db, box, key_id), plain
+    record = get_key(db, box, int(key_id or 0))
+    assert record is not None  # just inserted, on this connection
+    return record, plain
 
 
 def get_key(db: Database, box: SecretBox, key_id: int) -> KeyRecord | None:

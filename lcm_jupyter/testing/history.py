@@ -354,21 +354,24 @@ def _call(
         latency = rng.uniform(80, 900)
         row.update(status=status, error=message, latency_ms=round(latency, 3))
         return row
-    at = moment.astimezone(timezone.utc)
-    cost = prices.price(usage, model, provider, at=at).cost  # type: ignore[union-attr]
-    savings = (
-        prices.price(usage, requested, provider, at=at).cost - cost if decision.was_routed else 0
-    )  # type: ignore[union-attr]
-    if cache_hit:  # as the pipeline books it: nothing spent, the whole cost saved
-        savings, cost = savings + cost, 0
+    booked = prices.price_call(
+        usage,
+        model=model,
+        requested_model=requested,
+        provider=provider,
+        at=moment.astimezone(timezone.utc),
+        routed=decision.was_routed,
+        cache_hit=cache_hit,
+    )
+    cost, savings = booked.cost, booked.savings
     latency, ttfb = _latency(rng, model, usage, cache_hit)
     row.update(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
-        cost_usd=float(cost),
+        cost_usd=cost,
         pricing_version=prices.version,
-        savings_usd=float(savings),
+        savings_usd=savings,
         latency_ms=latency,
         ttfb_ms=ttfb,
         feedback=_rating(rng, decision),

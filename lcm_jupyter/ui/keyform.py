@@ -26,7 +26,14 @@ import ipywidgets as widgets
 
 from ..client import LCMClient, LCMClientError
 from ..core.errors import BadRequest
-from ..core.keyspec import DEFAULT_THRESHOLDS, KEY_PROVIDERS, validate_key_fields
+from ..core.keyspec import (
+    DEFAULT_THRESHOLDS,
+    FIELDS,
+    KEY_FIELDS,
+    KEY_PROVIDERS,
+    defaults,
+    validate_key_fields,
+)
 from ..core.providers import ADAPTERS, PROVIDERS
 from ._common import (
     LABEL_WIDTH,
@@ -48,34 +55,11 @@ PROVIDER_CHOICES = {
     **{p: PROVIDER_LABELS[p] for p in PROVIDERS},
 }
 # Number fields are typed as text: blank means "none", and a wrong entry can be named.
-NUMBER_FIELDS = {"monthly_budget_usd": False, "rate_limit_rpm": True, "cache_ttl_seconds": True}
-KEY_FIELDS = tuple(f"provider_api_keys.{p}" for p in PROVIDERS)
-FORM_FIELDS = (
-    "name",
-    "provider",
-    "provider_api_keys",
-    *KEY_FIELDS,
-    "monthly_budget_usd",
-    "budget_alerts_enabled",
-    "budget_alert_thresholds",
-    "rate_limit_rpm",
-    "routing_mode",
-    "routing_rules",
-    "cache_ttl_seconds",
-)
+NUMBER_FIELDS = {f.name: f.number == "int" for f in KEY_FIELDS if f.number}
+PROVIDER_KEY_FIELDS = tuple(f"provider_api_keys.{p}" for p in PROVIDERS)
+FORM_FIELDS = (*FIELDS, *PROVIDER_KEY_FIELDS)
 # How the message line names the fields a save sent.
-FIELD_LABELS = {
-    "name": "name",
-    "provider": "provider",
-    "provider_api_keys": "provider API keys",
-    "monthly_budget_usd": "monthly budget",
-    "budget_alerts_enabled": "budget alerts",
-    "budget_alert_thresholds": "alert thresholds",
-    "rate_limit_rpm": "rate limit",
-    "routing_mode": "routing mode",
-    "routing_rules": "routing rules",
-    "cache_ttl_seconds": "response cache",
-}
+FIELD_LABELS = {f.name: f.label for f in KEY_FIELDS}
 _INPUT_WIDTH = "330px"
 
 
@@ -200,19 +184,25 @@ def changed_fields(payload: Mapping[str, Any], record: Mapping[str, Any]) -> dic
 
 def values_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """The form's values for a key record; provider API keys blank (the server sends masks)."""
-    return {
-        "name": record["name"],
-        "provider": record["provider"],
-        "provider_api_keys": dict.fromkeys(PROVIDERS, ""),
-        "monthly_budget_usd": number_text(record["monthly_budget_usd"]),
-        "budget_alerts_enabled": record["budget_alerts_enabled"],
-        "budget_alert_thresholds": list(record["budget_alert_thresholds"]),
-        "rate_limit_rpm": number_text(record["rate_limit_rpm"]),
-        "routing_mode": record["routing_mode"],
-        "routing_rules": list(record["routing_rules"]),
-        # 0 is off, shown blank like the other "none" numbers.
-        "cache_ttl_seconds": number_text(record["cache_ttl_seconds"] or None),
-    }
+    values = _form_values({f.name: record[f.name] for f in KEY_FIELDS})
+    values["name"] = record["name"]
+    return values
+
+
+def _form_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Key fields as the widgets hold them: numbers as text (blank for none, and for the
+    value none is stored as: a cache TTL of 0 is off), lists copied, provider API keys
+    blank."""
+    values: dict[str, Any] = {}
+    for spec in KEY_FIELDS:
+        value = fields[spec.name]
+        if spec.number:
+            value = number_text(None if value == spec.blank else value)
+        elif isinstance(value, list):
+            value = list(value)
+        values[spec.name] = value
+    values["provider_api_keys"] = dict.fromkeys(PROVIDERS, "")
+    return values
 
 
 def shadow_line(entry: Mapping[str, Any], period: str | None) -> str:
@@ -225,19 +215,10 @@ def shadow_line(entry: Mapping[str, Any], period: str | None) -> str:
 
 
 def blank_values() -> dict[str, Any]:
-    """The form's values for a new key."""
-    return {
-        "name": "",
-        "provider": "auto",
-        "provider_api_keys": dict.fromkeys(PROVIDERS, ""),
-        "monthly_budget_usd": "",
-        "budget_alerts_enabled": True,
-        "budget_alert_thresholds": list(DEFAULT_THRESHOLDS),
-        "rate_limit_rpm": "",
-        "routing_mode": "off",
-        "routing_rules": [],
-        "cache_ttl_seconds": "",
-    }
+    """The form's values for a new key: the API's defaults."""
+    values = _form_values(defaults())
+    values["name"] = ""
+    return values
 
 
 # -- the widget ----------------------------------------------------------------------------------
@@ -456,21 +437,17 @@ class ProxyKeyForm(Connected, widgets.VBox):
         """What the widgets hold, in the shape `form_payload` takes."""
         f = self.fields
         return {
-            "name": f["name"].value,
-            "provider": f["provider"].value,
+            **{name: f[name].value for name in ("name", "provider", *NUMBER_FIELDS)},
             "provider_api_keys": {p: f[f"provider_api_keys.{p}"].value for p in PROVIDERS},
-            "monthly_budget_usd": f["monthly_budget_usd"].value,
             "budget_alerts_enabled": f["budget_alerts_enabled"].value,
             "budget_alert_thresholds": [p for p, box in self.thresholds.items() if box.value],
-            "rate_limit_rpm": f["rate_limit_rpm"].value,
             "routing_mode": self.editor.mode,
             "routing_rules": self.editor.rules,
-            "cache_ttl_seconds": f["cache_ttl_seconds"].value,
         }
 
     def _set_values(self, values: Mapping[str, Any]) -> None:
         f = self.fields
-        for name in ("name", "monthly_budget_usd", "rate_limit_rpm", "cache_ttl_seconds"):
+        for name in ("name", *NUMBER_FIELDS):
             f[name].value = values[name]
         f["provider"].value = values["provider"] if values["provider"] in KEY_PROVIDERS else "auto"
         for p in PROVIDERS:

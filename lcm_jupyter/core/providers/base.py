@@ -152,6 +152,13 @@ class Adapter(Protocol):
     ) -> Usage | None:
         """Usage known after one streamed event, given what was known before it."""
 
+    def usage_from_request(self, wire: str, req: Request) -> Usage | None:
+        """Usage of an answer that reports none, from the request alone (tts-1 bills the
+        input's characters); None when the request does not tell."""
+
+    def usage_from_lines(self, wire: str, data: bytes) -> Usage | None:
+        """Usage of a batch's results (JSON Lines), each result one step at its model."""
+
     def response_model(self, wire: str, body: Mapping[str, Any]) -> str | None:
         """The model the answer (or a stream event) says served the call."""
 
