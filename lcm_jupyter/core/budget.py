@@ -20,6 +20,23 @@ from datetime import datetime, timezone
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from .media import (
+    LOWEST_AUDIO_BYTES_PER_SECOND,
+    LOWEST_VIDEO_BYTES_PER_SECOND,
+    MAX_PDF_PAGES,
+    Blob,
+    PdfInfo,
+    anthropic_image_tokens,
+    audio_seconds,
+    audio_tokens,
+    gemini_image_tokens,
+    image_size,
+    openai_image_tokens,
+    pdf_info,
+    pdf_page_tokens,
+    video_seconds,
+    video_tokens,
+)
 from .money import format_usd
 from .pricing import RateCard
 from .prompt import MEDIA_KEYS, MEDIA_TYPES
@@ -36,6 +53,7 @@ __all__ = [
     "crossed_thresholds",
     "current_month",
     "estimate_input_tokens",
+    "input_token_bound",
     "max_output_tokens",
     "month_bounds",
     "month_of",
@@ -115,7 +133,8 @@ def to_usd(units: int) -> float:
 # --- prompt estimate ----------------------------------------------------------------------
 
 MEDIA_TOKENS = 1600
-"""Tokens counted for each image, audio clip or file part (their size is not knowable here)."""
+"""Tokens the estimate counts for each image, audio clip or file part (a typical size, for
+logs; reservations cost media from its bytes, see `input_token_bound`)."""
 
 CHARS_PER_TOKEN = 3
 """Conservative: English averages ~4 characters per token, code and CJK fewer."""
@@ -231,7 +250,9 @@ def _measure(root: Any, schema: bool) -> tuple[int, int]:
 
 
 def estimate_input_tokens(body: Mapping | None) -> int:
-    """Cheap, deliberately high estimate of a request's prompt tokens (any provider)."""
+    """Cheap, deliberately high estimate of a request's prompt tokens (any provider), for logs.
+
+    Not an upper bound: reservations use `input_token_bound`."""
     if isinstance(body, (list, tuple)):
         chars, tokens = _measure(body, schema=False)
         return -(-chars // CHARS_PER_TOKEN) + tokens
@@ -259,6 +280,512 @@ def estimate_input_tokens(body: Mapping | None) -> int:
     except Exception:
         pass  # a Mapping whose iteration fails: what was counted so far stands
     return -(-chars // CHARS_PER_TOKEN) + tokens
+
+
+# --- prompt bound --------------------------------------------------------------------------
+#
+# `estimate_input_tokens` above is a cheap estimate (it is logged when a stream is cut);
+# a reservation needs a bound: what the provider can bill at most for the prompt. The
+# differences: text is counted so that dense content (digits, punctuation, CSV, JSON,
+# non-Latin scripts) cannot beat it, each provider's hidden prompt is added, and media is
+# costed from what the request carries (see core/media.py), not at a flat rate.
+
+# ASCII letters, space and tab: at most one token per 3 characters in the worst realistic
+# case (prose, code identifiers). Every other byte (digit, punctuation, newline, each byte
+# of a non-ASCII character) may be a token of its own: Gemini splits digits one per token,
+# "0.1,0.2" is one token per character everywhere, and a byte-level BPE tokenizer (OpenAI,
+# Anthropic) or SentencePiece with byte fallback (Gemini) never makes a token of less than
+# one byte, so these count one token each. The bound is the larger of characters/3 (the
+# estimate's rule, which covers prose) and that byte rule with letters at 2 per 7 chars.
+_SOFT = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz \t")
+_NOT_SOFT = bytes(b for b in range(256) if b not in _SOFT)
+
+# Hidden prompt each request carries beyond its messages (4 tokens each, as above): chat
+# formatting and reply priming; OpenAI's Responses API bills more ("say hi" to gpt-4o-mini:
+# 27 tokens; its /responses/compact prompt: about 110 more); thinking on Claude adds a
+# system prompt (+17 to +60 tokens in the recordings); tools add each provider's tool-use
+# prompt (Anthropic documents at most 530 tokens), and each built-in tool its definition
+# (Anthropic's computer tool: 735 tokens plus a 466-499 token system prompt).
+RESPONSES_OVERHEAD_TOKENS = 160
+THINKING_OVERHEAD_TOKENS = 128
+BUILTIN_TOOL_TOKENS = 1000
+SERVER_TOOL_RESULT_TOKENS = 10_000
+"""Input a server-side tool call (web search or fetch, code execution, file search, URL
+context) may feed back to the model, and one more sampling step re-reads the prompt. The
+largest single call in the recordings added about 7,700 tokens: a typical ceiling, not a
+proven one."""
+# Largest prompt each provider's models accept, for parts whose size cannot be known when
+# the catalog gives no context window.
+_LARGEST_CONTEXT = {"openai": 1_050_000, "anthropic": 1_000_000, "google": 2_097_152}
+
+_IMAGE_PARTS = frozenset({"image", "image_url", "input_image", "image_file"})
+_AUDIO_PARTS = frozenset({"audio", "input_audio"})
+_GEMINI_BLOBS = ("inlineData", "inline_data")
+_GEMINI_FILES = ("fileData", "file_data")
+# A Gemini part's own settings, read with its media (not prompt text).
+_PART_SETTINGS = frozenset(
+    {"videoMetadata", "video_metadata", "mediaResolution", "media_resolution"}
+)
+_UPSTREAM_KEYS = ("previous_response_id", "conversation", "cachedContent", "cached_content")
+# Tools the provider runs itself, whose results come back into the prompt (the advisor
+# tool's sub-inference is billed at the advisor model's own prices, not bounded here).
+_RESULT_TOOLS = (
+    "advisor",
+    "web_search",
+    "web_fetch",
+    "code_execution",
+    "code_interpreter",
+    "file_search",
+    "tool_search",
+    "google_search",
+    "googleSearch",
+    "url_context",
+    "urlContext",
+    "codeExecution",
+    "fileSearch",
+    "googleMaps",
+    "google_maps",
+)
+_GEMINI_BUILTINS = frozenset(_RESULT_TOOLS) | {
+    "googleSearchRetrieval",
+    "google_search_retrieval",
+    "computerUse",
+    "computer_use",
+}
+
+
+def _mime_kind(mime: str) -> str:
+    """image / audio / video / pdf / text / other, from a MIME type."""
+    mime = mime.lower()
+    if mime.startswith("image/"):
+        return "image"
+    if mime.startswith("audio/"):
+        return "audio"
+    if mime.startswith("video/"):
+        return "video"
+    if mime == "application/pdf":
+        return "pdf"
+    if mime.startswith("text/") or mime in (
+        "application/json",
+        "application/xml",
+        "application/x-javascript",
+        "application/x-python",
+    ):
+        return "text"
+    return "other"
+
+
+def _sniff(blob: Blob) -> str:
+    """The kind of an untyped payload, from its first bytes."""
+    head = blob.read(0, 12)
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if image_size(blob) is not None:
+        return "image"
+    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or head[:3] == b"ID3":
+        return "audio"
+    if head[4:8] in (b"ftyp", b"moov"):
+        return "video"
+    return "other"
+
+
+def _resolution(value: Any) -> str | None:
+    """A Gemini media resolution: "MEDIA_RESOLUTION_HIGH" or {"level": ...}."""
+    if isinstance(value, Mapping):
+        value = value.get("level")
+    return value if isinstance(value, str) else None
+
+
+def _offset_seconds(value: Any) -> float | None:
+    """Seconds from a proto Duration ("12.5s") or a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return float(value[:-1])
+        except ValueError:
+            return None
+    if isinstance(value, Mapping):
+        seconds = value.get("seconds", 0)
+        nanos = value.get("nanos", 0)
+        if isinstance(seconds, (int, float, str)) and isinstance(nanos, (int, float)):
+            try:
+                return float(seconds) + nanos / 1e9
+            except ValueError:
+                return None
+    return None
+
+
+class _Bound:
+    """One walk over a request body: text, media and unknown parts."""
+
+    __slots__ = ("chars", "hard", "model", "provider", "resolution", "soft", "tokens", "unknown")
+
+    def __init__(self, provider: str, model: str, resolution: str | None) -> None:
+        self.provider = provider
+        self.model = model
+        self.resolution = resolution
+        self.chars = self.soft = self.hard = self.tokens = 0
+        self.unknown = 0  # parts whose size the request does not carry
+
+    def text(self, value: str) -> None:
+        if value.startswith("data:") and ";base64," in value[:256]:
+            comma = value.index(",")
+            self.payload(value, comma + 1, value[5 : value.index(";")])
+            return
+        data = value.encode("utf-8", "surrogatepass")
+        soft = len(data.translate(None, _NOT_SOFT))
+        self.chars += len(value)
+        self.soft += soft
+        self.hard += len(data) - soft
+
+    def text_tokens(self) -> int:
+        return max(-(-self.chars // 3), self.hard + -(-self.soft * 2 // 7))
+
+    # -- media --
+
+    def payload(
+        self,
+        text: str,
+        start: int,
+        mime: str | None,
+        *,
+        detail: str | None = None,
+        resolution: str | None = None,
+        meta: Mapping | None = None,
+    ) -> None:
+        """An inline base64 payload (text[start:]) of the given MIME type."""
+        blob = Blob(text, start)
+        kind = _mime_kind(mime) if mime else _sniff(blob)
+        if kind == "other":
+            kind = _sniff(blob)
+        resolution = resolution or self.resolution
+        if kind == "image":
+            self.tokens += self.image(image_size(blob), detail, resolution)
+        elif kind == "pdf":
+            self.tokens += self.pdf(pdf_info(blob), blob.size, resolution)
+        elif kind == "audio":
+            seconds = audio_seconds(blob)
+            if seconds is None:
+                seconds = blob.size / LOWEST_AUDIO_BYTES_PER_SECOND
+            self.tokens += audio_tokens(self.provider, seconds)
+        elif kind == "video":
+            seconds = video_seconds(blob)
+            if seconds is None:
+                seconds = blob.size / LOWEST_VIDEO_BYTES_PER_SECOND
+            self.tokens += self.video(seconds, meta, resolution)
+        else:
+            # Text sent as a file (Gemini reads it as text) or bytes we cannot read: a
+            # token never covers less than a byte.
+            self.tokens += blob.size
+
+    def image(
+        self, size: tuple[int, int] | None, detail: str | None, resolution: str | None
+    ) -> int:
+        if self.provider == "openai":
+            return openai_image_tokens(self.model, size, detail)
+        if self.provider == "anthropic":
+            return anthropic_image_tokens(self.model, size)
+        return gemini_image_tokens(self.model, size, resolution)
+
+    def pdf(self, info: PdfInfo | None, size: int, resolution: str | None) -> int:
+        most = MAX_PDF_PAGES.get(self.provider, 1000)
+        # Unreadable (encrypted, object streams too large): as many pages as could fit.
+        pages = min(info.pages if info else size // 30 + 1, most)
+        aspect = info.aspect if info else 4.0
+        per_page = pdf_page_tokens(self.provider, self.model, aspect, resolution)
+        return pages * per_page
+
+    def video(self, seconds: float, meta: Mapping | None, resolution: str | None) -> int:
+        fps = 1.0
+        if meta:
+            start = _offset_seconds(meta.get("startOffset", meta.get("start_offset"))) or 0.0
+            end = _offset_seconds(meta.get("endOffset", meta.get("end_offset")))
+            if end is not None and end > start:
+                seconds = min(seconds, end - start)
+            rate = meta.get("fps")
+            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+                fps = float(rate)
+        return video_tokens(self.model, seconds, fps, resolution)
+
+    def reference(
+        self,
+        kind: str,
+        *,
+        detail: str | None = None,
+        resolution: str | None = None,
+        meta: Any = None,
+    ) -> None:
+        """A part given by URL or file id: its bytes are not in the request."""
+        if kind == "image":
+            self.tokens += self.image(None, detail, resolution or self.resolution)
+            return
+        if kind == "video" and isinstance(meta, Mapping):
+            start = _offset_seconds(meta.get("startOffset", meta.get("start_offset"))) or 0.0
+            end = _offset_seconds(meta.get("endOffset", meta.get("end_offset")))
+            if end is not None and end > start:
+                self.tokens += self.video(end - start, meta, resolution or self.resolution)
+                return
+        self.unknown += 1
+
+    def part(self, node: Mapping, kind: str) -> None:
+        """A typed content part (OpenAI, Anthropic): image, audio or file."""
+        if kind in _IMAGE_PARTS:
+            detail = node.get("detail")
+            url: Any = node.get("image_url")
+            if isinstance(url, Mapping):
+                detail = url.get("detail", detail)
+                url = url.get("url")
+            source = node.get("source")
+            if isinstance(source, Mapping):  # Anthropic
+                if source.get("type") == "base64" and isinstance(source.get("data"), str):
+                    self.payload(source["data"], 0, source.get("media_type") or "image/*")
+                else:
+                    self.reference("image")
+                return
+            if isinstance(url, str) and url.startswith("data:") and ";base64," in url[:256]:
+                comma = url.index(",")
+                self.payload(url, comma + 1, url[5 : url.index(";")] or "image/*", detail=detail)
+            else:
+                self.reference("image", detail=detail if isinstance(detail, str) else None)
+            return
+        if kind in _AUDIO_PARTS:
+            audio = node.get("input_audio", node.get("audio"))
+            data = audio.get("data") if isinstance(audio, Mapping) else None
+            if isinstance(data, str):
+                fmt = audio.get("format") if isinstance(audio, Mapping) else None
+                self.payload(data, 0, f"audio/{fmt}" if isinstance(fmt, str) else "audio/*")
+            else:
+                self.reference("audio")
+            return
+        # Files and documents.
+        source = node.get("source")
+        if isinstance(source, Mapping):  # Anthropic document
+            stype = source.get("type")
+            if stype == "base64" and isinstance(source.get("data"), str):
+                self.payload(source["data"], 0, source.get("media_type") or "application/pdf")
+            elif stype in ("text", "content"):
+                self.walk(source, schema=False)
+            else:
+                self.reference("pdf")
+            # Titles and context are prompt text too.
+            for key in ("title", "context"):
+                if isinstance(node.get(key), str):
+                    self.text(node[key])
+            return
+        file = node.get("file") if isinstance(node.get("file"), Mapping) else node
+        data = file.get("file_data")
+        if isinstance(data, str):
+            if data.startswith("data:") and ";base64," in data[:256]:
+                comma = data.index(",")
+                self.payload(data, comma + 1, data[5 : data.index(";")])
+            else:
+                name = file.get("filename")
+                pdf = isinstance(name, str) and name.lower().endswith(".pdf")
+                self.payload(data, 0, "application/pdf" if pdf else None)
+        else:
+            self.reference("pdf")
+        if isinstance(file.get("filename"), str):
+            self.text(file["filename"])
+
+    def gemini(self, node: Mapping, key: str) -> None:
+        """A Gemini part's inlineData / fileData, with the part's own settings."""
+        value = node.get(key)
+        if not isinstance(value, Mapping):
+            return
+        mime = value.get("mimeType", value.get("mime_type"))
+        mime = mime if isinstance(mime, str) else None
+        resolution = _resolution(node.get("mediaResolution", node.get("media_resolution")))
+        meta = node.get("videoMetadata", node.get("video_metadata"))
+        meta = meta if isinstance(meta, Mapping) else None
+        if key in _GEMINI_BLOBS:
+            data = value.get("data")
+            if isinstance(data, str):
+                self.payload(data, 0, mime, resolution=resolution, meta=meta)
+            return
+        kind = _mime_kind(mime) if mime else "other"
+        uri = value.get("fileUri", value.get("file_uri"))
+        if isinstance(uri, str) and ("youtube.com" in uri or "youtu.be" in uri):
+            kind = "video"
+        self.reference(kind, resolution=resolution, meta=meta)
+
+    # -- the walk --
+
+    def walk(self, root: Any, schema: bool) -> None:
+        """Count everything under `root`; never raises on odd bodies."""
+        if isinstance(root, str):
+            self.text(root)
+            return
+        stack: list[Any] = [root]
+        visits = 0
+        try:
+            while stack:
+                node = stack.pop()
+                visits += 1
+                if visits > _MAX_CONTAINERS:
+                    break
+                if type(node) is dict or isinstance(node, Mapping):
+                    if schema:
+                        for key, value in node.items():
+                            if type(key) is str:
+                                self.text(key)
+                            if type(value) is str:
+                                self.text(value)
+                            elif isinstance(value, (dict, list, tuple, Mapping)):
+                                stack.append(value)
+                        continue
+                    kind = node.get("type")
+                    if isinstance(kind, str) and kind in _MEDIA_TYPES and _is_media(node):
+                        self.part(node, kind)
+                        continue
+                    for key, value in node.items():
+                        if key in _SKIP_KEYS:
+                            continue
+                        if key in _GEMINI_BLOBS or key in _GEMINI_FILES:
+                            self.gemini(node, key)
+                        elif key in _PART_SETTINGS:
+                            continue
+                        elif type(value) is str or isinstance(value, str):
+                            self.text(value)
+                        elif isinstance(value, (dict, list, tuple, Mapping)):
+                            stack.append(value)
+                else:
+                    for item in node:
+                        if type(item) is str or isinstance(item, str):
+                            self.text(item)
+                        elif type(item) is int:
+                            self.tokens += 1  # token-id arrays
+                        elif isinstance(item, (dict, list, tuple, Mapping)):
+                            stack.append(item)
+        except Exception:
+            pass  # an exotic Mapping that fails on access: what was counted stands
+
+
+def _provider_of(provider: str | None, wire: str | None) -> str:
+    """The billing provider ("openai", "anthropic", "google"): the card's, else the wire's."""
+    for name in (provider, (wire or "").split(".", 1)[0]):
+        if name in ("openai", "anthropic", "google"):
+            return name
+        if name in ("gemini", "vertex", "vertexai"):
+            return "google"
+    return "openai"
+
+
+def _tools_tokens(provider: str, body: Mapping, bound: _Bound) -> int:
+    """The tool-use prompt and built-in tool definitions; MCP tool lists are unknown."""
+    tools = body.get("tools")
+    if body.get("mcp_servers"):
+        bound.unknown += 1  # tools listed by a remote server: their size is unknown
+    if not tools and not body.get("functions"):
+        return 0
+    tokens = TOOL_OVERHEAD_TOKENS
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, Mapping):
+            continue
+        kind = tool.get("type")
+        if kind == "mcp" or "mcp_servers" in tool or "mcpServers" in tool:
+            bound.unknown += 1
+            continue
+        if provider == "anthropic":
+            builtin = isinstance(kind, str) and kind != "custom" and "input_schema" not in tool
+        elif provider == "openai":
+            builtin = isinstance(kind, str) and kind not in ("function", "custom")
+        else:
+            builtin = any(k in _GEMINI_BUILTINS for k in tool)
+        if builtin:
+            tokens += BUILTIN_TOOL_TOKENS
+    return tokens
+
+
+def _result_tool_calls(body: Mapping) -> int:
+    """How many server-side tool calls may feed results back into the prompt."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return 0
+    calls = 0
+    for tool in tools:
+        if not isinstance(tool, Mapping):
+            continue
+        names = [str(tool.get("type") or ""), *(k for k in tool if isinstance(k, str))]
+        if any(n.startswith(_RESULT_TOOLS) for n in names):
+            calls += _positive_int(tool.get("max_uses")) or _ASSUMED_TOOL_CALLS
+    most = _positive_int(body.get("max_tool_calls"))  # OpenAI Responses
+    return min(calls, most) if most else calls
+
+
+def input_token_bound(
+    body: Mapping | None,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    wire: str | None = None,
+    context_window: int | None = None,
+    reference_tokens: int | None = None,
+) -> int:
+    """The most prompt tokens a provider can bill for `body` on `model`.
+
+    Text, per-message and per-request overhead, tool prompts, media costed from the
+    request's own bytes (core/media.py), and for parts whose size the request does not
+    carry (files by id or URL, YouTube videos, prompts held upstream) one context window
+    of `model` (or `reference_tokens`, when the operator sets a smaller hold).
+    """
+    if isinstance(body, (list, tuple)):
+        body = {"input": body}
+    if not isinstance(body, Mapping):
+        return 0
+    name = _provider_of(provider, wire)
+    config = generation_config(body)
+    bound = _Bound(
+        name,
+        model or str(body.get("model") or ""),
+        _resolution(config.get("mediaResolution", config.get("media_resolution"))),
+    )
+    overhead = RESPONSES_OVERHEAD_TOKENS if wire == "openai.responses" else REQUEST_OVERHEAD_TOKENS
+    try:
+        for key, value in body.items():
+            if key in _UPSTREAM_KEYS and value:
+                bound.unknown += 1  # the conversation or cache the prompt continues
+                continue
+            kind = _PROMPT_KEYS.get(key)
+            if kind is None or value is None:
+                continue
+            if key == "prompt" and isinstance(value, Mapping) and value.get("id"):
+                bound.unknown += 1  # a stored prompt template (Responses API)
+                bound.walk(value.get("variables"), schema=False)
+                continue
+            if kind == _SCHEMA:
+                if not isinstance(value, (dict, list, tuple, Mapping)):
+                    continue
+            elif kind == _MESSAGES and isinstance(value, (list, tuple)):
+                for item in value:
+                    if type(item) is dict or isinstance(item, Mapping):
+                        overhead += MESSAGE_OVERHEAD_TOKENS
+            elif isinstance(value, (str, dict, list, tuple, Mapping)):
+                overhead += MESSAGE_OVERHEAD_TOKENS
+            bound.walk(value, schema=kind == _SCHEMA)
+        overhead += _tools_tokens(name, body, bound)
+        thinking = body.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
+            overhead += THINKING_OVERHEAD_TOKENS
+    except Exception:
+        pass  # a Mapping whose iteration fails: what was counted so far stands
+    prompt = bound.text_tokens() + bound.tokens + overhead
+    if bound.unknown:
+        # All parts of unknown size together fit in one context window (a longer prompt is
+        # refused, not billed).
+        window = context_window or _LARGEST_CONTEXT.get(name, 2_097_152)
+        prompt += window if reference_tokens is None else reference_tokens
+    # Server-side tools: each call adds its results and one more pass over the prompt;
+    # compaction (Anthropic context management) adds one pass over the whole prompt.
+    calls = _result_tool_calls(body)
+    extra = calls * (SERVER_TOOL_RESULT_TOKENS + prompt)
+    management = body.get("context_management")
+    edits = management.get("edits") if isinstance(management, Mapping) else None
+    if isinstance(edits, list) and any(
+        isinstance(e, Mapping) and str(e.get("type", "")).startswith("compact") for e in edits
+    ):
+        extra += prompt
+    return prompt + extra
 
 
 # --- output cap and reservation -----------------------------------------------------------
@@ -330,10 +857,10 @@ _SERVER_TOOLS = (
 _ASSUMED_TOOL_CALLS = 10
 # Output tokens one generated image may take (gpt-image, high quality, largest size).
 _IMAGE_TOKENS = 6_300
-# Audio uploads: bytes per second at the lowest bitrate a provider accepts (8 kbit/s), so a
-# file's duration is at most its size over this; tokens per second of audio input.
-_AUDIO_BYTES_PER_SECOND = 1_000
-_AUDIO_TOKENS_PER_SECOND = 25
+# Transcription input: audio tokens a second (gpt-4o-transcribe's list prices put a minute at
+# about 1,000 tokens, 17 a second; 25 leaves room). The upload's duration is bounded by its
+# size at the lowest bitrate a clip plausibly has (media.LOWEST_AUDIO_BYTES_PER_SECOND).
+_TRANSCRIPTION_TOKENS_PER_SECOND = 25
 REQUEST_OVERHEAD_TOKENS = 16
 """Tokens a provider bills beyond the text of a request: chat formatting and reply priming
 (a two-word chat is billed 8 to 12 tokens; the text estimate says 7)."""
@@ -368,13 +895,20 @@ def worst_case_usd(
     wire: str | None = None,
     default_output_tokens: int,
     raw_size: int = 0,
+    reference_tokens: int | None = None,
 ) -> Decimal:
-    """The most a call can cost at `card`: prompt and output caps at the dearest rates that
-    may apply, plus the server-tool calls it may make."""
+    """The most a call can cost at `card`: the prompt's bound (`input_token_bound`) and the
+    output cap at the dearest rates that may apply, plus the server-tool calls it may make.
+    `reference_tokens`: the hold for parts of unknown size (default: a context window)."""
     body = body if isinstance(body, Mapping) else {}
-    prompt = estimate_input_tokens(body) + REQUEST_OVERHEAD_TOKENS
-    if body.get("tools"):
-        prompt += TOOL_OVERHEAD_TOKENS
+    prompt = input_token_bound(
+        body,
+        provider=card.provider,
+        model=card.model,
+        wire=wire,
+        context_window=card.context_window,
+        reference_tokens=reference_tokens,
+    )
     output = max_output_tokens(body, default_output_tokens) * _choices(body)
     extra = Decimal(0)
     if wire == "openai.images":
@@ -382,18 +916,17 @@ def worst_case_usd(
     elif wire == "openai.speech":
         text = body.get("input")
         chars = len(text) if isinstance(text, str) else 0
-        per_char = card.rate("input_characters")
-        if per_char is not None:
-            extra += per_char.base * chars / 1_000_000
-        prompt, output = -(-chars // CHARS_PER_TOKEN), 2 * chars
+        extra += card.tool_fee("input_characters") * chars
+        # Output: speech audio, at most 2 tokens a character (a typical ceiling).
+        output = 2 * chars
     elif wire == "openai.transcription":
-        seconds = raw_size // _AUDIO_BYTES_PER_SECOND + 1
+        # `body` holds the form fields; the upload's size bounds the clip's duration.
+        seconds = raw_size // LOWEST_AUDIO_BYTES_PER_SECOND + 1
         for unit in ("audio_seconds", "input_audio_seconds"):
-            rate = card.rate(unit)
-            if rate is not None:
-                extra += rate.base * seconds / 3600
+            if card.rate(unit) is not None:
+                extra += card.tool_fee(unit) * seconds
                 break
-        prompt = seconds * _AUDIO_TOKENS_PER_SECOND
+        prompt += seconds * _TRANSCRIPTION_TOKENS_PER_SECOND
     # Input at the dearest token rate (cache writes, audio) and output likewise: the
     # request may write its whole prompt to the cache or ask for audio.
     in_p = card.worst_rate("input", prompt)
@@ -412,6 +945,7 @@ def reservation_units(
     unpriced_units: int,
     wire: str | None = None,
     raw_size: int = 0,
+    reference_tokens: int | None = None,
 ) -> int:
     """Worst-case cost of a call in counter units; `unpriced_units` when it has no price."""
     if card is None:
@@ -422,6 +956,7 @@ def reservation_units(
         wire=wire,
         default_output_tokens=default_output_tokens,
         raw_size=raw_size,
+        reference_tokens=reference_tokens,
     )
     # Rounded up: a reservation must never fall short of the call's cost.
     return int(worst.scaleb(_SCALE_EXP).to_integral_value(rounding=ROUND_CEILING))
