@@ -1,9 +1,11 @@
 """The kernel-side client: reach the extension's REST API and proxy from notebook code.
 
-With no arguments it finds the extension by itself: the extension puts its URL and
-token in the environment of the notebook server (`LCM_SERVER_URL`, `LCM_SERVER_TOKEN`)
-before kernels start, and kernels inherit them. JupyterHub's `JUPYTERHUB_API_TOKEN`
-is used when no token was given. Either can be passed explicitly.
+With no arguments it finds the extension by itself: the extension puts its URL and a
+credential of the kernels' own, good for its `lcm/api` only (`LCM_SERVER_URL`,
+`LCM_KERNEL_TOKEN`), in the environment of the notebook server before kernels start, and
+kernels inherit them; so it works on servers with a token, a password or JupyterHub alike.
+A Jupyter token can be passed (`token=`) or set as `LCM_SERVER_TOKEN`; JupyterHub's
+`JUPYTERHUB_API_TOKEN` is used when there is nothing else.
 
     from lcm_jupyter import client
     lcm = client.LCMClient()
@@ -19,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-URL_ENV = "LCM_SERVER_URL"
-TOKEN_ENV = "LCM_SERVER_TOKEN"
+from ._env import HUB_TOKEN_ENV, KERNEL_AUTH_SCHEME, KERNEL_TOKEN_ENV, TOKEN_ENV, URL_ENV
+
 PROVIDER_PATHS = {
     "openai": "lcm/proxy/openai/v1",
     "anthropic": "lcm/proxy/anthropic",
@@ -49,6 +51,31 @@ def server_url(url: str | None = None) -> str:
             "url= (the server's URL with its base_url), or start the proxy here with %lcm serve.",
         )
     return url if url.endswith("/") else url + "/"
+
+
+def auth_headers(url: str | None = None, token: str | None = None) -> dict[str, str]:
+    """The Authorization header LCMClient sends: `token` if given, else `LCM_SERVER_TOKEN`,
+    else the kernel credential (`LCM_KERNEL_TOKEN`, only to the `LCM_SERVER_URL` it came
+    with), else `JUPYTERHUB_API_TOKEN`; none if there is none of these."""
+    env = os.environ
+    token = token or env.get(TOKEN_ENV)
+    if token:
+        return {"Authorization": f"token {token}"}
+    kernel_token = env.get(KERNEL_TOKEN_ENV)
+    if kernel_token and (url is None or _same_server(url, env.get(URL_ENV))):
+        return {"Authorization": f"{KERNEL_AUTH_SCHEME} {kernel_token}"}
+    hub_token = env.get(HUB_TOKEN_ENV)
+    return {"Authorization": f"token {hub_token}"} if hub_token else {}
+
+
+def _same_server(url: str, env_url: str | None) -> bool:
+    return env_url is not None and url.rstrip("/") == env_url.rstrip("/")
+
+
+def _no_credential() -> str:
+    if os.environ.get(KERNEL_TOKEN_ENV):
+        return f"no credential sent: this kernel's is for {os.environ.get(URL_ENV)}; pass token="
+    return f"no credential sent: {KERNEL_TOKEN_ENV} is not set here; pass token="
 
 
 def proxy_url(provider: str, url: str | None = None) -> str:
@@ -88,8 +115,7 @@ class LCMClient:
         self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0
     ) -> None:
         self.url = server_url(url)
-        token = token or os.environ.get(TOKEN_ENV) or os.environ.get("JUPYTERHUB_API_TOKEN")
-        headers = {"Authorization": f"token {token}"} if token else {}
+        headers = auth_headers(url, token)
         self._http = httpx.Client(base_url=self.url + "lcm/api/", headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -118,7 +144,10 @@ class LCMClient:
                 param = error.get("param") if isinstance(error, dict) else None
             except ValueError:
                 message = resp.text[:500]
-            raise LCMClientError(resp.status_code, message or resp.reason_phrase, param)
+            message = message or resp.reason_phrase
+            if resp.status_code == 403 and "Authorization" not in self._http.headers:
+                message += f" ({_no_credential()})"
+            raise LCMClientError(resp.status_code, message, param)
         if resp.headers.get("content-type", "").startswith("text/csv"):
             return resp.text
         return resp.json()
@@ -152,9 +181,34 @@ class LCMClient:
 
     # -- calls, money, routing -------------------------------------------------------------------
 
-    def logs(self, *, key_id: int | None = None, limit: int = 100, before: str | None = None):
-        """Logged calls, newest first."""
-        return self.request("GET", "logs", key_id=key_id, limit=limit, before=before)["logs"]
+    def logs(
+        self,
+        *,
+        key_id: int | None = None,
+        limit: int = 100,
+        before: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        status: str | int | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict]:
+        """Logged calls, newest first, those the filters keep: `model`, `provider`, `status`
+        (ok, error, cache_hit, 2xx..5xx or a code such as 429), days `start`..`end`
+        (YYYY-MM-DD, inclusive, in the server's analytics timezone) or instants
+        `since`..`until` (ISO 8601 with an offset; `until` excluded). `before`: the id of
+        the last call of the previous page."""
+        filters = {"model": model, "provider": provider, "status": status, "start": start}
+        filters.update(end=end, since=since, until=until)
+        return self.request("GET", "logs", key_id=key_id, limit=limit, before=before, **filters)[
+            "logs"
+        ]
+
+    def log(self, log_id: str) -> dict:
+        """One logged call by its id (`x-lcm-request-id`): every field the log keeps."""
+        return self.request("GET", f"logs/{quote(log_id, safe='')}")
 
     def feedback(self, log_id: str, score: int, comment: str | None = None) -> dict:
         """Rate a call's answer (+1/-1); a second rating replaces the first."""

@@ -6,10 +6,12 @@
     %lcm reconcile [--key ID]   rebuild budget counters from the log; the drift per key
     %lcm alerts [--unread]      budget alerts
     %lcm dashboard [--period 30d] [--by model]   the cost dashboard (a widget)
-    %lcm serve [--port N]       run the proxy and API inside this kernel (no extension needed)
+    %lcm serve [--port N] [--verbose]   run the proxy and API inside this kernel (no extension
+                                        needed); --verbose: a line per request on stderr
 
-Every subcommand takes `--url` and `--token` (default: what the extension put in the
-kernel's environment). Tables are pandas DataFrames when pandas is importable, else an
+Every subcommand takes `--url` and `--token` (default: the server's URL and the kernel's
+own credential, which the extension put in the kernel's environment; `--token` is a
+Jupyter token). Tables are pandas DataFrames when pandas is importable, else an
 HTML table with a plain-text fallback; `df = %lcm report` keeps the data.
 """
 
@@ -28,6 +30,7 @@ from IPython.display import HTML
 
 from . import cli
 from .client import URL_ENV, LCMClient, LCMClientError
+from .core.money import format_count, format_money
 
 KEY_COLUMNS = (
     "id", "name", "prefix", "provider", "budget_usd", "rpm", "routing_mode", "revoked",
@@ -66,7 +69,7 @@ class Table(HTML):
         self.rows = rows
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in self.columns)
+            "<tr>" + "".join(f"<td>{html.escape(cli.cell(c, r.get(c)))}</td>" for c in self.columns)
             for r in rows
         )
         super().__init__(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
@@ -76,10 +79,6 @@ class Table(HTML):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
 
 
 def make_table(columns: tuple[str, ...] | list[str], rows: list[dict]) -> Any:
@@ -95,7 +94,9 @@ def build_parser() -> MagicArgumentParser:
     """The `%lcm` argument parser."""
     common = MagicArgumentParser(add_help=False)
     common.add_argument("--url", default=None, help=f"server URL (default: ${URL_ENV})")
-    common.add_argument("--token", default=None, help="server token (default: from the env)")
+    common.add_argument(
+        "--token", default=None, help="a Jupyter token (default: the kernel's own credential)"
+    )
     parser = MagicArgumentParser(
         prog="%lcm",
         description="The LLM cost manager from a notebook.",
@@ -120,6 +121,9 @@ def build_parser() -> MagicArgumentParser:
     board.add_argument("--by", default="model", choices=cli.REPORT_BY, help="bars by")
     serve = sub.add_parser("serve", help="run the proxy and API inside this kernel")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument(
+        "--verbose", action="store_true", help="write a line per request to stderr (default: quiet)"
+    )
     return parser
 
 
@@ -158,7 +162,15 @@ def run(line: str) -> Any:
         with LCMClient(args.url, args.token) as lcm:
             return COMMANDS[args.command](lcm, args)
     except LCMClientError as err:
-        _error(err.message if err.status == 0 else f"server answered {err.status}: {err.message}")
+        if err.status == 0:
+            _error(err.message)
+        elif err.status in (401, 403):
+            _error(
+                f"server answered {err.status}: {err.message}; the token was refused: pass "
+                "--token (a Jupyter token), or leave it out to use the kernel's own credential"
+            )
+        else:
+            _error(f"server answered {err.status}: {err.message}")
     except json.JSONDecodeError:
         _error(f"{args.url or os.environ.get(URL_ENV)} did not answer JSON: is it lcm-jupyter?")
     return None
@@ -172,12 +184,14 @@ def serve(args: argparse.Namespace) -> None:
     from .kernel_server import serve as start
 
     try:
-        handle = start(port=args.port)
+        handle = start(port=args.port, verbose=True if args.verbose else None)
     except Exception as err:
         _error(f"cannot start the kernel server: {err}")
         return None
     print(f"lcm-jupyter serving in this kernel at {handle.url}")
     print("LCMClient() and lcm_jupyter.openai_client(key) now use it.")
+    if handle.verbose:
+        print("A line per request goes to stderr (quiet again: lcm_jupyter.serve(verbose=False)).")
     print("To stop it: lcm_jupyter.serve().stop()")
     return None
 
@@ -198,9 +212,9 @@ def status(lcm: LCMClient, args: argparse.Namespace) -> None:
     print(f"lcm-jupyter extension reachable at {lcm.url}")
     print(f"keys: {len(keys)} ({active} active, {len(keys) - active} revoked)")
     print(
-        f"calls logged today ({today['date']}): {today['requests']}, "
-        f"${today['cost_usd']:.6f}, {today['input_tokens']} input / "
-        f"{today['output_tokens']} output tokens"
+        f"calls logged today ({today['date']}): {format_count(today['requests'])}, "
+        f"{format_money(today['cost_usd'])}, {format_count(today['input_tokens'])} input / "
+        f"{format_count(today['output_tokens'])} output tokens"
     )
     info = lcm.status()
     redis = "Redis" if info["counters"] == "redis" else info["counters"]

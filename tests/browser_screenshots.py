@@ -6,14 +6,17 @@ and the script that makes the README's screenshots with the very same code.
 `running_lab` starts a real `jupyter lab` with the extension, in Jupyter dirs of its own,
 its database seeded with 30 days of history (`lcm_jupyter.testing.history`) and its
 upstreams at a simulated provider; then it makes a few live calls through the proxy with
-the official SDKs. The notebook it serves is notebooks/dashboard.ipynb without the cells
-tagged `offline-demo` (they start a proxy inside the kernel for nbval; here the kernel
-finds the server extension through LCM_SERVER_URL / LCM_SERVER_TOKEN, which the
-extension puts in the server's environment before any kernel starts).
+the official SDKs. The notebook it serves is the dashboard notebook shipped in the
+package (lcm_jupyter/notebooks/dashboard.ipynb) without the cells tagged `offline-demo`
+(they start a proxy inside the kernel for nbval; here the kernel finds the server extension
+through LCM_SERVER_URL and the kernel credential, which the extension puts in the server's
+environment before any kernel starts).
 
 `Notebook` opens it in Chromium (Debian's /usr/bin/chromium through Playwright; nothing
-is downloaded), runs every cell as a user would (JupyterLab's "Run All Cells" command)
-and screenshots the output of each cell tagged `screenshot:<name>` as `<name>.png`.
+is downloaded) in a 1024 px wide window, the width the widgets must fit, runs every cell
+as a user would (JupyterLab's "Run All Cells" command) and screenshots the output of each
+cell tagged `screenshot:<name>` as `<name>.png`; the recent calls with one routed call's
+detail open (`open_routed_detail`), as a user would click it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .conftest import PROVIDER_KEY
 from .servers import TOKEN, free_port, server_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "dashboard.ipynb"
+NOTEBOOK = ROOT / "lcm_jupyter" / "notebooks" / "dashboard.ipynb"  # shipped in the package
 DOCS = ROOT / "docs"
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium's own connections (updates, field
@@ -56,7 +59,7 @@ CHROMIUM_ARGS = [
 ]
 OFFLINE_TAG = "offline-demo"
 SHOT_TAG = "screenshot:"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT = {"width": 1024, "height": 900}  # the window the widgets must fit (issue 14)
 SHOT_MARGIN = 8
 TIMEOUT_MS = 45_000
 CHART_SETTLE_MS = 600  # bqplot's transitions (the dashboard's take 300 ms) end within this
@@ -362,9 +365,34 @@ class Notebook:
         return path
 
 
+def open_routed_detail(notebook: Notebook, index: int):
+    """Click the detail button (▸) of the log table of cell `index` on the first routed call
+    shown (a row with feedback buttons), else on the newest; the detail panel's locator once
+    it is shown."""
+    table = notebook.widget(index)
+    row = table.evaluate(
+        """(w) => [...w.querySelectorAll('.lcm-details')].findIndex((button) => {
+            // The row's cells follow its detail button in the grid, the feedback cell last.
+            let cell = button;
+            for (const _ of w.querySelectorAll('.lcm-sort')) cell = cell.nextElementSibling;
+            cell = cell.nextElementSibling;
+            return cell && cell.querySelector('.fa-thumbs-up') !== null;
+        })"""
+    )
+    table.locator(".lcm-details").nth(max(row, 0)).click()
+    panel = table.locator(".lcm-call-detail")
+    panel.wait_for(state="visible")
+    return panel
+
+
 def capture(notebook: Notebook, shots: dict[str, int], out: Path) -> dict[str, Path]:
-    """Screenshot each tagged cell's widget into `out/<name>.png`."""
+    """Screenshot each tagged cell's widget into `out/<name>.png` (the log table with a routed
+    call's detail open, if none is)."""
     out.mkdir(parents=True, exist_ok=True)
+    if "log-table" in shots:
+        calls = notebook.widget(shots["log-table"])
+        if calls.locator(".lcm-call-detail").count() == 0:
+            open_routed_detail(notebook, shots["log-table"])
     return {name: notebook.screenshot(i, out / f"{name}.png") for name, i in shots.items()}
 
 

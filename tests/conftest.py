@@ -199,9 +199,11 @@ def wait_until(predicate, timeout: float = 10.0):
 
 @pytest.fixture
 def kernel_env(monkeypatch):
-    """serve() sets LCM_SERVER_URL/TOKEN in os.environ; monkeypatch puts them back after."""
+    """serve() sets LCM_SERVER_URL / LCM_KERNEL_TOKEN in os.environ; monkeypatch puts them
+    back after."""
     monkeypatch.setenv("LCM_SERVER_URL", "http://before.invalid/")
     monkeypatch.delenv("LCM_SERVER_TOKEN", raising=False)
+    monkeypatch.delenv("LCM_KERNEL_TOKEN", raising=False)
     monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -58,8 +59,10 @@ def _log(root: Path, port: int):
 
 async def wait_ready(url: str, proc: subprocess.Popen) -> None:
     """Wait until the server at `url` answers."""
+    # A generous deadline: a loaded 2-core machine has taken over 30 s to start one.
+    deadline = time.monotonic() + 90
     async with httpx.AsyncClient() as http:
-        for _ in range(300):
+        while time.monotonic() < deadline:
             assert proc.poll() is None, "server exited"
             try:
                 await http.get(f"{url}api/status?token={TOKEN}")

@@ -1,6 +1,8 @@
-"""End to end in a real browser: JupyterLab with the extension, headless Chromium, the dashboard
-notebook run as a user runs it. Its charts must render the seeded data, a click on a bar must
-filter the cost trend, and every widget is screenshot (kept in the test's tmp dir; the README's
+"""End to end in a real browser: JupyterLab with the extension, headless Chromium in a 1024 px
+wide window, the dashboard notebook run as a user runs it. Its charts must render the seeded
+data (the date axis labelled from the first day plotted), a click on a bar must filter the cost
+trend, the recent calls must fit the notebook's width, filter by provider from the browser and
+open a call's detail; every widget is screenshot (kept in the test's tmp dir; the README's
 copies come from the same code: `python -m tests.browser_screenshots`).
 
 Skipped when /usr/bin/chromium is missing, unless LCM_REQUIRE_BROWSER=1 (CI), which fails.
@@ -8,6 +10,7 @@ Skipped when /usr/bin/chromium is missing, unless LCM_REQUIRE_BROWSER=1 (CI), wh
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import os
 import re
@@ -15,7 +18,8 @@ import re
 import psutil
 import pytest
 
-from lcm_jupyter.ui.logtable import local_time
+from lcm_jupyter.ui._common import money
+from lcm_jupyter.ui.logtable import SHORT_TIME, cost_text, local_time
 
 from .browser_screenshots import (
     CHROMIUM,
@@ -24,6 +28,7 @@ from .browser_screenshots import (
     browser_notebook,
     capture,
     chromium,
+    open_routed_detail,
     running_lab,
 )
 
@@ -96,10 +101,62 @@ def test_dashboard_notebook_in_jupyterlab(browser_available, tmp_path):
         )
         assert {m["name"] for m in models} <= set(ticks)
 
+        # The date axis spans the days plotted: its first label is the first day's, under the
+        # first point (not a day before the data starts).
+        first_label, first_tick, first_point = dashboard.evaluate(
+            """(w) => {
+                const fig = w.querySelector('.bqplot');
+                const tick = fig.querySelector('.axis .tick');
+                const x = (e) => e.getBoundingClientRect().x + e.getBoundingClientRect().width / 2;
+                const dot = fig.querySelector('.dot');  // the first day's cost
+                return [tick.textContent, x(tick.querySelector('line')), x(dot)];
+            }"""
+        )
+        assert first_label == datetime.date.fromisoformat(days[0]["date"]).strftime("%b %d")
+        assert first_tick == pytest.approx(first_point, abs=1.5)
+
+        # Hovering a bar: its cost in the widgets' one money format (the kernel fills the tip).
+        dashboard.locator(".bqplot rect.bar").first.hover()
+        tip = notebook.page.locator(".lcm-tip", has_text=models[0]["name"])
+        tip.wait_for()
+        assert f"Cost {money(models[0]['cost_usd'])}" in tip.inner_text()
+        notebook.page.mouse.move(0, 0)
+
         # The recent calls start with the live ones (the kernel's clock formats the times).
-        table = notebook.widget(shots["log-table"]).inner_text()
+        calls_widget = notebook.widget(shots["log-table"])
+        table = calls_widget.inner_text()
         for row in lab.live_calls:
-            assert local_time(row["created_at"]) in table, (row, table[:2000])
+            assert local_time(row["created_at"], fmt=SHORT_TIME) in table, (row, table[:2000])
+        # They fit the notebook at this width: no sideways scrolling, Status and Rate in view.
+        fit = calls_widget.evaluate(
+            """(w) => {
+                const out = w.closest('.jp-OutputArea-output').getBoundingClientRect();
+                const grid = w.querySelector('.lcm-calls .widget-gridbox');
+                const edges = [...grid.children].map(c => c.getBoundingClientRect().right);
+                return {scroll: grid.scrollWidth, width: grid.clientWidth,
+                        right: Math.max(...edges), limit: out.right};
+            }"""
+        )
+        assert fit["scroll"] <= fit["width"] and fit["right"] <= fit["limit"], fit
+
+        # A call's detail, opened from its row: what GET lcm/api/logs/{id} holds, in full.
+        panel = open_routed_detail(notebook, shots["log-table"])
+        detail = panel.inner_text()
+        shown_id = re.search(r"Id\s+([0-9a-f]{32})", detail).group(1)
+        with lab.client() as lcm:
+            call = lcm.log(shown_id)
+        routed = call["routing_decision"]["was_routed"]
+        for text in (
+            f"Routed\t{'yes' if routed else 'no'}",
+            f"Cost\t{cost_text(call['cost_usd'])}\n",
+            f"Asked for\t{call['requested_model']}",
+            f"Answered by\t{call['model']}",
+            f"Input\t{call['input_tokens']:,}",
+            f"Output\t{call['output_tokens']:,}",
+            f"Reason\t{call['routing_decision']['reason']}",
+            "Latency\t",
+        ):
+            assert text in detail, (text, detail)
 
         shots_dir = tmp_path / "screenshots"
         taken = capture(notebook, shots, shots_dir)
@@ -122,6 +179,24 @@ def test_dashboard_notebook_in_jupyterlab(browser_available, tmp_path):
         after = dashboard.locator(".bqplot g.curve path.line").first.get_attribute("d")
         assert after != unfiltered and _points(after) == 30
         notebook.screenshot(shots["dashboard"], shots_dir / "dashboard-filtered.png")
+
+        # A filter picked in the browser: the table shows the API's calls for it, only those.
+        with lab.client() as lcm:
+            expected = lcm.logs(provider="anthropic", limit=20)
+        assert expected and len({r["provider"] for r in expected}) == 1
+        calls_widget.locator(".widget-dropdown", has_text="Provider").locator(
+            "select"
+        ).select_option("anthropic")
+        calls_widget.locator(
+            ".widget-html-content", has_text="matching provider anthropic"
+        ).wait_for()
+        times = calls_widget.evaluate(
+            """(w) => [...w.querySelectorAll('.lcm-calls .widget-gridbox > .widget-html')]
+                .map(c => c.innerText.trim()).filter(t => /^\\d\\d-\\d\\d \\d/.test(t))"""
+        )
+        assert times == [local_time(r["created_at"], fmt=SHORT_TIME) for r in expected], times
+        assert "gpt-4o" not in calls_widget.inner_text()
+        notebook.screenshot(shots["log-table"], shots_dir / "log-table-filtered.png")
     print(f"screenshots in {shots_dir}")
     # Every process the test started is gone, the kernel with its server (an orphan would
     # no longer be our child: each is checked by itself).

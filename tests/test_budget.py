@@ -74,6 +74,8 @@ def test_module_imports_only_stdlib_and_pure_siblings() -> None:
     # core/media.py reads payload headers with the standard library alone.
     assert _imports(media) <= {
         "__future__",
+        "base64",
+        "sys",
         "binascii",
         "math",
         "re",
@@ -615,9 +617,9 @@ def test_alert_message_korean() -> None:
     [
         (9.025, "$9.03"),  # float 9.025 is 9.0249999...; rounded as the decimal a person reads
         (9.024999, "$9.02"),
-        (0.005, "$0.005"),  # below a dollar, the figure is not hidden in "$0.00"
+        (0.005, "$0.00500"),  # below a cent, the figure is not hidden in "$0.00"
         (0.00425, "$0.00425"),
-        (0.0000004, "$0.0000004"),
+        (0.0000004, "$0.000000400"),
         (1234.5, "$1,234.50"),
         (to_usd(to_units(D("2.345"))), "$2.35"),
     ],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -50,22 +52,35 @@ def test_traits_fall_back_to_lcm_environment_variables(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="spawns processes the POSIX way")
 def test_demo_runs_offline_end_to_end(tmp_path):
+    # As a user runs it: JupyterLab (when installed, as the [lab] extra does), from any folder.
+    lab = importlib.util.find_spec("jupyterlab") is not None
     env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    data = tmp_path / "d"
     out = subprocess.run(
-        [_jupyter(), "lcm", "demo", "--check", "--server-only", "--data-dir", str(tmp_path / "d")],
+        [_jupyter(), "lcm", "demo", "--check", "--data-dir", str(data)]
+        + ([] if lab else ["--server-only"]),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         env=env,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo check: OK" in out.stdout
     assert "Seeded 30 days of made-up history" in out.stdout  # the dashboard has data
     for provider in ("openai", "anthropic", "google"):
         assert f"logged {provider}" in out.stdout
+    # The packaged notebooks are copied into the demo's folder, Jupyter's root there, and
+    # Lab opens the dashboard notebook.
+    notebooks = data / "notebooks"
+    assert (notebooks / "dashboard.ipynb").is_file() and (notebooks / "quickstart.ipynb").is_file()
+    assert f"Notebooks: {notebooks}" in out.stdout
+    if lab:
+        opened = r"JupyterLab: http://127\.0\.0\.1:\d+/lab/tree/dashboard\.ipynb\?token="
+        assert re.search(opened, out.stdout), out.stdout
 
 
-def test_the_demo_seeds_history_once_and_opens_the_dashboard_notebook(tmp_path, capsys):
+def test_the_demo_seeds_history_once(tmp_path, capsys):
     from lcm_jupyter import cli
 
     settings = Settings(db_path=tmp_path / "demo.sqlite3", secret_key_file=tmp_path / "k")
@@ -73,13 +88,40 @@ def test_the_demo_seeds_history_once_and_opens_the_dashboard_notebook(tmp_path, 
     assert "Seeded 30 days" in capsys.readouterr().out
     with sqlite3.connect(settings.db_path) as conn:
         (calls,) = conn.execute("SELECT COUNT(*) FROM proxy_logs").fetchone()
+    assert calls > 0
     cli._seed_demo_history(settings)  # a second demo run keeps what is there
     assert capsys.readouterr().out == ""
     with sqlite3.connect(settings.db_path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM proxy_logs").fetchone() == (calls,)
-    repo = Path(__file__).resolve().parents[1]
-    assert cli._dashboard_notebook(repo) == "notebooks/dashboard.ipynb"
-    assert cli._dashboard_notebook(tmp_path) is None
+
+
+def test_the_demo_copies_the_packaged_notebooks_and_keeps_yours(tmp_path):
+    from lcm_jupyter.cli import _demo
+
+    # The notebooks are package data (in the wheel), not a checkout's folder.
+    source = _demo.example_notebooks()
+    assert source == Path(_demo.__file__).resolve().parents[1] / "notebooks"
+    shipped = sorted(p.name for p in source.glob("*.ipynb"))
+    assert "dashboard.ipynb" in shipped and "quickstart.ipynb" in shipped
+
+    root = tmp_path / "notebooks"
+    assert _demo._dashboard_notebook(root) is None  # nothing there yet
+    assert _demo.copy_notebooks(source, root) == shipped
+    assert sorted(p.name for p in root.glob("*.ipynb")) == shipped
+    assert (root / "dashboard.ipynb").read_bytes() == (source / "dashboard.ipynb").read_bytes()
+    assert _demo._dashboard_notebook(root) == "dashboard.ipynb"
+
+    # A second run copies nothing; a notebook you edited stays yours even when the package's
+    # changes, and one you left alone follows the package's new version.
+    assert _demo.copy_notebooks(source, root) == []
+    newer = tmp_path / "newer"
+    shutil.copytree(source, newer)
+    for name in ("dashboard.ipynb", "quickstart.ipynb"):
+        (newer / name).write_text((source / name).read_text("utf-8") + "\n", "utf-8")
+    (root / "quickstart.ipynb").write_text("{}", "utf-8")  # yours now
+    assert _demo.copy_notebooks(newer, root) == ["dashboard.ipynb"]
+    assert (root / "quickstart.ipynb").read_text("utf-8") == "{}"
+    assert (root / "dashboard.ipynb").read_bytes() == (newer / "dashboard.ipynb").read_bytes()
 
 
 async def test_kernels_are_told_where_the_extension_is(lcm, jp_serverapp, monkeypatch):
@@ -89,8 +131,11 @@ async def test_kernels_are_told_where_the_extension_is(lcm, jp_serverapp, monkey
 
     monkeypatch.delenv(client.URL_ENV, raising=False)
     monkeypatch.delenv(client.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(client.KERNEL_TOKEN_ENV, raising=False)
     (app,) = jp_serverapp.extension_manager.extension_apps["lcm_jupyter"]
     await app._start_jupyter_server_extension(jp_serverapp)
     assert os.environ[client.URL_ENV] == jp_serverapp.connection_url
-    assert os.environ[client.TOKEN_ENV] == jp_serverapp.identity_provider.token
+    # A credential of the kernels' own (tests/test_kernel_auth.py), not the server's token.
+    assert os.environ[client.KERNEL_TOKEN_ENV]
+    assert client.TOKEN_ENV not in os.environ
     assert client.proxy_url("openai") == jp_serverapp.connection_url + "lcm/proxy/openai/v1"

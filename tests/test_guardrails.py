@@ -395,3 +395,47 @@ async def test_bookings_run_side_by_side_and_a_reconcile_runs_alone():
     books.leave()
     await asyncio.gather(task, late)
     assert order == ["reconcile", "late booking"]
+
+
+def _worst_units(model, body, **context):
+    card = default_table().resolve(model, "openai", context=context or None)
+    assert card is not None
+    return reservation_units(
+        card, body, default_output_tokens=4096, unpriced_units=0, wire="openai.chat"
+    )
+
+
+async def test_a_call_routed_to_a_dearer_model_reserves_at_that_models_price(
+    base_url, make_key, sim
+):
+    """A manual rule may send a call to a dearer model: the reservation must price the model
+    the call goes to, or hard mode would overspend by the price ratio."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    mini, big = _worst_units("gpt-4o-mini", body), _worst_units("gpt-4o", body)
+    assert big > 10 * mini
+    budget = (mini * 2) / 1e10  # two mini worst cases, far below one gpt-4o worst case
+    plain = await make_key(monthly_budget_usd=budget)
+    upgraded = await make_key(
+        monthly_budget_usd=budget,
+        routing_mode="manual",
+        routing_rules=[{"from_model": "gpt-4o-mini", "to_model": "gpt-4o"}],
+    )
+    await _client(base_url, plain["key"]).chat.completions.create(**body)
+    with pytest.raises(openai.RateLimitError) as exc:
+        await _client(base_url, upgraded["key"]).chat.completions.create(**body)
+    assert exc.value.body["code"] == "budget_exceeded"
+    assert [r.body["model"] for r in sim.requests] == ["gpt-4o-mini"]
+
+
+async def test_a_priority_tier_call_reserves_at_the_priority_price(base_url, make_key, sim):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    standard = _worst_units("gpt-4o-mini", body)
+    priority = _worst_units("gpt-4o-mini", body, service_tier="priority")
+    assert priority > standard
+    record = await make_key(monthly_budget_usd=((standard + priority) // 2) / 1e10)
+    client = _client(base_url, record["key"])
+    with pytest.raises(openai.RateLimitError) as exc:
+        await client.chat.completions.create(**body, service_tier="priority")
+    assert exc.value.body["code"] == "budget_exceeded"
+    await client.chat.completions.create(**body)  # the standard tier fits
+    assert len(sim.requests) == 1

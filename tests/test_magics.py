@@ -18,6 +18,7 @@ import pytest
 from lcm_jupyter import cli
 from lcm_jupyter import client as lcm_client
 from lcm_jupyter.client import LCMClient
+from lcm_jupyter.core.money import format_money
 from lcm_jupyter.testing import SimulatedProvider
 
 from .conftest import PROVIDER_KEY, wait_until
@@ -104,7 +105,8 @@ def test_the_magic_shows_status_keys_report_reconcile_and_alerts(server, ip, cap
 
     table = ip("report")  # no pandas here: an HTML table with a text repr
     out = capsys.readouterr().out
-    assert "30d (" in out and f"{len(logs)} requests, ${cost:.6f}" in out
+    assert "30d (" in out and f"{len(logs)} requests, {format_money(cost)}," in out
+    assert "e-0" not in out  # money, never 6.9e-06
     [item] = table.rows
     assert item["name"] == "gpt-4o-mini" and item["requests"] == len(logs)
     assert item["cost_usd"] == pytest.approx(cost, abs=1e-12)
@@ -124,10 +126,10 @@ def test_the_magic_shows_status_keys_report_reconcile_and_alerts(server, ip, cap
     assert float(row["cost_usd"]) == pytest.approx(cost, abs=1e-12)
 
     assert ip(f"reconcile --key {created['id']}") is None
+    exact = format_money(cost, exact=True)  # every stored digit: "$0.0000069"
     out = capsys.readouterr().out
     assert "(counters: memory)" in out
-    assert f"key {created['id']} (nb): counter ${cost:.10f}, logged ${cost:.10f}" in out
-    assert "drift $0.0000000000" in out
+    assert f"key {created['id']} (nb): counter {exact}, logged {exact}, drift $0.00" in out
 
     alerts = ip("alerts --unread")
     assert alerts.rows and all(a["key_id"] == created["id"] for a in alerts.rows)
@@ -137,6 +139,27 @@ def test_the_magic_shows_status_keys_report_reconcile_and_alerts(server, ip, cap
     assert ip("alerts --unread") is None
     assert capsys.readouterr().out.strip() == "no unread alerts"
     assert len(ip("alerts")) == len(alerts)
+
+    # A key without a budget has no counter: reconcile reports what it logged, no drift.
+    with LCMClient() as lcm:
+        open_key = lcm.create_key(name="open", provider_api_keys={"openai": PROVIDER_KEY})
+        sdk = lcm_client.openai_client(open_key["key"], max_retries=0)
+        chat = [{"role": "user", "content": "hello"}]
+        assert sdk.chat.completions.create(model="gpt-4o-mini", messages=chat).choices
+        assert wait_until(lambda: len(lcm.logs(key_id=open_key["id"])) == 1)
+        spent = lcm.logs(key_id=open_key["id"])[0]["cost_usd"]
+        entry = next(k for k in lcm.reconcile()["keys"] if k["key_id"] == open_key["id"])
+        assert (entry["counter_usd"], entry["drift_usd"], entry["budget_usd"]) == (None,) * 3
+    capsys.readouterr()
+    assert ip("reconcile") is None
+    lines = capsys.readouterr().out.splitlines()
+    [line] = [x for x in lines if f"key {open_key['id']} (open)" in x]
+    assert line.endswith(
+        f"logged {format_money(spent, exact=True)}; no budget, so no counter to reconcile"
+    )
+    assert "drift" not in line
+    [budgeted] = [x for x in lines if f"key {created['id']} (nb)" in x]
+    assert budgeted.endswith("drift $0.00")
 
 
 def test_the_magic_returns_a_dataframe_when_pandas_is_there(server, ip, monkeypatch):
@@ -184,6 +207,7 @@ def test_server_errors_print_one_line(server, ip, capsys):
     assert ip("keys --token wrong") is None
     captured = capsys.readouterr()
     assert captured.err.startswith("lcm: server answered 403") and captured.err.count("\n") == 1
+    assert "pass --token" in captured.err
     assert ip("report --period 12d") is None
     captured = capsys.readouterr()
     assert captured.err.startswith("lcm: server answered 400: period must be one of")
@@ -199,13 +223,15 @@ def test_cli_reconcile_and_report(server, capsys, monkeypatch):
     capsys.readouterr()
 
     assert cli.main(["reconcile", "--key", str(created["id"]), *opts]) == 0
+    exact = format_money(cost, exact=True)
     out = capsys.readouterr().out
     assert out.startswith("reconciled ")
-    assert f"key {created['id']} (nb): counter ${cost:.10f}, logged ${cost:.10f}" in out
+    assert f"key {created['id']} (nb): counter {exact}, logged {exact}, drift $0.00" in out
 
     assert cli.main(["report", *opts]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert f"{len(logs)} requests, ${cost:.6f}" in out[0]
+    assert f"{len(logs)} requests, {format_money(cost)}," in out[0]
+    assert not any("e-0" in line for line in out)  # money, never 6.9e-06
     assert out[1].split()[:2] == ["name", "cost_usd"] and out[2].startswith("gpt-4o-mini ")
 
     assert cli.main(["report", "--by", "provider", "--format", "csv", *opts]) == 0

@@ -165,3 +165,15 @@ def test_the_key_record_has_exactly_the_declared_fields():
     declared = {f.name for f in KEY_FIELDS}
     assert {f.name for f in fields(KeyRecord)} == declared | set(META)
     assert not declared & set(META)
+
+
+def test_the_log_row_declares_exactly_the_tables_columns(tmp_path):
+    """store.logrow.LogRow is the one declaration of a call's row: every writer is type-checked
+    against it, so it must name exactly the migrated table's columns."""
+    from lcm_jupyter.store.db import open_database
+    from lcm_jupyter.store.logrow import FEEDBACK_COLUMNS, LogRow
+
+    db = open_database(tmp_path / "lcm.sqlite3")
+    columns = {c.name for c in db["proxy_logs"].columns}
+    assert set(LogRow.__annotations__) | set(FEEDBACK_COLUMNS) == columns
+    assert not set(LogRow.__annotations__) & set(FEEDBACK_COLUMNS)

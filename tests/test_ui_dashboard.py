@@ -9,6 +9,7 @@ message to the Bars mark (`{"event": "element_click", "data": {...}}`, or
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import date, datetime, timedelta
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -122,8 +123,9 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
         by_model[model] += cost
     lcm = LCMClient()
     board = Dashboard(lcm)
-    assert board.messages.kind == "info" and board.messages.text.startswith("Updated")
-    assert board.body.layout.display == "" and board.empty_state.layout.display == "none"
+    assert board.messages.kind == "" and f"Updated {board.updated:%H:%M:%S}." in board.summary.value
+    assert board.state == "data" and board.body.layout.display == ""
+    assert board.states.note.layout.display == "none"
 
     # The bar chart: top models by cost, as the API ranks them, at the metered cost.
     api = lcm.breakdown("model", "30d", limit=10)["items"]
@@ -143,13 +145,29 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     assert sum(cost.y) == pytest.approx(sum(costs.values()), abs=1e-12)
     assert sum(1 for c in cost.y if c) in (1, 2) and not any(savings.y)
     assert cost.x[-1] == np.datetime64(points[-1]["date"], "ms") == savings.x[-1]
+    # Hovering a day's point or a bar: money as the tables show it (the hover callback
+    # fills the tooltip widget, as the frontend's hover message makes it).
+    day = len(points) - 1
+    board.trend_dots._handle_custom_msg({"event": "hover", "point": {"index": day}}, [])
+    tip = board.trend_tip.value
+    assert f"Cost {dash.money(points[-1]['cost_usd'])}<" in tip and "Savings $0.00" in tip
+    board.trend_dots._handle_custom_msg({"event": "hover", "point": {"index": 0}}, [])
+    assert date.fromisoformat(points[0]["date"]).strftime("%a %b %d %Y") in board.trend_tip.value
+    top = board.bar_items[0]
+    board.bars._handle_custom_msg({"event": "hover", "data": {"index": 0, "x": top.label}}, [])
+    assert board.bars.tooltip.value == dash.bar_tip(top)
+    assert f"<b>{top.name}</b><br>Cost {dash.money(top.cost)}<" in board.bars.tooltip.value
+    # The date axis spans the days plotted: no label left of the first day's point.
+    first, last = (datetime.fromisoformat(points[i]["date"]) for i in (0, -1))
+    assert (board.trend_x.min, board.trend_x.max) == (first - dash.HALF_DAY, last + dash.HALF_DAY)
+    assert board.trend_x_axis.tick_values[0] == np.datetime64(points[0]["date"], "ms")
     assert board.trend_figure.title == "Cost and savings per day"
     assert isinstance(cost.scales["x"], dash.bq.DateScale)
     ticks = list(board.trend_y_axis.tick_values)
     assert ticks[0] == 0 and ticks[-1] >= 1.25 * max(cost.y) > 0
     assert cost.scales["y"].max == ticks[-1] and board.trend_y_axis.tick_format.startswith("$")
     total = sum(costs.values())
-    assert f"{dash.usd(round(total, 10))} spent" in board.summary.value
+    assert f"{dash.money(round(total, 10))} spent" in board.summary.value
     assert "4 calls" in board.summary.value
 
     # The key table, in the API's order (by cost); budget used from GET budgets.
@@ -178,9 +196,9 @@ def test_the_dashboard_shows_what_the_calls_cost(calls):
     # gpt-4o-mini on its gpt-4o call), and nothing for team-b (no cheaper Claude step).
     (shadow,) = lcm.shadow_savings("30d")["keys"]
     assert shadow["key_id"] == row_a["key_id"] and shadow["calls"] == 1
-    assert text["team-a"][5] == dash.usd(shadow["saving_usd"]) and text["team-b"][5] == "—"
+    assert text["team-a"][5] == dash.money(shadow["saving_usd"]) and text["team-b"][5] == "—"
     assert "Auto routing would have saved" in board.summary.value
-    assert text["team-b"][3] == dash.usd(cost_b)
+    assert text["team-b"][3] == dash.money(cost_b)
 
     # Sorting: click a header to sort, again to reverse; no budget sorts last either way.
     table.header_buttons["requests"].click()
@@ -347,29 +365,28 @@ def test_the_rest_beyond_the_top_ten_is_one_bar_that_does_not_filter(served):
 
 def test_a_fresh_server_shows_what_to_do(served):
     board = Dashboard()
-    assert board.messages.kind == "info"
-    assert board.empty_state.layout.display == "" and board.charts.layout.display == "none"
-    assert board.filter_bar.layout.display == "none"
-    assert "No calls logged in the last 30 days" in board.empty_state.value
-    assert "ProxyKeyForm()" in board.empty_state.value
-    assert "lcm_jupyter.openai_client(key)" in board.empty_state.value
+    assert board.state == "empty" and board.messages.kind == ""
+    note = board.states.note
+    assert note.layout.display == "" and board.body.layout.display == "none"
+    assert "No calls logged in the last 30 days" in note.value
+    assert "ProxyKeyForm()" in note.value
+    assert "lcm_jupyter.openai_client(key)" in note.value
     assert board.bar_items == [] and list(board.bars.x) == []
     assert not any(board.trend_lines["cost"].y)
-    assert board.key_table.rows == [] and "No calls by any key" in board.key_table.children[0].value
-    assert "No unread budget alerts" in board.alerts_list.value
     board.period_selector.value = "90d"
-    assert "No calls logged in the last 90 days" in board.empty_state.value
+    assert "No calls logged in the last 90 days" in board.states.note.value
 
 
 def test_errors_show_in_the_widget_not_as_tracebacks(monkeypatch):
     closed = f"http://127.0.0.1:{free_port()}/"
     board = Dashboard(LCMClient(closed, "x"))
-    assert board.messages.kind == "error"
+    assert board.state == "error" and board.messages.kind == "error"
     assert board.messages.text.startswith(f"Could not load the dashboard: cannot reach {closed}")
-    assert board.body.layout.display == "none"
+    # The error alone: no figures, and no "No calls logged" beside it.
+    assert board.body.layout.display == "none" and board.states.note.layout.display == "none"
     board.refresh_button.click()
     board.period_selector.value = "7d"
-    assert board.messages.kind == "error" and board.filter is None
+    assert board.state == "error" and board.filter is None
 
     monkeypatch.delenv("LCM_SERVER_URL", raising=False)
     board = Dashboard()
@@ -378,26 +395,72 @@ def test_errors_show_in_the_widget_not_as_tracebacks(monkeypatch):
 
     with pytest.raises(ValueError, match="7d, 30d, 90d"):
         Dashboard(LCMClient(closed), period="1y")
+    with pytest.raises(ValueError, match="after To"):
+        Dashboard(LCMClient(closed), start="2026-02-02", end="2026-02-01")
 
 
-def test_the_server_going_away_keeps_the_figures_and_says_so(served):
+def test_the_server_going_away_shows_the_error_alone(served):
     with LCMClient() as lcm:
         _openai(_key(lcm, "k"), "gpt-4o-mini")
         _logged(lcm, 1)
     board = Dashboard()
-    shown = list(board.bars.x)
-    _click(board, 0)
+    assert board.state == "data" and list(board.bars.x) == ["gpt-4o-mini"]
     served.stop()
-    board.refresh()
-    assert board.messages.kind == "error" and "cannot reach" in board.messages.text
-    assert list(board.bars.x) == shown == ["gpt-4o-mini"]
     _click(board, 0)
-    assert "Could not filter the cost trend" in board.messages.text
-    # Another grouping that could not be loaded: the filter, its label and the bars still agree.
+    assert board.state == "error" and "Could not filter the cost trend" in board.messages.text
+    assert board.filter is None  # the filter changes only with its figures
+    assert board.body.layout.display == "none"
     board.breakdown_selector.value = "provider"
-    assert "Could not load the breakdown" in board.messages.text
-    assert board.filter == ("model", "gpt-4o-mini") and list(board.bars.x) == shown
-    assert "filtered to <b>model gpt-4o-mini</b>" in board.filter_label.value
+    assert board.state == "error" and "cannot reach" in board.messages.text
+    board.refresh()
+    assert board.state == "error" and board.body.layout.display == "none"
+    assert board.states.note.layout.display == "none"
+
+
+def test_a_custom_range_of_days(calls):
+    lcm = LCMClient()
+    today = date.fromisoformat(lcm.timeseries("7d")["end"])  # the server's analytics day
+    board = Dashboard(lcm, start=today.isoformat(), end=today.isoformat())
+    assert (board.period, board.start, board.end) == ("custom", today, today)
+    assert board.range_box.layout.display == "" and board.state == "data"
+    cost = board.trend_lines["cost"]
+    assert len(cost.y) == 1 and cost.y[0] == pytest.approx(sum(calls["costs"].values()), abs=1e-12)
+    midnight = datetime.combine(today, datetime.min.time())
+    half = timedelta(hours=12)  # the axis holds the day with half a day either side
+    assert (board.trend_x.min, board.trend_x.max) == (midnight - half, midnight + half)
+    assert (
+        f"Days ({today} to {today}): " in board.summary.value and "4 calls" in board.summary.value
+    )
+
+    # Every analytics call asks for those days, not a period, while the board says loading.
+    requests = Requests(lcm)
+    states = []
+    lcm._http.event_hooks["request"].append(lambda _r: states.append(board.state))
+    board.refresh()
+    days = {"start": today.isoformat(), "end": today.isoformat()}
+    analytics = [(p, q) for p, q in requests.take() if p.startswith("analytics/")]
+    assert len(analytics) == 4 and all(q.items() >= days.items() for _, q in analytics)
+    assert not any("period" in q for _, q in analytics)
+    assert set(states) == {"loading"}
+
+    # Days with no call: the empty state names them.
+    board.set_range(today - timedelta(10), today - timedelta(9))
+    assert board.state == "empty"
+    assert f"from {today - timedelta(10)} to {today - timedelta(9)}" in board.states.note.value
+    # The wrong way round: said in the widget, nothing asked.
+    requests.take()
+    board.from_picker.value = today + timedelta(1)
+    assert board.state == "error" and "is after To" in board.messages.text
+    assert requests.take() == []
+    board.period_selector.value = "7d"  # back to a period: the days go out of sight
+    assert board.range_box.layout.display == "none" and board.state == "data"
+    assert requests.take()[0] == ("analytics/timeseries", {"period": "7d"})
+
+    # Choosing "custom" starts from the days shown.
+    fresh = Dashboard(lcm, period="7d")
+    fresh.period_selector.value = "custom"
+    assert (fresh.start, fresh.end) == (today - timedelta(6), today)
+    assert fresh.state == "data" and len(fresh.trend_lines["cost"].y) == 7
 
 
 def test_the_magic_shows_the_dashboard(served, capsys):
@@ -408,7 +471,7 @@ def test_the_magic_shows_the_dashboard(served, capsys):
     assert isinstance(board, Dashboard)
     assert (board.period, board.by) == ("7d", "provider")
     assert [b.name for b in board.bar_items] == ["openai"]
-    assert board.messages.kind == "info"
+    assert board.state == "data" and board.messages.kind == ""
     closed = f"http://127.0.0.1:{free_port()}/"
     board = magics.run(f"dashboard --url {closed} --token x")
     assert board.messages.kind == "error" and "cannot reach" in board.messages.text
@@ -463,6 +526,54 @@ def test_filters_toggle_and_read():
     bars = [dash.Bar("a #3", "a", 1.0, ("key_id", 3))]
     assert dash.describe_filter(("key_id", 3), bars) == "key 'a' (#3)"
     assert dash.describe_filter(("key_id", 4), bars) == "key #4"
+
+
+def test_custom_ranges_and_the_date_axis():
+    assert dash.range_params("30d") == {"period": "30d"}
+    first, last = date(2026, 1, 1), date(2026, 1, 31)
+    assert dash.range_params("custom", first, last) == {
+        "period": None,
+        "start": "2026-01-01",
+        "end": "2026-01-31",
+    }
+    with pytest.raises(ValueError, match="Pick the first and the last day"):
+        dash.range_params("custom", first, None)
+    with pytest.raises(ValueError, match=r"From \(2026-01-31\) is after To \(2026-01-01\)"):
+        dash.range_params("custom", last, first)
+    with pytest.raises(ValueError, match="at most 366 days"):
+        dash.range_params("custom", date(2025, 1, 1), date(2026, 1, 2))
+    assert dash.range_params("custom", date(2025, 1, 1), date(2026, 1, 1))["end"] == "2026-01-01"
+    assert dash.day_domain([]) is None
+    assert dash.day_domain(["2026-11-25", "2026-11-26", "2026-11-27"]) == (
+        datetime(2026, 11, 24, 12),
+        datetime(2026, 11, 27, 12),
+    )
+    assert dash.day_domain(["2026-11-25"]) == (
+        datetime(2026, 11, 24, 12),
+        datetime(2026, 11, 25, 12),
+    )
+    assert dash.empty_message("custom", "2026-01-01", "2026-01-31").startswith(
+        "No calls logged from 2026-01-01 to 2026-01-31."
+    )
+    answer = {"period": "custom", "start": "2026-01-01", "end": "2026-01-31"}
+    assert dash.period_summary(answer, [_item("a", 0.004, input_tokens=1, output_tokens=2)]) == (
+        "Days (2026-01-01 to 2026-01-31): $0.00400 spent, $0.00 saved by routing and caching, "
+        "1 call, 3 tokens"
+    )
+
+
+def test_hover_texts_are_money():
+    assert dash.day_tip("2026-11-24", 1.847, 0.00042) == (
+        '<div class="lcm-tip" style="padding:4px 8px;font-size:12px;background:white;'
+        'border:1px solid #ccc"><b>Tue Nov 24 2026</b><br>Cost $1.85<br>Savings $0.000420</div>'
+    )
+    bar = dash.Bar("a <b>", "a <b>", 0.0123, None)
+    assert "<b>a &lt;b&gt;</b><br>Cost $0.01</div>" in dash.bar_tip(bar)
+    assert dash.day_ticks([f"2026-11-{d:02d}" for d in range(1, 31)]) == [
+        "2026-11-01", "2026-11-06", "2026-11-11", "2026-11-16", "2026-11-21", "2026-11-26",
+    ]  # fmt: skip
+    assert dash.day_ticks(["2026-11-01"]) == ["2026-11-01"] and dash.day_ticks([]) == []
+    assert len(dash.day_ticks([f"d{n}" for n in range(90)])) <= 8
 
 
 def test_trend_arrays_and_formats():

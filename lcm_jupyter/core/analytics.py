@@ -134,7 +134,7 @@ class Period:
 
     def bounds(self) -> list[int]:
         """Epoch seconds of each day's local midnight, then of the midnight after the last."""
-        return [_midnight(d, self.tz) for d in [*self.days, self.last + timedelta(1)]]
+        return [midnight(d, self.tz) for d in [*self.days, self.last + timedelta(1)]]
 
     def to_json(self) -> dict:
         """The period fields of an answer."""
@@ -146,13 +146,15 @@ class Period:
         }
 
 
-def _midnight(day: date, tz: tzinfo) -> int:
+def midnight(day: date, tz: tzinfo) -> int:
+    """Epoch seconds of the local midnight that starts `day` in `tz`."""
     # fold=0 picks the earlier instant when midnight repeats; a skipped midnight maps
     # to the instant the day really starts at, so days tile without gaps or overlaps.
     return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
 
 
-def _parse_date(raw: str, param: str) -> date:
+def parse_date(raw: str, param: str) -> date:
+    """A `YYYY-MM-DD` query argument as a date; BadRequest naming `param` otherwise."""
     if not _DATE.fullmatch(raw):
         raise BadRequest(f"{param} must be a date YYYY-MM-DD", param=param)
     try:
@@ -175,7 +177,7 @@ def resolve_period(
             raise BadRequest("give either period or start and end, not both", param="period")
         if not (start and end):
             raise BadRequest("start and end go together", param="start" if not start else "end")
-        first, last = _parse_date(start, "start"), _parse_date(end, "end")
+        first, last = parse_date(start, "start"), parse_date(end, "end")
         if first > last:
             raise BadRequest("start is after end", param="start")
         if (last - first).days + 1 > MAX_DAYS:
@@ -190,7 +192,9 @@ def resolve_period(
 
 def top_with_other(groups: Iterable[tuple[T, Totals]], limit: int) -> list[tuple[T | str, Totals]]:
     """Groups by cost, most first; beyond `limit`, the rest summed into one named "other"."""
-    ranked = sorted(groups, key=lambda g: (-g[1].cost_units, -g[1].requests, str(g[0])))
+    ranked: list[tuple[T | str, Totals]] = sorted(
+        groups, key=lambda g: (-g[1].cost_units, -g[1].requests, str(g[0]))
+    )
     if len(ranked) <= limit:
         return ranked
     rest = Totals()

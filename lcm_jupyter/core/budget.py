@@ -37,7 +37,7 @@ from .media import (
     video_seconds,
     video_tokens,
 )
-from .money import format_usd
+from .money import format_money
 from .pricing import RateCard
 from .prompt import MEDIA_KEYS, MEDIA_TYPES
 from .providers.google import generation_config
@@ -573,7 +573,7 @@ class _Bound:
                 if isinstance(node.get(key), str):
                     self.text(node[key])
             return
-        file = node.get("file") if isinstance(node.get("file"), Mapping) else node
+        file: Mapping = node["file"] if isinstance(node.get("file"), Mapping) else node
         data = file.get("file_data")
         if isinstance(data, str):
             if data.startswith("data:") and ";base64," in data[:256]:
@@ -1007,7 +1007,7 @@ def alert_message(
     locale: str = "en",
 ) -> str:
     """A one-line budget alert in English, or Korean when `locale` starts with "ko"."""
-    figures = f"{format_usd(spent_usd)} / {format_usd(budget_usd)}"
+    figures = f"{format_money(spent_usd)} / {format_money(budget_usd)}"
     korean = isinstance(locale, str) and locale.strip().lower().startswith("ko")
     if percent >= 100:
         if korean:
@@ -1045,9 +1045,9 @@ def budget_exceeded_message(
 ) -> str:
     """The 429 budget_exceeded error text: spend, holds of calls in flight, and the limit."""
     in_flight = (
-        f" (+{format_usd(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
+        f" (+{format_money(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
     )
-    figures = f"{format_usd(spent_usd)} spent{in_flight} of {format_usd(budget_usd)}"
+    figures = f"{format_money(spent_usd)} spent{in_flight} of {format_money(budget_usd)}"
     if spent_usd >= budget_usd:
         head = f"Monthly budget exhausted for {month}: {figures}."
     else:
@@ -1086,8 +1086,8 @@ def webhook_payload(
                 "fields": [
                     {"title": "Key", "value": _slack_escape(key_name), "short": True},
                     {"title": "Month", "value": month, "short": True},
-                    {"title": "Spent", "value": format_usd(spent_usd), "short": True},
-                    {"title": "Budget", "value": format_usd(budget_usd), "short": True},
+                    {"title": "Spent", "value": format_money(spent_usd), "short": True},
+                    {"title": "Budget", "value": format_money(budget_usd), "short": True},
                     {"title": "Threshold", "value": f"{percent}%", "short": True},
                     {"title": "Severity", "value": severity, "short": True},
                 ],

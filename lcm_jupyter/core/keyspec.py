@@ -197,7 +197,8 @@ class KeyField:
     `storage`: how the column holds it ("value" as is, "json" text, "bool" 0/1, "secrets"
     a JSON object of provider -> encrypted key, shown masked). `number`: "int" or
     "float" for a number the form takes as text, blank meaning none (`blank` is what none
-    is stored as). `flag`: the `jupyter lcm keys create` option that sets it, if any.
+    is stored as). `choices`: the values it takes, when a fixed set. `flag`: the `jupyter
+    lcm keys create` option that sets it, if any (`help` is that option's help).
     """
 
     name: str
@@ -207,6 +208,7 @@ class KeyField:
     storage: str = "value"
     number: str | None = None
     blank: Any = None
+    choices: tuple[str, ...] = ()
     flag: str | None = None
     help: str = ""
 
@@ -214,7 +216,7 @@ class KeyField:
 KEY_FIELDS: tuple[KeyField, ...] = (
     KeyField("name", None, _name, "name", help="What the key is for."),
     KeyField(
-        "provider", "auto", _provider, "provider", flag="provider",
+        "provider", "auto", _provider, "provider", choices=KEY_PROVIDERS, flag="provider",
         help="The provider the key is for (auto: any, detected per call).",
     ),
     KeyField("provider_api_keys", {}, _provider_api_keys, "provider API keys", storage="secrets"),
@@ -239,7 +241,8 @@ KEY_FIELDS: tuple[KeyField, ...] = (
     # Calls go through unchanged unless the user turns routing on (with its shadow savings
     # as the evidence): silent swaps break evaluations and reproducibility.
     KeyField(
-        "routing_mode", "off", _routing_mode, "routing mode", flag="routing",
+        "routing_mode", "off", _routing_mode, "routing mode", choices=ROUTING_MODES,
+        flag="routing",
         help="auto, manual (the key's rules) or off.",
     ),
     KeyField("routing_rules", [], _routing_rules, "routing rules", storage="json"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -581,7 +581,6 @@ class PriceTable:
         *,
         at: datetime | None = None,
         batch: bool = False,
-        step_card: Callable[[str], RateCard | None] | None = None,
     ) -> Priced | None:
         """The exact cost of a call's usage, or None when its model is unpriced."""
         context: dict[str, str] = {}
@@ -600,12 +599,12 @@ class PriceTable:
         # Each step at its own model's card and tier; tool fees once, at the call's card.
         total = tools
         for step in usage.steps:
-            step_card_ = card
-            if step.model:
-                step_card_ = self.resolve(step.model, provider, at=at, context=context)
-                if step_card_ is None:
-                    return None
-            total += step_card_.cost(step)
+            stepped = (
+                self.resolve(step.model, provider, at=at, context=context) if step.model else card
+            )
+            if stepped is None:
+                return None
+            total += stepped.cost(step)
         return Priced(total, tools, card)
 
     def price_call(

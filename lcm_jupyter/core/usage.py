@@ -16,7 +16,7 @@ their sums. How each provider's wire maps onto this lives in `core/providers/`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -144,15 +144,25 @@ class Usage:
         }
         extra = {k: int(v) for k, v in d.items() if k in EXTRA_KEYS and v}
         steps = tuple(
-            Step(**{k: v for k, v in s.items() if k in Step.__slots__})  # type: ignore[attr-defined]
+            Step(**{k: v for k, v in s.items() if k in _STEP_FIELDS})
             for s in d.get("steps") or ()
             if isinstance(s, Mapping) and "kind" in s
         )
-        return cls(**core, extra=extra, steps=steps, service_tier=d.get("service_tier"))
+        return cls(
+            input_tokens=core["input_tokens"],
+            output_tokens=core["output_tokens"],
+            cached_tokens=core["cached_tokens"],
+            cache_write_tokens=core["cache_write_tokens"],
+            cache_write_1h_tokens=core["cache_write_1h_tokens"],
+            reasoning_tokens=core["reasoning_tokens"],
+            extra=extra,
+            steps=steps,
+            service_tier=d.get("service_tier"),
+        )
 
 
 def _step_items(step: Step) -> list[tuple[str, Any]]:
-    return [(name, getattr(step, name)) for name in Step.__slots__]  # type: ignore[attr-defined]
+    return [(name, getattr(step, name)) for name in _STEP_FIELDS]
 
 
 # ---------------------------------------------------------------------------
@@ -192,3 +202,6 @@ def first(container: Mapping[str, Any], *keys: str) -> int:
         if value is not None:
             return count(value)
     return 0
+
+
+_STEP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Step))

@@ -98,6 +98,7 @@ class AlertService:
         return created
 
     async def _post(self, payload: dict) -> None:
+        assert self.webhook_url  # called only when one is set
         try:
             timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
             async with (

@@ -89,7 +89,7 @@ def breakdown_items(db, by: str, limit: int, period: analytics.Period, filters: 
     ranked = analytics.top_with_other(groups, limit)
     if by != "key":
         return [totals.item(name or "(none)") for name, totals in ranked]
-    names = rollup.key_names(db, [kid for kid, _ in ranked if kid != analytics.OTHER])
+    names = rollup.key_names(db, [kid for kid, _ in ranked if isinstance(kid, int)])
     items = []
     for kid, totals in ranked:
         if kid == analytics.OTHER:
@@ -97,6 +97,7 @@ def breakdown_items(db, by: str, limit: int, period: analytics.Period, filters: 
         elif kid == rollup.NO_KEY:
             name, key_id = "(no key)", None
         else:
+            assert isinstance(kid, int)
             name, key_id = names.get(kid, f"key {kid}"), kid
         items.append({**totals.item(name), "key_id": key_id})
     return items

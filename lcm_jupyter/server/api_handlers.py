@@ -1,8 +1,9 @@
 """The management REST API (Jupyter-authenticated): keys, logs, pricing.
 
 Every handler requires the Jupyter login (`@web.authenticated`) and the
-authorizer's consent on an `lcm:*` resource. Client mistakes answer 4xx with
-`{"error": {"message", "code", "param"}}`, never a 500.
+authorizer's consent on an `lcm:*` resource; kernels log in with a credential of
+their own that only these handlers accept (kernel_auth.py). Client mistakes answer
+4xx with `{"error": {"message", "code", "param"}}`, never a 500.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..core.analytics import load_timezone
 from ..core.budget import current_month, to_usd
 from ..core.errors import BadRequest, LCMError, NotFound
 from ..core.keyspec import validate_key_fields
+from ..core.logfilter import parse_log_filter
 from ..core.pricing import ModelPrice, PricingError
 from ..store import alerts as alert_table
 from ..store import feedback as feedback_table
 from ..store import keys as key_table
 from ..store import logs as log_table
+from .kernel_auth import LCM_ONLY, kernel_user
 from .services import LCMServices
 
 MAX_LOG_PAGE = 1000
+LOG_FILTER_ARGS = ("model", "provider", "status", "start", "end", "since", "until")
 UNPRICED_DAYS = 90
 """GET lcm/api/pricing lists the unpriced models called in this many days."""
 MAX_ID = 2**62
@@ -54,12 +59,30 @@ def _found(value, what: str):
 
 
 class LCMAPIHandler(APIHandler):
-    """Shared plumbing: the services, JSON in and out, errors as JSON."""
+    """Shared plumbing: the services, the kernels' login, JSON in and out, errors as JSON."""
 
     auth_resource = "lcm"
+    _kernel_authenticated = False
 
     def initialize(self, lcm: LCMServices) -> None:
         self.lcm = lcm
+
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler's own
+        user = kernel_user(self)  # a 403 for a wrong kernel credential
+        if user is None:
+            await super().prepare()  # Jupyter's login: token, password cookie, JupyterHub
+            return
+        if not self.check_host():
+            raise web.HTTPError(403)
+        # Like Jupyter's token: a header no browser sends by itself, so no XSRF or origin
+        # check (which Jupyter skips for token-authenticated requests too).
+        self._kernel_authenticated = True
+        self.current_user = self._jupyter_current_user = user
+
+    @property
+    def authorizer(self):
+        """Jupyter's authorizer; for the kernel credential, one that allows `lcm:*` only."""
+        return LCM_ONLY if self._kernel_authenticated else super().authorizer
 
     def json_body(self) -> Any:
         """The request body as JSON; BadRequest if it is not."""
@@ -181,7 +204,8 @@ class KeyHandler(LCMAPIHandler):
 
 
 class LogsHandler(LCMAPIHandler):
-    """`GET lcm/api/logs?key_id=&limit=&before=`: newest first."""
+    """`GET lcm/api/logs?key_id=&model=&provider=&status=&start=&end=&since=&until=&limit=&before=`:
+    newest first; `next_before` pages back through the same filters (core/logfilter.py)."""
 
     auth_resource = "lcm:logs"
 
@@ -189,14 +213,21 @@ class LogsHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def get(self) -> None:
-        key_id = self.int_arg("key_id", None)
+        where = parse_log_filter(
+            {name: self.get_argument(name, None) for name in LOG_FILTER_ARGS},
+            load_timezone(self.lcm.settings.analytics_timezone),
+            key_id=self.int_arg("key_id", None),
+        )
         limit = self.int_arg("limit", 100, lo=1, hi=MAX_LOG_PAGE)
         before = self.get_argument("before", None) or None
         # Rows are written in batches: write the queued ones, so a call just made shows.
         await self.lcm.flush_logs()
-        rows = await self.lcm.store.run(
-            log_table.list_logs, key_id=key_id, limit=limit, before=before
-        )
+        rows = await self.lcm.store.run(log_table.list_logs, where, limit=limit, before=before)
+        if rows is None:
+            raise BadRequest(
+                "before must be a logged call's id (the previous page's next_before)",
+                param="before",
+            )
         next_before = rows[-1]["id"] if len(rows) == limit else None
         self.reply({"logs": rows, "next_before": next_before})
 
@@ -385,7 +416,9 @@ class BudgetHandler(LCMAPIHandler):
 
 
 class ReconcileHandler(LCMAPIHandler):
-    """`POST lcm/api/reconcile` `{key_id?}`: rebuild budget counters from the log; the drift."""
+    """`POST lcm/api/reconcile` `{key_id?}`: rebuild budget counters from the log; per key
+    with spend this month its logged spend, and for keys with a budget the counter and its
+    drift (null for keys without one: nothing is counted for them, so nothing drifts)."""
 
     auth_resource = "lcm:budgets"
 

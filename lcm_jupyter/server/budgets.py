@@ -335,14 +335,18 @@ class Guard:
             before = await counters.set_spent(
                 key_id=key.id, month=month, spent=truth, drop_reservations=drop
             )
+            # Calls are booked on the counter only for keys with a budget: for the others
+            # the counter is what the last reconcile put there, and nothing can drift.
+            counted = key.monthly_budget_usd is not None
             if before or truth:
                 report.append(
                     {
                         "key_id": key.id,
                         "name": key.name,
-                        "counter_usd": to_usd(before),
+                        "budget_usd": key.monthly_budget_usd,
+                        "counter_usd": to_usd(before) if counted else None,
                         "logged_usd": to_usd(truth),
-                        "drift_usd": to_usd(before - truth),
+                        "drift_usd": to_usd(before - truth) if counted else None,
                     }
                 )
         await self._replace_reservations(counters, key_id, month)
@@ -351,7 +355,7 @@ class Guard:
         drifted = [r for r in report if r["drift_usd"] and r["counter_usd"]]
         if drifted:
             log.warning("lcm: reconcile %s corrected %d key(s): %s", month, len(drifted), drifted)
-        loaded = sum(1 for r in report if r["logged_usd"] and not r["counter_usd"])
+        loaded = sum(1 for r in report if r["logged_usd"] and r["counter_usd"] == 0)
         if loaded:
             log.info("lcm: reconcile %s loaded %d key(s)' spend from the log", month, loaded)
         return {"month": month, "store": getattr(counters, "name", "?"), "keys": report}

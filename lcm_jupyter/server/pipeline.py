@@ -13,6 +13,7 @@ share it. Whatever happens, exactly one log row is written per call.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..core.budget import estimate_input_tokens
 from ..core.detect import detect_provider
@@ -33,9 +34,11 @@ from ..core.errors import (
     EndpointNotMetered,
     InvalidJSON,
     LCMError,
+    NotFound,
     PayloadTooLarge,
     PermissionDenied,
     ProviderNotDetected,
+    UpstreamUnavailable,
     render_error,
     render_stream_error,
 )
@@ -61,6 +64,7 @@ from ..core.usage import Usage
 from ..store import billed
 from ..store.journal import Journal, begin_record
 from ..store.keys import KeyRecord
+from ..store.logrow import LogRow
 from ..store.logwriter import LogWriter
 from ..store.store import Store
 from ..store.timeutil import to_iso
@@ -132,6 +136,7 @@ _OUR_RATE_HEADERS = frozenset(
     }
 )
 _DROP_WHEN_RATE_LIMITED = _DROP_RESPONSE_HEADERS | _OUR_RATE_HEADERS
+_RETRY_HEADERS = frozenset({"retry-after", "retry-after-ms"})
 _JSON_HEADERS = (("content-type", "application/json"),)
 # The decision logged for calls refused before routing ran (bad key, bad body, limits).
 _NOT_ROUTED = {
@@ -171,6 +176,16 @@ class ServerStopping(LCMError):
             f"ones. Retry in {RETRY_AFTER_STOPPING_SECONDS} seconds.",
             headers={"retry-after": str(RETRY_AFTER_STOPPING_SECONDS)},
         )
+
+
+class UpstreamError(LCMError):
+    """The provider's own error, put in its JSON shape (its body was not JSON)."""
+
+    code = "upstream_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ResponseSink(Protocol):
@@ -312,9 +327,9 @@ class ProxyPipeline:
             raise
         except Exception as exc:  # a bug: still answer in the provider's shape, and log
             log.exception("lcm proxy failed on %s %s", req.method, req.path)
-            err = LCMError(f"Internal error in the lcm proxy: {exc.__class__.__name__}: {exc}")
-            call.status, call.error = err.status, err.message
-            await self._answer_error(sink, call, err)
+            bug = LCMError(f"Internal error in the lcm proxy: {exc.__class__.__name__}: {exc}")
+            call.status, call.error = bug.status, bug.message
+            await self._answer_error(sink, call, bug)
         finally:
             try:
                 if call.key_id is None and call.status == 401:
@@ -401,11 +416,23 @@ class ProxyPipeline:
             # On disk before the reservation exists: if this process dies, the next start
             # logs the call as cut short and releases what it holds (store/journal.py).
             self.journal.begin(self._begin_record(call, key, endpoint, jbody))
+        # Routed first, so that the reservation prices the model the call will go to (a
+        # manual rule may name a dearer one), at the service tier the request asks for.
+        decision = None
+        if self.router is not None:
+            decision = self.router.decide(key, call.requested_model, endpoint.wire, jbody, req.path)
+        routed_to = decision.to_model if decision is not None and decision.was_routed else None
         if self.guard is not None:
             # Retrievals reserve nothing: what they bill was asked for (and allowed) before.
             metered = endpoint.charge == METERED and endpoint.wire not in _RETRIEVALS
+            tier = _requested_tier(jbody)
             card = (
-                self.pricing.table.resolve(call.requested_model, provider, at=call.at)
+                self.pricing.table.resolve(
+                    routed_to or call.requested_model,
+                    provider,
+                    at=call.at,
+                    context={"service_tier": tier} if tier else None,
+                )
                 if metered
                 else None
             )
@@ -416,7 +443,7 @@ class ProxyPipeline:
                 jbody,
                 generates=endpoint.wire not in _NO_OUTPUT,
                 metered=metered,
-                model=call.requested_model,
+                model=routed_to or call.requested_model,
                 month=call.created_at[:7],
                 wire=endpoint.wire,
                 raw_size=len(req.body),
@@ -424,14 +451,11 @@ class ProxyPipeline:
         extra = call.hold.headers() if call.hold is not None else []
 
         path = req.path
-        if self.router is not None:
-            decision = call.decision = self.router.decide(
-                key, call.requested_model, endpoint.wire, jbody, req.path
-            )
-            if decision.was_routed and decision.to_model:
-                path, jbody = apply_route(endpoint.wire, path, jbody, decision.to_model)
-                call.model = decision.to_model
-                extra.append(("x-lcm-routed-model", decision.to_model))
+        call.decision = decision
+        if routed_to:
+            path, jbody = apply_route(endpoint.wire, path, jbody, routed_to)
+            call.model = routed_to
+            extra.append(("x-lcm-routed-model", routed_to))
 
         digest = None
         if (
@@ -466,18 +490,34 @@ class ProxyPipeline:
         resp = await self.upstream.send(req.method, url, headers, payload)
         call.ttfb_ms = (time.perf_counter() - sent) * 1000
         call.status = call.upstream_status = resp.status
-        out_headers = _response_headers(resp.headers, ours=bool(extra))
-        out_headers.extend(extra)
         ok = 200 <= resp.status < 300
+        # An error keeps the provider's retry-after: an admitted call's own headers carry none.
+        out_headers = _response_headers(resp.headers, ours=bool(extra), error=resp.status >= 400)
+        out_headers.extend(extra)
         if ok and (stream or _is_event_stream(resp.headers)):
             await self._relay_stream(
                 resp, sink, call, endpoint, req.query, strip_usage, out_headers
             )
             return
         data = await resp.read()
+        status = resp.status
         if ok and endpoint.wire is not None:
-            await self._meter_body(call, endpoint, data, req, jbody)
-            if digest is not None and call.usage is not None:
+            unreadable = await self._meter_body(call, endpoint, data, req, jbody)
+            if unreadable is not None and _has_body(req.method, status, resp.headers):
+                # A JSON answer cut short: no SDK can read it, so a 502 in the provider's
+                # shape says what came. The provider may have billed it: with no usage,
+                # the row books the estimate a stream cut short gets (`_row`).
+                call.status = status = UpstreamUnavailable.status
+                call.error = (
+                    f"The provider at {self._origin(provider)} answered {resp.status}, but its "
+                    f"answer was cut short or is not valid JSON ({len(data)} bytes; "
+                    f"{unreadable})."
+                )
+                data = render_error(
+                    provider, UpstreamUnavailable(call.error, code="upstream_invalid_json"), call.id
+                )
+                out_headers = _as_json(out_headers)
+            elif digest is not None and self.cache is not None and call.usage is not None:
                 await self.cache.put(
                     digest,
                     status=resp.status,
@@ -489,7 +529,22 @@ class ProxyPipeline:
                 )
         elif not ok:
             call.error = _error_text(data)
-        sink.start(resp.status, out_headers)
+            # The provider's JSON error goes back byte for byte; an error that is not JSON
+            # (a gateway's HTML page, an empty body) is put in the provider's shape.
+            what = None
+            if status >= 400 and _has_body(req.method, status, resp.headers):
+                what = _not_json_error(data, resp.headers)
+            if what is not None:
+                call.error = f"The provider at {self._origin(provider)} answered {status} {what}"
+            hint = _unknown_path_hint(req, provider) if status == 404 else None
+            if hint is not None:
+                # The provider's own 404, in its shape, saying which base URL looks wrong.
+                call.error = f"{call.error} ({hint})"
+            if what is not None or hint is not None:
+                err = NotFound(call.error) if status == 404 else UpstreamError(status, call.error)
+                data = render_error(provider, err, call.id)
+                out_headers = _as_json(out_headers)
+        sink.start(status, out_headers)
         await sink.finish(data)
         call.answered = True
 
@@ -584,22 +639,33 @@ class ProxyPipeline:
         await sink.finish()
         call.answered = True
 
+    def _origin(self, provider: str) -> str:
+        """The provider's scheme, host and port, as error messages name it."""
+        parts = urlsplit(self._base_urls.get(provider, ""))
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else provider
+
     async def _meter_body(
         self, call: Call, endpoint: Endpoint, data: bytes, req: ProxyRequest, body: dict | None
-    ) -> None:
+    ) -> str | None:
+        """Take the usage from a whole (non-streamed) answer; why the answer could not be read
+        as JSON, if it could not (None when it was, or is not read as one JSON document)."""
         wire = endpoint.wire
         reader = for_wire(wire)
         if reader is None or wire is None:
-            return
+            return None
         request = Request(method=req.method, body=body, raw_size=len(req.body))
         if wire in _BATCH_RESULTS:
             call.usage = reader.usage_from_lines(wire, data)
             await self._bill_once(call, f"{call.provider}:{_normalize_path(req.path)}")
-            return
+            return None
+        unreadable = None
         try:
             answer = json.loads(data)
-        except ValueError:
-            answer = None
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            answer, unreadable = None, str(exc) or exc.__class__.__name__
+        except RecursionError:
+            answer, unreadable = None, "nested too deeply to be read"
         if isinstance(answer, dict):
             call.usage = reader.usage_from_body(wire, answer, request)
             call.model = reader.response_model(wire, answer) or call.model
@@ -613,6 +679,7 @@ class ProxyPipeline:
             call.usage = reader.usage_from_request(wire, request)
             if call.usage is None and answer is None and wire != "openai.response_get":
                 call.error = "The provider's answer was not JSON; usage unknown."
+        return unreadable
 
     async def _bill_once(self, call: Call, ref: str) -> None:
         """Bill this call's usage only if no call before it billed the same result."""
@@ -816,7 +883,7 @@ class ProxyPipeline:
             # Nothing was spent; what the call would have cost was saved.
             cost, tool_fees = 0.0, 0.0
         logged = decision.to_json() if decision is not None else _NOT_ROUTED
-        return {
+        row: LogRow = {
             "id": call.id,
             "key_id": call.key_id,
             "provider": call.provider,
@@ -845,8 +912,9 @@ class ProxyPipeline:
             "routing_decision": json.dumps(logged),
             "shadow_savings_usd": 0.0,
             "created_at": call.created_at,
-            **self._shadow_job(call, usage, priced, decision),
         }
+        # The shadow job rides with the row to the log writer's thread, which takes it off.
+        return {**row, **self._shadow_job(call, usage, priced, decision)}
 
 
 _FORM_FIELD = re.compile(
@@ -878,7 +946,7 @@ def _parse_body(req: ProxyRequest) -> Any:
     kind = req.headers.get("content-type", "").lower()
     if kind.startswith("multipart/form-data"):
         # Uploads (transcriptions): the model and options are form fields beside the file.
-        fields = {}
+        fields: dict[str, Any] = {}
         for name, value in _FORM_FIELD.findall(raw[:65536] + raw[-4096:]):
             fields.setdefault(name.decode(), value.decode("utf-8", "replace"))
         return fields
@@ -921,11 +989,70 @@ def _upstream_headers(
     return out
 
 
-def _response_headers(headers: Iterable[tuple[str, str]], *, ours: bool) -> list[tuple[str, str]]:
+def _response_headers(
+    headers: Iterable[tuple[str, str]], *, ours: bool, error: bool = False
+) -> list[tuple[str, str]]:
     """The provider's headers that go back; with `ours`, the key's rate-limit headers replace
-    the provider's request-count ones."""
+    the provider's request-count ones (an `error` keeps the provider's retry-after)."""
     drop = _DROP_WHEN_RATE_LIMITED if ours else _DROP_RESPONSE_HEADERS
+    if error:
+        drop = drop - _RETRY_HEADERS
     return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def _as_json(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` for a body the proxy wrote in the provider's JSON shape."""
+    return [h for h in headers if h[0].lower() != "content-type"] + list(_JSON_HEADERS)
+
+
+def _content_type(headers: Iterable[tuple[str, str]]) -> str:
+    for k, v in headers:
+        if k.lower() == "content-type":
+            return v.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _has_body(method: str, status: int, headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether an answer with this status to this method carries a body to read (never HEAD,
+    204, 205 or 304), and, for a 2xx, one that says it is JSON."""
+    if method.upper() == "HEAD" or status in (204, 205, 304):
+        return False
+    if status >= 300:
+        return True
+    kind = _content_type(headers)
+    return kind == "application/json" or kind.endswith("+json")
+
+
+_HTML_START = re.compile(rb"\s*<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_GIST_CHARS = 200
+
+
+def _not_json_error(data: bytes, headers: Iterable[tuple[str, str]]) -> str | None:
+    """What an error body is, worded to follow "the provider answered 502 ...", when it is not
+    a JSON error (an object or a list); None when it is one."""
+    if not data.strip():
+        return "with an empty body"
+    try:
+        if isinstance(json.loads(data), (dict, list)):
+            return None
+    except (ValueError, RecursionError):
+        pass
+    kind = _content_type(headers)
+    text = data[:65536].decode("utf-8", "replace")
+    if "html" in kind or _HTML_START.match(data[:1024]):
+        title = _HTML_TITLE.search(text)
+        page = title.group(1) if title else _HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text))
+        return f"with an HTML page: {_gist(html.unescape(_HTML_TAG.sub(' ', page)))}"
+    return f"with a body that is not JSON ({kind or 'no content type'}): {_gist(text)}"
+
+
+def _gist(text: str) -> str:
+    """The first words of `text`, on one line."""
+    words = " ".join(text.split())
+    return words if len(words) <= _GIST_CHARS else words[: _GIST_CHARS - 3].rstrip() + "..."
 
 
 # Query parameters that may carry a key (Gemini REST clients put theirs in `key`): never sent
@@ -946,6 +1073,39 @@ def _is_event_stream(headers: Iterable[tuple[str, str]]) -> bool:
     return any(
         k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in headers
     )
+
+
+# The version segment every provider path starts with (v1/, v1beta/, v1alpha/...).
+_VERSIONED_PATH = re.compile(r"v\d+(?:alpha|beta)?\d*(?:/|$)")
+# Where each SDK's base URL points, and the version it then adds or needs.
+_SDK_BASE = {
+    "openai": ("an OpenAI SDK's base_url ends in /v1: {base}lcm/proxy/{route}/v1", "v1"),
+    "anthropic": ("the Anthropic SDK's base_url is {base}lcm/proxy/{route} (it adds /v1/)", "v1"),
+    "google": ("google-genai's base_url is {base}lcm/proxy/{route} (it adds /v1beta/)", "v1beta"),
+}
+
+
+def _unknown_path_hint(req: ProxyRequest, provider: str) -> str | None:
+    """Why the provider may not know this path: one without a version segment is what an
+    SDK sends when its base URL lacks /v1. None when the path has one (a 404 then means
+    something else, e.g. an unknown model or response id)."""
+    if _VERSIONED_PATH.match(req.path) or provider not in _SDK_BASE:
+        return None
+    how, version = _SDK_BASE[provider]
+    sdk = how.format(base=".../", route=req.route)
+    return (
+        f"lcm-jupyter: {provider} has no {req.method} /{req.path}: its paths start with "
+        f"/{version}/, so the client's base URL looks wrong; {sdk}"
+    )
+
+
+def _requested_tier(body: dict | None) -> str | None:
+    """The service tier a request asks for (OpenAI and Anthropic `service_tier`, Gemini
+    `serviceTier`), which prices the call (priority costs more)."""
+    if not isinstance(body, dict):
+        return None
+    tier = body.get("service_tier", body.get("serviceTier"))
+    return tier.lower() if isinstance(tier, str) and tier not in ("auto", "default") else None
 
 
 def _error_text(data: bytes) -> str:

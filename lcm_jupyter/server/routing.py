@@ -93,9 +93,12 @@ class Router:
         """Count a rating of a logged call in the board, if the call was routed."""
         if not decision or not decision.get("was_routed"):
             return
+        source, target = decision.get("from_model"), decision.get("to_model")
+        if not isinstance(source, str) or not isinstance(target, str):
+            return  # a row written by hand or by an older version: nothing to count
         self.board.record(
-            self.family(decision.get("from_model")) or decision.get("from_model"),
-            decision.get("to_model"),
+            self.family(source) or source,
+            target,
             decision.get("intent"),
             score,
             previous=previous,

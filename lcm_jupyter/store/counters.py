@@ -88,8 +88,9 @@ class BudgetState:
 class Counters(Protocol):
     """Atomic read-modify-write operations the pipeline needs, each one round trip."""
 
-    name: str
-    """"redis" or "memory"."""
+    @property
+    def name(self) -> str:
+        """Which store answers ("memory", "redis", ...), for status lines."""
 
     async def admit(
         self,

@@ -426,7 +426,8 @@ class RedisCounters:
 
     async def cache_get(self, key: str) -> bytes | None:
         """A cached response, or None."""
-        return await self._redis.get(cache_key(key))
+        found = await self._redis.get(cache_key(key))
+        return found.encode() if isinstance(found, str) else found
 
     async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
         """Cache a response for `ttl` seconds (nothing when `ttl` is not positive)."""

@@ -45,6 +45,7 @@ except ImportError:  # Windows: no flock (a live process's open lock file cannot
 
 from ..core.pricing import PriceTable
 from ..core.usage import Usage
+from .logrow import LogRow
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class Journal:
         self,
         *,
         logged: Callable[[list[str]], Awaitable[set[str]]],
-        submit: Callable[[dict[str, Any]], None],
+        submit: Callable[[Mapping[str, Any]], None],
         flush: Callable[[], Awaitable[bool]],
         release: Callable[[int, str, str], Awaitable[None]],
         prices: Callable[[], PriceTable] | None = None,
@@ -279,7 +280,7 @@ class Journal:
         instance: str,
         done: Recovery,
         logged: Callable[[list[str]], Awaitable[set[str]]],
-        submit: Callable[[dict[str, Any]], None],
+        submit: Callable[[Mapping[str, Any]], None],
         flush: Callable[[], Awaitable[bool]],
         release: Callable[[int, str, str], Awaitable[None]],
         prices: Callable[[], PriceTable] | None,
@@ -414,7 +415,7 @@ def begin_record(
     }
 
 
-def cut_short_row(begin: Mapping[str, Any], table: PriceTable | None) -> dict[str, Any]:
+def cut_short_row(begin: Mapping[str, Any], table: PriceTable | None) -> LogRow:
     """The log row of a call that began and never finished (the server died meanwhile).
 
     A metered call is booked at an estimate of its input (the provider may have billed it:
@@ -430,17 +431,20 @@ def cut_short_row(begin: Mapping[str, Any], table: PriceTable | None) -> dict[st
     tokens = 0
     error = CUT_SHORT_ERROR
     if charge == "metered" and estimate:
-        usage = Usage(input_tokens=estimate)
-        priced = None
-        if table is not None:
-            version = table.version
-            priced = table.price(usage, begin.get("rm"), begin.get("p"), at=_at(begin))
         tokens, estimated = estimate, True
         error += _ESTIMATE_NOTE
-        if priced is None:
-            cost, unpriced = None, True
-        else:
-            cost = float(priced.cost)
+        cost, unpriced = None, True
+        if table is not None:
+            version = table.version
+            booked = table.price_call(
+                Usage(input_tokens=estimate),
+                model=begin.get("rm"),
+                requested_model=begin.get("rm"),
+                provider=begin.get("p"),
+                at=_at(begin),
+                routed=False,
+            )
+            cost, unpriced = booked.cost, booked.unpriced
     elif charge == "costly":
         cost, unpriced = None, True
     return {

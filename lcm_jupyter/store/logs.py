@@ -8,38 +8,92 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from ..core.logfilter import LogFilter
+from .logrow import BOOL_COLUMNS, JSON_COLUMNS
 from .rollup import DAY_SECONDS
 from .timeutil import to_iso
 
-_JSON_COLUMNS = ("routing_decision", "usage_json")
-_BOOL_COLUMNS = ("stream", "unpriced", "cache_hit", "usage_estimated")
-
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    for name in _JSON_COLUMNS:
+    for name in JSON_COLUMNS:
         if row.get(name):
             row[name] = json.loads(row[name])
-    for name in _BOOL_COLUMNS:
+    for name in BOOL_COLUMNS:
         row[name] = bool(row[name])
     row["usage"] = row.pop("usage_json")
     return row
 
 
+# The model a call is counted under, as the rollups count it (store/rollup.py's ROW_SQL):
+# the migration that indexes it spells it the same way, or SQLite would not use the index.
+MODEL_SQL = "COALESCE(model, requested_model, '')"
+# The analytics' error: an HTTP error, or no answer at all (rollup.py's `errors`).
+ERROR_SQL = "(status IS NULL OR status >= 400)"
+
+
+def _status_sql(where: LogFilter) -> tuple[str, list[Any]]:
+    # likely(): a status or provider term is no reason to leave the time index (the planner
+    # would otherwise take an equality on an unindexed column for a rare one, and sort the
+    # whole log instead of reading it newest first until a page is full).
+    code, hundreds = where.status_code(), where.status_class()
+    if code is not None:
+        return "likely(status = ?)", [code]
+    if hundreds is not None:
+        return "likely(status >= ? AND status < ?)", [hundreds * 100, hundreds * 100 + 100]
+    return {
+        "ok": ("likely(status < 400)", []),
+        "error": (f"likely{ERROR_SQL}", []),
+        "cache_hit": ("likely(cache_hit != 0)", []),
+    }[str(where.status)]
+
+
+def _filter_sql(where: LogFilter) -> tuple[list[str], list[Any]]:
+    terms: list[str] = []
+    params: list[Any] = []
+    if where.key_id is not None:
+        terms.append("key_id = ?")
+        params.append(where.key_id)
+    if where.model is not None:
+        terms.append(f"{MODEL_SQL} = ?")
+        params.append(where.model)
+    if where.provider is not None:
+        terms.append("likely(provider = ?)")
+        params.append(where.provider)
+    if where.status is not None:
+        sql, values = _status_sql(where)
+        terms.append(sql)
+        params.extend(values)
+    if where.since is not None:
+        terms.append("created_at >= ?")
+        params.append(to_iso(where.since))
+    if where.until is not None:
+        terms.append("created_at < ?")
+        params.append(to_iso(where.until))
+    return terms, params
+
+
 def list_logs(
-    db: Database, *, key_id: int | None = None, limit: int = 100, before: str | None = None
-) -> list[dict[str, Any]]:
-    """Newest calls first; `before` is a log id, for paging back."""
-    where, params = [], []
-    if key_id is not None:
-        where.append("key_id = ?")
-        params.append(key_id)
+    db: Database, where: LogFilter, *, limit: int = 100, before: str | None = None
+) -> list[dict[str, Any]] | None:
+    """Newest calls first (by time, then id), those `where` keeps; `before` is the id of the
+    last call of the previous page. None when `before` is no logged call's id.
+
+    Every filter reads an index in time order: (key_id, created_at), the model's
+    (migration 0009), or created_at, so a page costs the rows it shows (and the rows
+    skipped on the way for a provider or status filter), never a sort of the whole log.
+    """
+    terms, params = _filter_sql(where)
     if before:
-        where.append("id < ?")
-        params.append(before)
+        cursor = list(db.query("SELECT created_at FROM proxy_logs WHERE id = ?", [before]))
+        if not cursor:
+            return None
+        # A row value: (time, id) pairs order the log as the page does, ties included.
+        terms.append("(created_at, id) < (?, ?)")
+        params.extend([cursor[0]["created_at"], before])
     sql = "SELECT * FROM proxy_logs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
+    if terms:
+        sql += " WHERE " + " AND ".join(terms)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
     params.append(limit)
     return [_public(dict(r)) for r in db.query(sql, params)]
 

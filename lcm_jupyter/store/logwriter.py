@@ -130,10 +130,10 @@ class LogWriter:
                 if batch:
                     self._write(db, batch)
                     batch = []
-                if item is _STOP:
-                    return True
-                item.done.set()
-                continue
+                if isinstance(item, _Flush):
+                    item.done.set()
+                    continue
+                return True
             if self.prepare is not None:
                 try:
                     self.prepare(item)

@@ -180,3 +180,16 @@ def m0008_shared_counters(db: Database) -> None:
         "(key_id INTEGER NOT NULL, call_id TEXT NOT NULL, at REAL NOT NULL)"
     )
     db.execute("CREATE INDEX idx_shared_rate_key ON shared_rate (key_id, at)")
+
+
+@migrations(name="0009_log_filters")
+def m0009_log_filters(db: Database) -> None:
+    """The log listing filtered by model, newest first, without reading the whole log.
+
+    The expression is the one the listing filters on (store/logs.py's MODEL_SQL, the model
+    the rollups count a call under); SQLite uses an expression index only for the same text.
+    """
+    db.execute(
+        "CREATE INDEX idx_proxy_logs_model_created ON proxy_logs "
+        "(COALESCE(model, requested_model, ''), created_at)"
+    )

@@ -162,7 +162,7 @@ def _validate(body: dict[str, Any], endpoint: str) -> str | None:
     thinking = body.get("thinking") or {}
     if thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
-        if not positive_int(budget) or budget < 1024:
+        if not isinstance(budget, int) or not positive_int(budget) or budget < 1024:
             return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
         if budget >= body["max_tokens"]:
             return (

@@ -352,7 +352,12 @@ def _chat(body: dict[str, Any], model: str, state: dict[str, Any], chunks: int) 
     finish = "length" if gen.truncated else "stop"
     cid, created = new_id("chatcmpl-", 29), int(time.time())
     if not body.get("stream"):
-        message = {"role": "assistant", "content": gen.text, "refusal": None, "annotations": []}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": gen.text,
+            "refusal": None,
+            "annotations": [],
+        }
         completion = {
             "id": cid,
             "object": "chat.completion",
@@ -603,7 +608,7 @@ def _responses(body: dict[str, Any], model: str, state: dict[str, Any], chunks: 
         "content": [part],
         "role": "assistant",
     }
-    output = [reasoning_item] if reasoning_item else []
+    output: list[dict[str, Any]] = [reasoning_item] if reasoning_item else []
     output += [*calls, message]
 
     shown_effort = effort or ("medium" if reasoning_item else None)

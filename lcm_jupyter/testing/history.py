@@ -39,6 +39,7 @@ from ..core.usage import Usage
 from ..store.alerts import insert_alert
 from ..store.db import open_database
 from ..store.keys import create_key, update_key
+from ..store.logrow import LogRow
 from ..store.logwriter import LogWriter
 from ..store.timeutil import to_iso
 
@@ -214,7 +215,7 @@ def seed_history(
         raise ValueError("days must be at least 1")
     if (secret_key is None) == (secret_key_file is None):
         raise ValueError("give exactly one of secret_key and secret_key_file")
-    box = SecretBox(secret_key or load_or_create_key(Path(secret_key_file)))
+    box = SecretBox(secret_key or load_or_create_key(Path(secret_key_file or "")))
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     prices = prices or default_table()
     rng = random.Random(seed)
@@ -302,9 +303,10 @@ def _calls(
 def _call(
     rng: random.Random, key_id: int, plan: _KeyPlan, moment: datetime, prices: PriceTable
 ) -> dict[str, Any]:
-    """One call's log row, shaped as the pipeline writes it."""
+    """One call's log row, as the pipeline writes it (a LogRow), with its feedback."""
     requested = rng.choices([m for m, _ in plan.models], [w for _, w in plan.models])[0]
     price = prices.resolve(requested)
+    assert price is not None, requested  # the plans name priced models only
     provider = price.provider
     prompt = rng.choice(PROMPTS)
     embeds = requested.startswith("text-embedding")
@@ -325,7 +327,7 @@ def _call(
     failure = rng.random() < _ERROR_RATE
     cache_hit = not (failure or stream) and plan.cache_ttl_seconds > 0
     cache_hit = cache_hit and rng.random() < _CACHE_HIT_RATE
-    row = {
+    row: LogRow = {
         "id": f"{int(moment.timestamp() * 1000):012x}{rng.getrandbits(80):020x}",
         "key_id": key_id,
         "provider": provider,
@@ -337,7 +339,13 @@ def _call(
         "input_tokens": 0,
         "output_tokens": 0,
         "cached_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "usage_json": None,
         "cost_usd": 0.0,
+        "tool_fees_usd": 0.0,
+        "unpriced": 0,
+        "usage_estimated": 0,
         "pricing_version": None,
         "savings_usd": 0.0,
         "latency_ms": None,
@@ -346,14 +354,14 @@ def _call(
         "error": None,
         "cache_hit": int(cache_hit),
         "routing_decision": json.dumps(decision.to_json()),
-        "feedback": None,
+        "shadow_savings_usd": 0.0,
         "created_at": to_iso(moment),
     }
     if failure:
         status, message = rng.choice(_FAILURES[provider])
         latency = rng.uniform(80, 900)
-        row.update(status=status, error=message, latency_ms=round(latency, 3))
-        return row
+        row.update({"status": status, "error": message, "latency_ms": round(latency, 3)})
+        return {**row, "feedback": None}
     booked = prices.price_call(
         usage,
         model=model,
@@ -366,17 +374,19 @@ def _call(
     cost, savings = booked.cost, booked.savings
     latency, ttfb = _latency(rng, model, usage, cache_hit)
     row.update(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        cost_usd=cost,
-        pricing_version=prices.version,
-        savings_usd=savings,
-        latency_ms=latency,
-        ttfb_ms=ttfb,
-        feedback=_rating(rng, decision),
+        {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cost_usd": cost,
+            "unpriced": int(booked.unpriced),
+            "pricing_version": prices.version,
+            "savings_usd": savings,
+            "latency_ms": latency,
+            "ttfb_ms": ttfb,
+        }
     )
-    return row
+    return {**row, "feedback": _rating(rng, decision)}
 
 
 def _body(provider: str, model: str, prompt: str, embeds: bool, tokens: int) -> dict[str, Any]:
@@ -437,7 +447,7 @@ def _round_up(usd: float) -> float:
 def _budgets_and_alerts(db, box: SecretBox, made, rows, now: datetime) -> int:
     """Set each budgeted key's budget from its month-to-date spend; store the alerts crossed."""
     month = to_iso(now)[:7]
-    spent = Counter()
+    spent: Counter[int] = Counter()
     for row in rows:
         if row["created_at"].startswith(month):
             spent[row["key_id"]] += to_units(row["cost_usd"])

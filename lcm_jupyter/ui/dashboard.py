@@ -2,9 +2,12 @@
 
     from lcm_jupyter.ui import Dashboard
     Dashboard()                       # or: %lcm dashboard --period 7d
+    Dashboard(start="2025-01-01", end="2025-03-31")   # any range of days (custom)
 
 Everything comes from the REST API through `LCMClient` (analytics timeseries and
-breakdown, keys, budgets, alerts). Clicking a bar of the breakdown shows only that
+breakdown, keys, budgets, alerts); days are the server's analytics days. It shows one
+state at a time: loading, empty (no call in the period), error, or the figures.
+Clicking a bar of the breakdown shows only that
 model, provider or key in the cost trend; clicking it again, or a chart's background,
 shows everything again. Turning API answers into chart arrays, table rows and filters
 is done by the plain functions at the top, so that it can be read and tested without
@@ -18,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import bqplot as bq
@@ -26,32 +29,38 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..client import LCMClient
-from ..core.analytics import BREAKDOWN_BY, OTHER, PERIODS
+from ..core.analytics import BREAKDOWN_BY, MAX_DAYS, OTHER, PERIODS
 from ._common import (
+    DATA,
+    EMPTY,
+    ERROR,
+    LOADING,
     Column,
     Connected,
     Messages,
+    States,
     Table,
     count,
+    display,
     heading,
     local_time,
+    money,
     percent,
     refresh_button,
     reporting,
-    usd,
 )
 
 TOP = 10  # bars in the breakdown; the API sums the rest into one "other" bar
 ALERTS_SHOWN = 5  # the newest; "Mark all read" marks the others too
 KEY_LIMIT = 1000  # the API's maximum: the key table shows every key that made calls
+CUSTOM = "custom"  # the period picker's choice of any range of days
+HALF_DAY = timedelta(hours=12)
 LABEL_WIDTH = 28  # longer bar labels are cut: the bar chart's left margin holds this much
 
 COST_COLOR = "#d1495b"
 SAVINGS_COLOR = "#2a9d8f"
 BAR_COLOR = "#4c78a8"
 REST_COLOR = "#b0b0b0"
-# Four significant digits: "$1.847" on a busy day, "$0.0001235" for one small call.
-TIP_USD = "$,.4r"
 SEVERITY_COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#1f5fa8"}
 
 Filter = tuple[str, Any]
@@ -65,6 +74,38 @@ NOUNS = {
 
 
 # -- data shaping (pure) -------------------------------------------------------------------------
+
+
+def range_params(period: str, first: date | None = None, last: date | None = None) -> dict:
+    """The analytics query of a period: `{"period": "30d"}`, or for a custom range its days
+    (`start`, `end`, both included; `period` None so the client sends none). ValueError for
+    a custom range that is not one, in words for the widget's message line."""
+    if period != CUSTOM:
+        return {"period": period}
+    if first is None or last is None:
+        raise ValueError("Pick the first and the last day of the range (From and To).")
+    if first > last:
+        raise ValueError(f"From ({first}) is after To ({last}).")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise ValueError(f"A range holds at most {MAX_DAYS} days.")
+    return {"period": None, "start": first.isoformat(), "end": last.isoformat()}
+
+
+def day_ticks(days: Sequence[str], most: int = 8) -> list[str]:
+    """The days the date axis labels: the first day, then every so many days, at most `most`
+    (with more they overlap once the file browser narrows the notebook)."""
+    step = max(1, math.ceil((len(days) - 1) / (most - 1))) if len(days) > 1 else 1
+    return list(days[::step])
+
+
+def day_domain(days: Sequence[str]) -> tuple[datetime, datetime] | None:
+    """The date axis' domain: the days plotted and half a day either side, room for the end
+    points' dots and nothing more (d3's own, rounded out to ticks, labelled a day before the
+    data). None for no days."""
+    if not days:
+        return None
+    first, last = (datetime.fromisoformat(d) for d in (days[0], days[-1]))
+    return first - HALF_DAY, last + HALF_DAY
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,24 @@ def describe_filter(where: Filter | None, bars: Sequence[Bar] = ()) -> str:
     return f"{field} {value}"
 
 
+def _tip(lines: Sequence[str]) -> str:
+    return (
+        '<div class="lcm-tip" style="padding:4px 8px;font-size:12px;background:white;'
+        f'border:1px solid #ccc">{"<br>".join(lines)}</div>'
+    )
+
+
+def day_tip(day: str, cost: float, savings: float) -> str:
+    """A day's hover text in the trend: the day, its cost and its savings in money()."""
+    when = date.fromisoformat(day).strftime("%a %b %d %Y")
+    return _tip([f"<b>{when}</b>", f"Cost {money(cost)}", f"Savings {money(savings)}"])
+
+
+def bar_tip(bar: Bar) -> str:
+    """A bar's hover text: its whole name and its cost in money()."""
+    return _tip([f"<b>{html.escape(bar.name)}</b>", f"Cost {money(bar.cost)}"])
+
+
 def trend_arrays(points: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float], list[float]]:
     """The days, cost and savings of a timeseries answer's points (missing money as 0)."""
     days = [p["date"] for p in points]
@@ -183,19 +242,28 @@ def key_rows(
     """The key table's records: a breakdown by key, each with its budget used this month and
     what auto routing would have saved on its calls made with routing off (None: nothing)."""
     shadow = shadow or {}
-    return [
-        {
-            "key": item["name"],
-            "key_id": item.get("key_id"),
-            "requests": item.get("requests") or 0,
-            "tokens": (item.get("input_tokens") or 0) + (item.get("output_tokens") or 0),
-            "cost_usd": item.get("cost_usd"),
-            "savings_usd": item.get("savings_usd"),
-            "would_save_usd": (shadow.get(item.get("key_id")) or {}).get("saving_usd"),
-            "budget_used": budget_used(budgets.get(item.get("key_id"))),
-        }
-        for item in items
-    ]
+    rows = []
+    for item in items:
+        key_id = item.get("key_id")  # None for calls made without a key
+        would_save = (shadow.get(key_id) or {}) if key_id is not None else {}
+        rows.append(
+            {
+                "key": item["name"],
+                "key_id": key_id,
+                "requests": item.get("requests") or 0,
+                "tokens": (item.get("input_tokens") or 0) + (item.get("output_tokens") or 0),
+                "cost_usd": item.get("cost_usd"),
+                "savings_usd": item.get("savings_usd"),
+                "would_save_usd": would_save.get("saving_usd"),
+                "budget_used": budget_used(budgets.get(key_id) if key_id is not None else None),
+            }
+        )
+    return rows
+
+
+def calls_text(n: int) -> str:
+    """A number of calls in words: "1 call", "2,345 calls"."""
+    return f"{count(n)} call{'' if n == 1 else 's'}"
 
 
 def shadow_summary(answer: Mapping[str, Any]) -> str:
@@ -204,32 +272,33 @@ def shadow_summary(answer: Mapping[str, Any]) -> str:
     if not calls:
         return ""
     return (
-        f"Auto routing would have saved {usd(answer.get('saving_usd') or 0.0)} on "
-        f"{count(calls)} calls made with routing off (turn it on per key in ProxyKeyForm)."
+        f"Auto routing would have saved {money(answer.get('saving_usd') or 0.0)} on "
+        f"{calls_text(calls)} made with routing off (turn it on per key in ProxyKeyForm)."
     )
 
 
 def period_summary(answer: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:
     """One line of totals over a breakdown (its "other" item keeps them complete)."""
     days = PERIODS.get(str(answer.get("period")))
-    span = f"Last {days} days" if days else "Period"
+    span = f"Last {days} days" if days else "Days"
     cost = round(sum(i.get("cost_usd") or 0.0 for i in items), 10)
     saved = round(sum(i.get("savings_usd") or 0.0 for i in items), 10)
     calls = sum(i.get("requests") or 0 for i in items)
     tokens = sum((i.get("input_tokens") or 0) + (i.get("output_tokens") or 0) for i in items)
     unpriced = sum(i.get("unpriced_requests") or 0 for i in items)
     line = (
-        f"{span} ({answer.get('start')} to {answer.get('end')}): {usd(cost)} spent, "
-        f"{usd(saved)} saved by routing and caching, {count(calls)} calls, {count(tokens)} tokens"
+        f"{span} ({answer.get('start')} to {answer.get('end')}): {money(cost)} spent, "
+        f"{money(saved)} saved by routing and caching, {calls_text(calls)}, "
+        f"{count(tokens)} tokens"
     )
     return line + (f", {count(unpriced)} without a price" if unpriced else "")
 
 
-def empty_message(period: str) -> str:
+def empty_message(period: str, start: str | None = None, end: str | None = None) -> str:
     """What the dashboard says when no call was logged in the period, and what to do."""
-    days = PERIODS.get(period, period)
+    when = f"from {start} to {end}" if period == CUSTOM else f"in the last {PERIODS[period]} days"
     return (
-        f"No calls logged in the last {days} days. Create a key with ProxyKeyForm() "
+        f"No calls logged {when}. Create a key with ProxyKeyForm() "
         "(or LCMClient().create_key(...)) and point an SDK at the proxy, e.g. "
         "lcm_jupyter.openai_client(key); then press Refresh."
     )
@@ -242,9 +311,9 @@ KEY_COLUMNS = (
     Column("key", "Key"),
     Column("requests", "Requests", count, numeric=True),
     Column("tokens", "Tokens", count, numeric=True),
-    Column("cost_usd", "Cost", usd, numeric=True),
-    Column("savings_usd", "Savings", usd, numeric=True),
-    Column("would_save_usd", "Routing would save", usd, numeric=True),
+    Column("cost_usd", "Cost", money, numeric=True),
+    Column("savings_usd", "Savings", money, numeric=True),
+    Column("would_save_usd", "Routing would save", money, numeric=True),
     Column("budget_used", "Budget used", percent, numeric=True),
 )
 
@@ -261,12 +330,23 @@ def _dollar_ticks(axis: bq.Axis, peak: float, most: int) -> None:
     axis.scale.max = ticks[-1]  # the last tick is the top of the chart
 
 
-def _show(widget: widgets.Widget, visible: bool) -> None:
-    widget.layout.display = "" if visible else "none"
+_show = display
+
+
+def _hovered_index(content: Mapping[str, Any]) -> int | None:
+    # Bars send the element hovered as "data", Scatter as "point".
+    index = (content.get("data") or content.get("point") or {}).get("index")
+    return index if isinstance(index, int) else None
 
 
 class Dashboard(Connected, widgets.VBox):
-    """Cost and savings over time, cost by model/provider/key, the keys, unread alerts."""
+    """Cost and savings over time, cost by model/provider/key, the keys, unread alerts.
+
+    `period` is 7d, 30d or 90d (ending today), or `start` and `end` (dates or YYYY-MM-DD,
+    both included) for any range of days: the period picker's "custom" choice.
+    State for code and tests: `state` (loading, empty, error or data), `filter`,
+    `bar_items`, `alerts`, `messages`.
+    """
 
     def __init__(
         self,
@@ -274,10 +354,21 @@ class Dashboard(Connected, widgets.VBox):
         *,
         period: str = "30d",
         by: str = "model",
+        start: date | str | None = None,
+        end: date | str | None = None,
         **kwargs: Any,
     ) -> None:
-        if period not in PERIODS:
+        if start is not None or end is not None:
+            first, last = (
+                d if d is None or isinstance(d, date) else date.fromisoformat(d)
+                for d in (start, end)
+            )
+            range_params(CUSTOM, first, last)  # a ValueError here, not a message later
+            period = CUSTOM
+        elif period not in PERIODS:
             raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+        else:
+            first = last = None
         if by not in BREAKDOWN_BY:
             raise ValueError(f"by must be one of {', '.join(BREAKDOWN_BY)}")
         kwargs.setdefault("layout", widgets.Layout(width="100%", padding="4px"))
@@ -285,21 +376,42 @@ class Dashboard(Connected, widgets.VBox):
         self.client = client
         self.filter: Filter | None = None
         self.bar_items: list[Bar] = []
-        self.alerts: list[dict] = []
+        self.alerts: list[Mapping[str, Any]] = []
         self.messages = Messages()
+        self._quiet = False
+        self._shown_days: tuple[str, str] | None = None
+        self.updated: datetime | None = None
 
         self.period_selector = widgets.ToggleButtons(
-            options=list(PERIODS),
+            options=[*((p, p) for p in PERIODS), (CUSTOM.title(), CUSTOM)],
             value=period,
-            tooltips=[f"Last {d} days" for d in PERIODS.values()],
+            tooltips=[*(f"Last {d} days" for d in PERIODS.values()), "Days you pick"],
+        )
+        self.from_picker = widgets.DatePicker(
+            value=first,
+            description="From",
+            layout=widgets.Layout(width="175px"),
+            style={"description_width": "initial"},
+        )
+        self.to_picker = widgets.DatePicker(
+            value=last,
+            description="To",
+            layout=widgets.Layout(width="160px"),
+            style={"description_width": "initial"},
+        )
+        self.range_box = widgets.HBox(
+            [self.from_picker, self.to_picker],
+            layout=widgets.Layout(align_items="center", grid_gap="6px"),
         )
         self.breakdown_selector = widgets.ToggleButtons(
             options=[(NOUNS[b][0].title(), b) for b in BREAKDOWN_BY], value=by
         )
-        self.period_selector.style.button_width = "56px"
-        self.breakdown_selector.style.button_width = "84px"
+        self.period_selector.style.button_width = "72px"
+        self.breakdown_selector.style.button_width = "76px"
         self.refresh_button = refresh_button(self.refresh, "Load the figures again")
-        self.period_selector.observe(lambda _c: self.refresh(), names="value")
+        self.period_selector.observe(self._period_changed, names="value")
+        for picker in (self.from_picker, self.to_picker):
+            picker.observe(self._range_changed, names="value")
         self.breakdown_selector.observe(self._breakdown_changed, names="value")
         self.summary = widgets.HTML()
         self._shadow_line = ""
@@ -318,9 +430,6 @@ class Dashboard(Connected, widgets.VBox):
             [self.trend_figure, self.breakdown_figure],
             layout=widgets.Layout(flex_flow="row wrap", width="100%"),
         )
-        self.empty_state = widgets.HTML(
-            layout=widgets.Layout(padding="24px", border="1px dashed #bbb", margin="8px 0")
-        )
 
         self.key_table = Table(KEY_COLUMNS, empty="No calls by any key in this period.")
         self.key_heading = widgets.HTML(
@@ -328,7 +437,8 @@ class Dashboard(Connected, widgets.VBox):
         )
         keys_box = widgets.VBox(
             [self.key_heading, self.key_table],
-            layout=widgets.Layout(flex="3 1 480px", margin="8px 16px 0 0"),
+            # At its own width: the alerts go under it rather than squeezing its columns.
+            layout=widgets.Layout(flex="1 1 auto", margin="8px 16px 0 0"),
         )
         self.alerts_heading = widgets.HTML()
         self.alerts_list = widgets.HTML()
@@ -338,40 +448,85 @@ class Dashboard(Connected, widgets.VBox):
         self.mark_read_button.on_click(lambda _b: self.mark_alerts_read())
         alerts_box = widgets.VBox(
             [self.alerts_heading, self.alerts_list, self.mark_read_button],
-            layout=widgets.Layout(flex="2 1 320px", margin="8px 0 0 0"),
+            layout=widgets.Layout(flex="1 1 320px", margin="8px 0 0 0"),
         )
 
-        title = widgets.HTML(heading("LLM cost dashboard", size="16px"))
+        # Short: the title, both pickers and Refresh fit one line at 1024 px.
+        title = widgets.HTML(heading("LLM costs", size="16px"))
         controls = widgets.HBox(
-            [title, self.period_selector, self.breakdown_selector, self.refresh_button],
+            [
+                title,
+                self.period_selector,
+                self.range_box,
+                self.breakdown_selector,
+                self.refresh_button,
+            ],
             layout=widgets.Layout(
-                flex_flow="row wrap", align_items="center", justify_content="space-between"
+                flex_flow="row wrap",
+                align_items="center",
+                justify_content="space-between",
+                grid_gap="4px 8px",
             ),
         )
         tables = widgets.HBox([keys_box, alerts_box], layout=widgets.Layout(flex_flow="row wrap"))
-        # Hidden until the first load succeeds: empty charts under an error would mislead.
-        self.body = widgets.VBox([self.filter_bar, self.charts, self.empty_state, tables])
-        self.children = [controls, self.summary, self.messages, self.body]
-        _show(self.body, False)
+        # The figures, shown only in the data state: empty charts under an error would mislead.
+        self.body = widgets.VBox([self.summary, self.filter_bar, self.charts, tables])
+        self.states = States(self.messages, [self.body])
+        self.children = [controls, self.messages, self.states.note, self.body]
+        _show(self.range_box, period == CUSTOM)
         self._show_filter()
         self.refresh()
 
     # -- public state ----------------------------------------------------------------------------
 
     @property
+    def state(self) -> str:
+        """What the dashboard shows: loading, empty, error or data."""
+        return self.states.state
+
+    @property
     def period(self) -> str:
-        """The period shown: 7d, 30d or 90d."""
+        """The period shown: 7d, 30d, 90d or custom (the days of `start` and `end`)."""
         return self.period_selector.value
+
+    @property
+    def start(self) -> date | None:
+        """The first day of a custom period."""
+        return self.from_picker.value if self.period == CUSTOM else None
+
+    @property
+    def end(self) -> date | None:
+        """The last day of a custom period."""
+        return self.to_picker.value if self.period == CUSTOM else None
 
     @property
     def by(self) -> str:
         """What the breakdown groups by: model, provider or key."""
         return self.breakdown_selector.value
 
+    def range(self) -> dict:
+        """The analytics query parameters of the period shown (see `range_params`)."""
+        return range_params(self.period, self.from_picker.value, self.to_picker.value)
+
+    def set_range(self, start: date | str, end: date | str) -> None:
+        """Show the days from `start` to `end` (both included): the custom period."""
+        first, last = (d if isinstance(d, date) else date.fromisoformat(d) for d in (start, end))
+        self._quiet = True  # one load for the three changes
+        try:
+            self.from_picker.value, self.to_picker.value = first, last
+            self.period_selector.value = CUSTOM
+        finally:
+            self._quiet = False
+        _show(self.range_box, True)
+        self.refresh()
+
     # -- charts ----------------------------------------------------------------------------------
 
     def _build_trend(self) -> None:
-        x, y = bq.DateScale(), bq.LinearScale(min=0.0)
+        # No padding of its own: the dots would widen the domain by a few pixels' worth of
+        # time, and a first label there read as the day before the data (day_domain pads).
+        x, y = bq.DateScale(allow_padding=False), bq.LinearScale(min=0.0)
+        self.trend_x = x
         self.trend_lines = {
             name: bq.Lines(
                 x=np.array([], dtype="datetime64[ms]"),
@@ -382,13 +537,8 @@ class Dashboard(Connected, widgets.VBox):
                 fill_colors=[color],
                 fill_opacities=[opacity],
                 stroke_width=2,
-                marker="circle",
-                marker_size=14,
                 labels=[label],
                 display_legend=True,
-                tooltip=bq.Tooltip(
-                    fields=["x", "y"], formats=["%a %b %d %Y", TIP_USD], labels=["Day", label]
-                ),
             )
             # Savings, drawn over cost (usually the smaller area, which cost would hide), need a
             # stronger fill to read green through it.
@@ -405,10 +555,25 @@ class Dashboard(Connected, widgets.VBox):
             label_offset="56px",
             grid_lines="dashed",
         )
-        # At most 8 dates: with more, they overlap once the file browser narrows the notebook.
-        x_axis = bq.Axis(scale=x, tick_format="%b %d", grid_lines="none", num_ticks=8)
+        # Labels on days plotted (day_ticks), never on an instant between two of them.
+        self.trend_x_axis = x_axis = bq.Axis(scale=x, tick_format="%b %d", grid_lines="none")
+        # The days' points, cost then savings: hovering one shows the day in money() (a d3
+        # format could not: it has one number of decimals, or of digits, for every amount).
+        self.trend_tip = widgets.HTML()
+        self.trend_dots = bq.Scatter(
+            x=np.array([], dtype="datetime64[ms]"),
+            y=[],
+            scales={"x": x, "y": y},
+            colors=[COST_COLOR],
+            default_size=48,
+            stroke="white",
+            tooltip=self.trend_tip,
+        )
+        self.trend_dots.on_hover(self._dot_hovered)
+        self.trend_dots.on_background_click(lambda _mark, _content: self.set_filter(None))
+        self._trend_days: list[tuple[str, float, float]] = []
         self.trend_figure = bq.Figure(
-            marks=[self.trend_lines["cost"], self.trend_lines["savings"]],
+            marks=[self.trend_lines["cost"], self.trend_lines["savings"], self.trend_dots],
             axes=[x_axis, self.trend_y_axis],
             title="Cost and savings per day",
             legend_location="top-left",
@@ -430,8 +595,9 @@ class Dashboard(Connected, widgets.VBox):
             colors=[BAR_COLOR],
             padding=0.25,
             unselected_style={"opacity": 0.35},
-            tooltip=bq.Tooltip(fields=["x", "y"], formats=["", TIP_USD], labels=["Model", "Cost"]),
+            tooltip=widgets.HTML(),  # filled in money() by the hover callback
         )
+        self.bars.on_hover(self._bar_hovered)
         self.bars.on_element_click(self._bar_clicked)
         self.bars.on_background_click(lambda _mark, _content: self.set_filter(None))
         self.bars_value_axis = bq.Axis(scale=cost, orientation="horizontal", tick_format="$,.2f")
@@ -447,15 +613,46 @@ class Dashboard(Connected, widgets.VBox):
 
     # -- loading ---------------------------------------------------------------------------------
 
+    def _period_changed(self, _change: Any) -> None:
+        if self._quiet:
+            return
+        custom = self.period == CUSTOM
+        _show(self.range_box, custom)
+        if custom and (self.from_picker.value is None or self.to_picker.value is None):
+            # Start from the days shown: the user narrows or widens them from there.
+            self._quiet = True
+            try:
+                if self._shown_days:
+                    first, last = (date.fromisoformat(d) for d in self._shown_days)
+                else:
+                    last = date.today()
+                    first = last - timedelta(PERIODS["30d"] - 1)
+                self.from_picker.value = self.from_picker.value or first
+                self.to_picker.value = self.to_picker.value or last
+            finally:
+                self._quiet = False
+        self.refresh()
+
+    def _range_changed(self, _change: Any) -> None:
+        if not self._quiet and self.period == CUSTOM:
+            self.refresh()
+
     def refresh(self) -> None:
         """Load everything again (what the Refresh button does); errors show in the widget."""
+        try:
+            days = self.range()
+        except ValueError as exc:
+            self.states.show(ERROR, str(exc))
+            return
+        self.states.show(LOADING, "Loading the figures…")
+        loaded = False
         with reporting(self.messages, "load the dashboard"):
             client = self._connect()
-            trend = client.timeseries(self.period, **filter_params(self.filter))
-            breakdown = client.breakdown(self.by, self.period, limit=TOP)
-            by_key = client.breakdown("key", self.period, limit=KEY_LIMIT)["items"]
+            trend = client.timeseries(**days, **filter_params(self.filter))
+            breakdown = client.breakdown(self.by, **days, limit=TOP)
+            by_key = client.breakdown("key", **days, limit=KEY_LIMIT)["items"]
             budgets = {b["key_id"]: b for b in client.budgets() if b["budget_usd"] is not None}
-            shadow = client.shadow_savings(self.period)
+            shadow = client.shadow_savings(**days)
             alerts = client.alerts(unread=True)
             self._shadow_line = shadow_summary(shadow)
             self._show_breakdown(breakdown)
@@ -463,24 +660,29 @@ class Dashboard(Connected, widgets.VBox):
             by_id = {k["key_id"]: k for k in shadow["keys"]}
             self.key_table.set_records(key_rows(by_key, budgets, by_id))
             self._show_alerts(alerts)
-            _show(self.body, True)
-            self.messages.show(f"Updated {datetime.now():%H:%M:%S}.")
+            loaded = True
+        if not loaded:
+            self.states.show(ERROR)
+            return
+        self._shown_days = (breakdown["start"], breakdown["end"])
+        if breakdown["items"]:
+            self.states.show(DATA)
+        else:
+            start, end = self._shown_days
+            self.states.show(EMPTY, empty_message(self.period, start, end))
+        self.updated = datetime.now()
+        self.summary.value += (
+            f'<br><span style="color:#777;font-size:12px">Updated {self.updated:%H:%M:%S}.</span>'
+        )
 
     def _show_breakdown(self, answer: Mapping[str, Any]) -> None:
         items = answer["items"]
         self.bar_items = breakdown_bars(answer.get("by", self.by), items, TOP)
         lines = [period_summary(answer, items), self._shadow_line]
         self.summary.value = "<br>".join(_text(line) for line in lines if line)
-        _show(self.charts, bool(items))
-        _show(self.filter_bar, bool(items))
-        _show(self.empty_state, not items)
-        self.empty_state.value = (
-            f'<span style="font-size:14px;color:#444">{_text(empty_message(self.period))}</span>'
-        )
         noun = NOUNS[self.by]
         top = f"Top {TOP} {noun[1]}" if len(items) > TOP else noun[1].title()
         self.breakdown_figure.title = f"{top} by cost"
-        self.bars.tooltip.labels = [noun[0].title(), "Cost"]
         peak = max((b.cost for b in self.bar_items), default=0.0)
         colors = [BAR_COLOR if b.filter else REST_COLOR for b in self.bar_items]
         with self.bars.hold_sync():
@@ -493,10 +695,21 @@ class Dashboard(Connected, widgets.VBox):
     def _show_trend(self, points: Sequence[Mapping[str, Any]]) -> None:
         days, cost, savings = trend_arrays(points)
         x = day_axis(days)
+        domain = day_domain(days)
+        with self.trend_x.hold_sync():
+            # The axis spans the days plotted, labelled on them: the first label is the first
+            # day's, under its point.
+            self.trend_x.min, self.trend_x.max = domain or (None, None)
+        self.trend_x_axis.tick_values = day_axis(day_ticks(days))
         for name, values in (("cost", cost), ("savings", savings)):
             with self.trend_lines[name].hold_sync():
                 self.trend_lines[name].x = x
                 self.trend_lines[name].y = values
+        self._trend_days = list(zip(days, cost, savings, strict=True))
+        with self.trend_dots.hold_sync():
+            self.trend_dots.x = np.concatenate([x, x])
+            self.trend_dots.y = [*cost, *savings]
+            self.trend_dots.colors = [COST_COLOR] * len(days) + [SAVINGS_COLOR] * len(days)
         peak = max([*cost, *savings], default=0.0)
         # Headroom over the highest day: the legend sits in the chart's top-left corner.
         _dollar_ticks(self.trend_y_axis, peak * 1.25, 6)
@@ -526,21 +739,35 @@ class Dashboard(Connected, widgets.VBox):
     # -- interaction -----------------------------------------------------------------------------
 
     def _breakdown_changed(self, _change: Any) -> None:
-        if self.body.layout.display == "none":  # nothing loaded yet: load everything
+        if self.state != DATA:  # nothing shown to keep: load everything
+            self.filter = None
             self.refresh()
             return
         # Only the bars depend on the grouping; and a model filter means nothing among
-        # providers' bars, so a filtered trend shows all again. The filter changes only once
-        # the figures are here: after a failure, the bars and the label still match it.
+        # providers' bars, so a filtered trend shows all again.
+        loaded = False
         with reporting(self.messages, "load the breakdown"):
-            client = self._connect()
-            breakdown = client.breakdown(self.by, self.period, limit=TOP)
-            trend = None if self.filter is None else client.timeseries(self.period)
+            client, days = self._connect(), self.range()
+            breakdown = client.breakdown(self.by, **days, limit=TOP)
+            trend = None if self.filter is None else client.timeseries(**days)
             self.filter = None
             self._show_breakdown(breakdown)
             if trend is not None:
                 self._show_trend(trend["points"])
             self.messages.clear()
+            loaded = True
+        if not loaded:
+            self.states.show(ERROR)
+
+    def _bar_hovered(self, _mark: Any, content: Mapping[str, Any]) -> None:
+        index = _hovered_index(content)
+        if index is not None and 0 <= index < len(self.bar_items):
+            self.bars.tooltip.value = bar_tip(self.bar_items[index])
+
+    def _dot_hovered(self, _mark: Any, content: Mapping[str, Any]) -> None:
+        index = _hovered_index(content)
+        if index is not None and self._trend_days:
+            self.trend_tip.value = day_tip(*self._trend_days[index % len(self._trend_days)])
 
     def _bar_clicked(self, _mark: Any, content: Mapping[str, Any]) -> None:
         index = (content.get("data") or {}).get("index")
@@ -563,12 +790,16 @@ class Dashboard(Connected, widgets.VBox):
         """Show only `where` (e.g. ("model", "gpt-4o-mini")) in the cost trend; None: all."""
         if where == self.filter:
             return
+        loaded = False
         with reporting(self.messages, "filter the cost trend"):
-            trend = self._connect().timeseries(self.period, **filter_params(where))
+            trend = self._connect().timeseries(**self.range(), **filter_params(where))
             self.filter = where  # only once its figures are here: the label never lies
             self._show_filter()
             self._show_trend(trend["points"])
             self.messages.clear()
+            loaded = True
+        if not loaded:
+            self.states.show(ERROR)
 
     def _show_filter(self) -> None:
         selected = [i for i, b in enumerate(self.bar_items) if b.filter == self.filter]

@@ -411,7 +411,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
         revoked = bool(self.record and self.record.get("revoked"))
         if not editing:
             self.title.value = "<h3 style='margin:4px 0'>New proxy key</h3>"
-        else:
+        elif self.record is not None:
             name = html.escape(self.record["name"])
             prefix = html.escape(self.record["key_prefix"])
             note = " <span style='color:#b00020'>(revoked)</span>" if revoked else ""

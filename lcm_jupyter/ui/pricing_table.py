@@ -142,6 +142,9 @@ def _source(value: str) -> str:
     return "override ✎" if value == "override" else value
 
 
+MAX_PRICE_ROWS = 100
+"""Price rows drawn at once: the catalog lists hundreds of models, and drawing them all took
+~3 s in a notebook cell; the filter finds the others."""
 PRICE_COLUMNS = (
     Column("model", "Model"),
     Column("provider", "Provider"),
@@ -295,6 +298,7 @@ class PricingTable(Connected, widgets.VBox):
             PRICE_COLUMNS,
             extra=self._row_buttons,
             empty="No prices match the filter.",
+            max_rows=MAX_PRICE_ROWS,
             layout=widgets.Layout(max_height="420px", overflow="auto"),
         )
         self.unpriced_table = Table(
@@ -437,6 +441,8 @@ class PricingTable(Connected, widgets.VBox):
             self._apply(self._connect().set_prices(body))
             saved = next((r for r in self.records if r["model"] == body["model"].lower()), None)
             if saved is not None:
+                if saved not in self.table.shown_rows:
+                    self.model_filter.value = saved["model"]  # show the row just saved
                 self.editor.load(saved["row"])
                 self.messages.ok(
                     f"Saved: {saved['model']} at {price(saved['input'])} in, "

@@ -244,6 +244,8 @@ def server_env(
     )
     if redis_url:
         env["LCM_REDIS_URL"] = redis_url
+    if os.environ.get("LCM_GC_FREEZE"):  # off by default; LCM_GC_FREEZE=1 measures it on
+        env["LCM_GC_FREEZE"] = os.environ["LCM_GC_FREEZE"]
     if src is not None:  # --ref: that commit's lcm_jupyter shadows the editable install
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env

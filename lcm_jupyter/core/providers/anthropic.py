@@ -225,13 +225,16 @@ class Anthropic:
         return parts_problem(body.get("system"), _TEXT) or chat_problem(body.get("messages"), _TEXT)
 
 
-_ERROR_TYPES = {
+_ERROR_TYPES = {  # Anthropic's documented error types (any other status: api_error)
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 
 

@@ -298,10 +298,10 @@ class OpenAI:
             # speech.audio.done events carry the token usage of a streamed speech.
             u = obj(event, "usage")
             return usage_object(u) if u else prior
-        u = event.get("usage")
-        if not isinstance(u, Mapping):
+        chat_usage = event.get("usage")
+        if not isinstance(chat_usage, Mapping):
             return prior
-        usage = usage_object(u)
+        usage = usage_object(chat_usage)
         usage.service_tier = _tier(event.get("service_tier"))
         return usage
 
@@ -488,7 +488,7 @@ def _responses_usage(response: Mapping[str, Any]) -> Usage | None:
     output = response.get("output")
     if isinstance(output, list):
         for item in output:
-            unit = _TOOL_ITEMS.get(item.get("type")) if isinstance(item, Mapping) else None
+            unit = _TOOL_ITEMS.get(str(item.get("type"))) if isinstance(item, Mapping) else None
             if unit is not None:
                 usage.extra[unit] = usage.extra.get(unit, 0) + 1
     tools = obj(response, "tool_usage")
