@@ -10,10 +10,10 @@ import anthropic
 import openai
 import pytest
 
-from lcm_jupyter.core.ids import new_log_id
 from lcm_jupyter.store.timeutil import to_iso
 
 from .conftest import anthropic_via, expected_cost, openai_via
+from .test_analytics import log_row
 
 CHAT = [{"role": "user", "content": "Which calls failed yesterday?"}]
 
@@ -38,25 +38,7 @@ def write(lcm):
 
 
 def _row(created_at: datetime, **fields) -> dict:
-    row = {
-        "id": new_log_id(),
-        "key_id": None,
-        "provider": "openai",
-        "endpoint": "chat.completions",
-        "method": "POST",
-        "requested_model": "gpt-4o-mini",
-        "model": "gpt-4o-mini",
-        "input_tokens": 100,
-        "output_tokens": 20,
-        "cost_usd": 0.000027,
-        "unpriced": 0,
-        "savings_usd": 0.0,
-        "latency_ms": 100.0,
-        "status": 200,
-        "created_at": to_iso(created_at),
-    }
-    row.update(fields)
-    return row
+    return log_row(to_iso(created_at), **fields)
 
 
 async def _ids(api, **params) -> list[str]:

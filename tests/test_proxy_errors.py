@@ -15,6 +15,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from .conftest import PROVIDER_KEY, anthropic_via, expected_cost, openai_via
+from .upstreams import LocalUpstream
 
 _openai = openai_via
 
@@ -297,28 +298,13 @@ _NGINX_500 = (
 )
 
 
-class RawUpstream:
+class RawUpstream(LocalUpstream):
     """Answers each request with the next (status, headers, body) of `answers`, as given."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.answers: list[tuple[int, dict[str, str], bytes]] = []
         self.seen: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _answer(self, request: web.Request) -> web.Response:
         await request.read()

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover
     from httpx import Response as SDKResponse
 
 from .recordings import Recording, load_recordings
+from .upstreams import LocalUpstream
 
 RECORDINGS = load_recordings()
 ROUTES = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
@@ -45,29 +46,14 @@ PROVIDER_KEY = "sk-replay-upstream"
 PRICED_TIERS = {"flex", "priority"}
 
 
-class ReplayUpstream:
+class ReplayUpstream(LocalUpstream):
     """Serves one recording's exchanges in order, exactly as recorded."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.exchanges: list = []
         self.seen: list[tuple[str, str, bytes]] = []
         self.rng = random.Random(7)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
