@@ -177,3 +177,36 @@ def test_the_log_row_declares_exactly_the_tables_columns(tmp_path):
     columns = {c.name for c in db["proxy_logs"].columns}
     assert set(LogRow.__annotations__) | set(FEEDBACK_COLUMNS) == columns
     assert not set(LogRow.__annotations__) & set(FEEDBACK_COLUMNS)
+
+
+def test_a_write_by_another_process_between_read_and_insert_loses_no_row(tmp_path, monkeypatch):
+    """The writer reads (the rollup's last rowid) before it inserts. Another connection that
+    writes in between (the shared database counters do, all the time) must not make the
+    insert fail: the writer holds the write lock from its transaction's start."""
+    import sqlite3
+
+    from lcm_jupyter.store import rollup
+
+    path = tmp_path / "a.db"
+    open_database(path).conn.close()
+    other = sqlite3.connect(path, timeout=0.1, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_writes (n INTEGER)")
+    real = rollup.last_rowid
+    wrote: list[bool] = []
+
+    def read_then_let_another_write(conn):
+        found = real(conn)
+        try:
+            other.execute("INSERT INTO other_writes VALUES (1)")
+            wrote.append(True)
+        except sqlite3.OperationalError:  # the writer holds the lock: it has to wait
+            wrote.append(False)
+        return found
+
+    monkeypatch.setattr(rollup, "last_rowid", read_then_let_another_write)
+    writer = LogWriter(path, interval=0.01)
+    writer.submit(_row(1))
+    writer.close()
+    assert (writer.written, writer.failed) == (1, 0)
+    assert wrote == [False]
+    assert open_database(path).table("proxy_logs").count == 1

@@ -19,7 +19,8 @@ The breaker is an explicit state machine::
   log (the fallback answers in one step, so none is in flight), then it takes over.
 
 Each transition is logged once. The resync (spend from the log, plus this process's calls
-in flight with a reservation) is the breaker's own step, given at construction.
+in flight with a reservation, plus each rate window's admissions of the last minute) is the
+breaker's own step, given at construction.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..store.counters import Admission, BudgetState, Counters
+from ..store.counters import Admission, BudgetState, Counters, Settlements
 
 log = logging.getLogger("lcm_jupyter")
 
@@ -201,6 +202,22 @@ class FailoverCounters:
     async def set_spent(self, **kwargs: Any) -> int:
         """See Counters.set_spent."""
         return await self._call("set_spent", **kwargs)
+
+    async def recent_settlements(self, **kwargs: Any) -> Settlements:
+        """See Counters.recent_settlements."""
+        return await self._call("recent_settlements", **kwargs)
+
+    async def rebase_spent(self, **kwargs: Any) -> tuple[int, int]:
+        """See Counters.rebase_spent (a mark read from the other store adds nothing)."""
+        return await self._call("rebase_spent", **kwargs)
+
+    async def recent_admissions(self, **kwargs: Any) -> list[tuple[str, float]]:
+        """See Counters.recent_admissions."""
+        return await self._call("recent_admissions", **kwargs)
+
+    async def add_admissions(self, **kwargs: Any) -> int:
+        """See Counters.add_admissions."""
+        return await self._call("add_admissions", **kwargs)
 
     async def reconnect(self) -> None:
         """See Counters.reconnect."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ..core.budget import (
@@ -33,10 +36,12 @@ from ..core.ratelimit import (
     retry_after_ms,
 )
 from ..store import keys as key_table
-from ..store.counters import Counters, RateState
+from ..store.counters import RATE_WINDOW_SECONDS, Counters, RateState, Settlements
+from ..store.db import connect
 from ..store.keys import KeyRecord
 from ..store.spend import month_spend_units
 from ..store.store import Store
+from ..store.timeutil import to_iso
 from .alerts import AlertService
 
 log = logging.getLogger("lcm_jupyter")
@@ -112,6 +117,94 @@ class _Books:
         self._exclusive.release()
 
 
+class _Snapshot:
+    """One read transaction on a connection of its own: every read in it sees the database
+    as it was at the first (SQLite WAL), however long the awaits between them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._path = store.path
+        self._db: Any = None
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(db, *args, **kwargs)` in the snapshot (the first call opens it)."""
+        if str(self._path) == ":memory:":  # one process's private database: no other writer
+            return await self._store.run(fn, *args, **kwargs)
+        return await asyncio.to_thread(self._run, fn, args, kwargs)
+
+    def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._db is None:
+            self._db = connect(self._path)
+            self._db.execute("BEGIN")  # deferred: the first read below fixes the snapshot
+        return fn(self._db, *args, **kwargs)
+
+    async def close(self) -> None:
+        """End the read transaction and close its connection."""
+        db, self._db = self._db, None
+        if db is not None:
+
+            def end() -> None:
+                try:
+                    db.execute("COMMIT")
+                finally:
+                    db.conn.close()
+
+            await asyncio.to_thread(end)
+
+
+def _unlogged(
+    db: Any, *, month: str, candidates: Iterable[str], key_id: int | None
+) -> tuple[set[str], dict[int, dict[str, int]]]:
+    """In the snapshot: which `candidates` (call ids) have a row, and per key the calls the
+    shared database holds as settled without a row yet (call_id -> units)."""
+    candidates = list(candidates)
+    logged: set[str] = set()
+    for i in range(0, len(candidates), 500):
+        chunk = candidates[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id FROM proxy_logs WHERE id IN ({marks})"
+        logged.update(row[0] for row in db.execute(sql, chunk).fetchall())
+    sql = (
+        "SELECT key_id, call_id, units FROM shared_holds h WHERE month = ? AND settled = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM proxy_logs l WHERE l.id = h.call_id)"
+    )
+    params: list[Any] = [month]
+    if key_id is not None:
+        sql += " AND key_id = ?"
+        params.append(key_id)
+    held: dict[int, dict[str, int]] = {}
+    for kid, call_id, units in db.execute(sql, params).fetchall():
+        held.setdefault(kid, {})[call_id] = int(units)
+    return logged, held
+
+
+_ADMITTED_SQL = (
+    # A call the limits admitted: answered by the provider or the cache, or failed after
+    # admission (the provider unreachable or too slow, the client gone). Not the refusals
+    # (rate limit, budget, limits unavailable: 429/503 before any upstream answer) nor the
+    # requests refused before the limits (4xx).
+    "(status IS NULL OR status < 400 OR ttfb_ms IS NOT NULL OR cache_hit = 1 "
+    "OR status IN (499, 502, 504))"
+)
+
+
+def _logged_admissions(db: Any, key_ids: list[int], since: str) -> list[tuple[int, str, str]]:
+    """(key_id, call_id, created_at) of the calls admitted since `since`, from the log."""
+    if not key_ids:
+        return []
+    marks = ",".join("?" * len(key_ids))
+    return db.execute(
+        f"SELECT key_id, id, created_at FROM proxy_logs WHERE created_at >= ? "
+        f"AND key_id IN ({marks}) AND {_ADMITTED_SQL}",
+        [since, *key_ids],
+    ).fetchall()
+
+
+def _epoch(stamp: str) -> float:
+    """A stored timestamp (ISO 8601 UTC, "Z") as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 class Guard:
     """Rate limits, budget reservations and settlement against the shared counters."""
 
@@ -126,8 +219,11 @@ class Guard:
         default_output_tokens: int = 4096,
         unpriced_reserve_usd: float = 0.0,
         flush: Callable[[], Awaitable[bool]] | None = None,
+        clock: Callable[[], float] = time.time,
+        track_admissions: bool = True,
     ) -> None:
         self.counters = counters
+        self._clock = clock  # wall clock (epoch seconds): the log's timestamps are on it
         self._flush = flush
         # Held while a call's cost is booked and its row queued, and while reconcile
         # flushes, sums and sets: a call can then never be in the counter but missing
@@ -143,6 +239,12 @@ class Guard:
         # This process's calls in flight that hold a reservation: a store rebuilt from the
         # log (failover either way) knows only settled spend, and gets these back.
         self._live: dict[str, Hold] = {}
+        # This process's admissions of the last minute per key with a rate limit (call_id,
+        # when), at most rpm of them (the newest: more could not change a window): a store
+        # taking over gets them in its window, also when the store left cannot be read (a
+        # dead Redis) and before their rows exist. Off when nothing can take over.
+        self._track = track_admissions
+        self._admitted: dict[int, deque[tuple[str, float]]] = {}
 
     async def admit(
         self,
@@ -195,6 +297,8 @@ class Guard:
         if admission.allowed:
             if reserve:
                 self._live[call_id] = hold
+            if key.rate_limit_rpm is not None and self._track:
+                self._note_admission(key.id, key.rate_limit_rpm, call_id)
             return hold
         if admission.reason == "unavailable":
             raise LimitsUnavailable(
@@ -288,6 +392,66 @@ class Guard:
                 reserve=hold.reserve,
             )
 
+    def _note_admission(self, key_id: int, rpm: int, call_id: str) -> None:
+        now = self._clock()
+        recent = self._admitted.get(key_id)
+        if recent is None or recent.maxlen != max(rpm, 1):
+            recent = self._admitted[key_id] = deque(recent or (), maxlen=max(rpm, 1))
+        recent.append((call_id, now))
+        while recent[0][1] <= now - RATE_WINDOW_SECONDS:
+            recent.popleft()
+
+    async def _rebuild_windows(
+        self, counters: Counters, source: Counters | None, keys: list[KeyRecord]
+    ) -> int:
+        """Give the store taking over each rate window's admissions of the last minute.
+
+        The union, each call once (by id): this process's own admissions (also those still
+        in flight), what the store being left holds when it can be read (the shared
+        database's window after an outage: every server's admissions through it), and the
+        log's admitted calls of the last minute (other servers' calls before an outage,
+        when Redis is gone). What none of them has: another server's calls in flight or not
+        logged yet (its log writer flushes every 0.25 s) until that server switches too and
+        adds its own. Returns how many admissions were added.
+        """
+        limited = [k.id for k in keys if k.rate_limit_rpm is not None]
+        if not limited:
+            return 0
+        now = self._clock()
+        merged: dict[int, dict[str, float]] = {kid: {} for kid in limited}
+
+        def add(kid: int, call_id: str, age: float) -> None:
+            if age < RATE_WINDOW_SECONDS:
+                found = merged[kid]
+                # The later admission time of two sources: the stricter window.
+                found[call_id] = min(age, found.get(call_id, age))
+
+        since = to_iso(datetime.fromtimestamp(now - RATE_WINDOW_SECONDS, timezone.utc))
+        for kid, call_id, created in await self.store.run(_logged_admissions, limited, since):
+            add(kid, call_id, max(now - _epoch(created), 0.0))
+        for kid in limited:
+            for call_id, at in self._admitted.get(kid, ()):
+                add(kid, call_id, now - at)
+        if source is not None:
+            try:
+                windows = await asyncio.gather(
+                    *(source.recent_admissions(key_id=kid) for kid in limited)
+                )
+            except Exception as exc:  # a dead Redis at the trip: the log and memory stand in
+                log.info("lcm: the %s rate windows cannot be read (%s)", source.name, exc)
+            else:
+                for kid, window in zip(limited, windows, strict=True):
+                    for call_id, age in window:
+                        add(kid, call_id, age)
+        counts = await asyncio.gather(
+            *(
+                counters.add_admissions(key_id=kid, admissions=list(merged[kid].items()))
+                for kid in limited
+                if merged[kid]
+            )
+        )
+        return sum(counts)
+
     def _spawn(self, coro) -> None:
         # Alerts run off the request path; kept referenced so they are not collected.
         task = asyncio.ensure_future(coro)
@@ -312,12 +476,24 @@ class Guard:
         key_id: int | None = None,
         month: str | None = None,
         drop: bool = False,
+        *,
+        source: Counters | None = None,
+        windows: bool = False,
     ) -> dict[str, Any]:
         """`reconcile` without the books lock, for the circuit breaker's switch-over.
 
         The breaker trips inside a counters call, possibly one made under the lock. That
         is safe unlocked: a call whose booking is in flight has not queued its row yet,
         so the sum leaves it out and its booking then lands on the rebuilt store.
+
+        Each key's spend becomes, atomically in the store: the log (read in one snapshot),
+        plus the settlements the store recorded recently whose rows the snapshot lacks (calls
+        other servers settled and have not logged yet: never erased), plus those made since
+        (the store numbers them), plus the calls the shared database holds as settled and
+        not logged. `drop`: also forget the reservations of calls that are over (the store
+        held them through an outage), keeping those of calls in flight on any server.
+        `windows` (a switch of store): the rate windows too, from this process's
+        admissions, the log and `source` (the store being left), see `_rebuild_windows`.
         """
         counters = counters or self.counters
         month = month or current_month()
@@ -325,15 +501,42 @@ class Guard:
         if self._flush is not None and not await self._flush():
             raise RuntimeError("the call log could not be flushed; counters left as they are")
         start, end = month_bounds(month)
-        logged = await self.store.run(month_spend_units, start=start, end=end, key_id=key_id)
         keys = await self.store.run(key_table.list_keys, self._box)
+        keys = [k for k in keys if key_id is None or k.id == key_id]
+        snapshot = _Snapshot(self.store)
+        try:
+            # The snapshot first: a call settled after it has its row written after it too.
+            logged = await snapshot.run(month_spend_units, start=start, end=end, key_id=key_id)
+            recents: list[Settlements] = await asyncio.gather(
+                *(counters.recent_settlements(key_id=k.id, month=month) for k in keys)
+            )
+            candidates = {call_id for r in recents for call_id in (*r.costs, *r.held)}
+            in_log, held = await snapshot.run(
+                _unlogged, month=month, candidates=candidates, key_id=key_id
+            )
+        finally:
+            await snapshot.close()
         report = []
-        for key in keys:
-            if key_id is not None and key.id != key_id:
-                continue
+        for key, recent in zip(keys, recents, strict=True):
             truth = logged.get(key.id, 0)
-            before = await counters.set_spent(
-                key_id=key.id, month=month, spent=truth, drop_reservations=drop
+            pending = held.get(key.id, {})
+            base = truth + sum(pending.values())
+            base += sum(
+                cost
+                for call_id, cost in recent.costs.items()
+                if call_id not in in_log and call_id not in pending
+            )
+            # `drop` (Redis taking over again): forget the reservations of calls that are
+            # over (logged, or settled in the database), made on Redis before the outage or by
+            # admits that timed out; not those of calls still in flight on any server.
+            over = [c for c in recent.held if c in in_log or c in pending] if drop else []
+            before, now = await counters.rebase_spent(
+                key_id=key.id,
+                month=month,
+                base=base,
+                since=recent,
+                exclude=list(pending),
+                forget=over,
             )
             # Calls are booked on the counter only for keys with a budget: for the others
             # the counter is what the last reconcile put there, and nothing can drift.
@@ -346,10 +549,20 @@ class Guard:
                         "budget_usd": key.monthly_budget_usd,
                         "counter_usd": to_usd(before) if counted else None,
                         "logged_usd": to_usd(truth),
-                        "drift_usd": to_usd(before - truth) if counted else None,
+                        # What the rebuild changed: calls settled and not logged yet are
+                        # in the counter rightly, and no drift.
+                        "drift_usd": to_usd(before - now) if counted else None,
                     }
                 )
         await self._replace_reservations(counters, key_id, month)
+        if windows:
+            try:
+                added = await self._rebuild_windows(counters, source, keys)
+            except Exception:
+                log.exception("lcm: could not rebuild the rate windows in the %s", counters.name)
+            else:
+                if added:
+                    log.info("lcm: %d admission(s) of the last minute carried over", added)
         # An empty counter (a fresh in-memory store, an expired Redis key) is loaded, not
         # corrected: only a counter that held a different figure is worth a warning.
         drifted = [r for r in report if r["drift_usd"] and r["counter_usd"]]

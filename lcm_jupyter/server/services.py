@@ -67,6 +67,8 @@ class LCMServices:
             default_output_tokens=settings.default_max_output_tokens,
             unpriced_reserve_usd=settings.unpriced_reserve_usd,
             flush=self.flush_logs,
+            # What a store taking over needs in its rate windows (only Redis has a fallback).
+            track_admissions=isinstance(self.counters, FailoverCounters),
         )
         self.router = Router(
             pricing=self.pricing,
@@ -138,10 +140,18 @@ class LCMServices:
         return FailoverCounters(redis, fallback, resync=self._resync), redis
 
     async def _resync(self, counters: Counters) -> None:
-        # Redis taking over again: its reservations were made by calls since settled in
-        # memory (or by admits that timed out): forget them with the spend.
-        primary = isinstance(self.counters, FailoverCounters) and counters is self.counters.primary
-        await self.guard.rebuild(counters, drop=primary)
+        # Redis taking over again: reservations it kept of calls since settled elsewhere
+        # (or made by admits that timed out) are forgotten when their calls are over, those
+        # of calls in flight on any server kept. Either way the
+        # store taking over gets the rate windows of the last minute (from the one left,
+        # when it can be read, this process's admissions and the log).
+        breaker = self.counters
+        source: Counters | None = None
+        primary = False
+        if isinstance(breaker, FailoverCounters):
+            primary = counters is breaker.primary
+            source = breaker.fallback if primary else breaker.primary
+        await self.guard.rebuild(counters, drop=primary, source=source, windows=True)
 
     async def reconcile(self, *, key_id: int | None = None) -> dict:
         """Make the budget counters equal to the logged spend; the drift per key."""

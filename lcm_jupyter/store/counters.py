@@ -16,7 +16,8 @@ still holds budgets up to about $900 million.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..core.budget import MONEY_SCALE
@@ -24,10 +25,12 @@ from ..core.budget import MONEY_SCALE
 __all__ = [
     "MONEY_SCALE",
     "Admission",
+    "Admissions",
     "BudgetState",
     "Counters",
     "RateState",
     "RefusingCounters",
+    "Settlements",
     "SharedKV",
 ]
 
@@ -45,6 +48,14 @@ SETTLED_TTL_SECONDS = RESERVATION_TTL_SECONDS
 A retry (redis-py's, after a reply was lost) comes within seconds; a settle later than a
 reservation's life could not be told from a late one anyway. The markers are one entry
 per call, so their life bounds what they cost: 24 h of them was the largest structure."""
+
+RECENT_SETTLED_SECONDS = 120.0
+"""How long a settlement stays in its key-month's "recent settlements" (call id -> cost).
+
+A rebuild sets spent = the log + the recent settlements whose rows are not in the log yet:
+a row is written within the log writer's flush interval (0.25 s) after its settle, so two
+minutes covers any server whose writer is working (one that cannot write for two minutes
+fails its own rebuilds: they flush first)."""
 
 LOCAL_SETTLED_TTL_SECONDS = 60.0
 """The same for the in-memory counters: in one process nothing crosses a network, so a
@@ -75,6 +86,25 @@ class Admission:
     """Settled spend this month, in money units."""
     reserved: int
     """Reserved by calls in flight (this one included when allowed), in money units."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlements:
+    """A key-month's recent settlements, as one read of the store saw them."""
+
+    mark: int = 0
+    """The store's settlement sequence at the read: later settlements are numbered above it."""
+    costs: dict[str, int] = field(default_factory=dict)
+    """call_id -> cost in units, of the settlements of the last `RECENT_SETTLED_SECONDS`."""
+    origin: int = 0
+    """Which store numbered them (its id()): a mark means nothing to another store."""
+    held: tuple[str, ...] = ()
+    """The month's calls holding a reservation at the read (a rebuild forgets those over)."""
+
+
+Admissions = Sequence[tuple[str, float]]
+"""(call_id, seconds ago) of admissions in a rate window, each store counting on its own
+clock (ages, not times, cross between stores)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +162,45 @@ class Counters(Protocol):
         `drop_reservations`: also forget the month's reservations (after an outage, the
         calls that made them were settled elsewhere).
         """
+        ...
+
+    async def recent_settlements(self, *, key_id: int, month: str) -> Settlements:
+        """The month's settlements of the last `RECENT_SETTLED_SECONDS`, and the mark to
+        pass to `rebase_spent` (settlements after the read are numbered above it)."""
+        ...
+
+    async def rebase_spent(
+        self,
+        *,
+        key_id: int,
+        month: str,
+        base: int,
+        since: Settlements,
+        exclude: Sequence[str] = (),
+        forget: Sequence[str] = (),
+        drop_reservations: bool = False,
+    ) -> tuple[int, int]:
+        """Atomically make spent = `base` + the costs of the settlements made since `since`
+        (what this store's `recent_settlements` returned; numbered above its mark) except
+        the calls in `exclude` (already in `base`); returns (old spent, new spent). `since`
+        read from another store (the breaker moved in between): `base` alone. In the same
+        step, `forget` drops the reservations of those calls (over: their rows are logged),
+        `drop_reservations` all of them.
+
+        What a rebuild from the log uses: `base` is the log (read before the mark) plus the
+        recent settlements its rows did not have yet, so calls other servers settle while it
+        runs are neither erased nor counted twice.
+        """
+        ...
+
+    async def recent_admissions(self, *, key_id: int) -> list[tuple[str, float]]:
+        """The key's rate window: (call_id, seconds ago) of each admission in the last minute."""
+        ...
+
+    async def add_admissions(self, *, key_id: int, admissions: Admissions) -> int:
+        """Put admissions (call_id, seconds ago) into the key's rate window, each call once
+        (a call id already there stays as it is; those older than the window are skipped);
+        returns how many were added. Several servers may add the same ones at once."""
         ...
 
     async def ping(self) -> bool:
@@ -193,6 +262,22 @@ class RefusingCounters:
         """Nothing to set."""
         return 0
 
+    async def recent_settlements(self, **_: object) -> Settlements:
+        """Nothing settled here."""
+        return Settlements()
+
+    async def rebase_spent(self, **_: object) -> tuple[int, int]:
+        """Nothing to set."""
+        return 0, 0
+
+    async def recent_admissions(self, **_: object) -> list[tuple[str, float]]:
+        """Nothing admitted here."""
+        return []
+
+    async def add_admissions(self, **_: object) -> int:
+        """No window to fill."""
+        return 0
+
     async def ping(self) -> bool:
         """Always answers."""
         return True
@@ -217,6 +302,16 @@ def alert_key(key_id: int, month: str, threshold: int) -> str:
 def rate_key(key_id: int) -> str:
     """The Redis key of a key's sliding window."""
     return f"lcm:rl:{key_id}"
+
+
+def recent_key(key_id: int, month: str) -> str:
+    """The Redis key of a month's recent settlements (ZSET: "ms cost call_id" by sequence)."""
+    return f"lcm:recent:{key_id}:{month}"
+
+
+def recent_seq_key(key_id: int, month: str) -> str:
+    """The Redis key numbering a month's settlements."""
+    return f"lcm:recent-seq:{key_id}:{month}"
 
 
 def cache_key(digest: str) -> str:

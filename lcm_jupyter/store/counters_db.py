@@ -20,7 +20,7 @@ no rate limit exceeded. Used only while Redis is away (`on_redis_outage = "share
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlite_utils import Database
 
@@ -29,8 +29,10 @@ from .counters import (
     RATE_WINDOW_SECONDS,
     RESERVATION_TTL_SECONDS,
     Admission,
+    Admissions,
     BudgetState,
     RateState,
+    Settlements,
 )
 from .store import Store
 
@@ -174,6 +176,34 @@ def _budget(db: Database, now: float, key_id: int, month: str) -> BudgetState:
         return BudgetState(_logged(db, key_id, month) + settled, reserved)
 
 
+def _window(db: Database, now: float, key_id: int) -> list[tuple[str, float]]:
+    rows = db.execute(
+        "SELECT call_id, at FROM shared_rate WHERE key_id = ? AND at > ? ORDER BY at",
+        [key_id, now - RATE_WINDOW_SECONDS],
+    ).fetchall()
+    return [(call_id, now - at) for call_id, at in rows]
+
+
+def _add_window(db: Database, now: float, key_id: int, admissions: Admissions) -> int:
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")  # servers adding the same calls at once add each once
+    try:
+        added = 0
+        for call_id, age in admissions:
+            if age >= RATE_WINDOW_SECONDS:
+                continue
+            added += conn.execute(
+                "INSERT INTO shared_rate (key_id, call_id, at) SELECT ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM shared_rate WHERE key_id = ? AND call_id = ?)",
+                [key_id, call_id, now - max(age, 0.0), key_id, call_id],
+            ).rowcount
+        conn.execute("COMMIT")
+        return added
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class DatabaseCounters:
     """Admission, settlement and budgets decided in the database all servers share."""
 
@@ -217,6 +247,37 @@ class DatabaseCounters:
         """Nothing to set: the log is the spend here. Returns the spend it holds."""
         state = await self.budget(key_id=key_id, month=month)
         return state.spent
+
+    async def recent_settlements(self, *, key_id: int, month: str) -> Settlements:
+        """None to report: a settlement here is a hold until its row is written, and the
+        spend is always the log plus those holds (nothing a rebuild could erase)."""
+        return Settlements()
+
+    async def rebase_spent(
+        self,
+        *,
+        key_id: int,
+        month: str,
+        base: int,
+        since: Settlements,
+        exclude: Sequence[str] = (),
+        forget: Sequence[str] = (),
+        drop_reservations: bool = False,
+    ) -> tuple[int, int]:
+        """Nothing to set (see `set_spent`): (the spend it holds, twice). Its holds of calls
+        that are over go as their rows are written."""
+        spent = await self.set_spent(key_id=key_id, month=month, spent=base)
+        return spent, spent
+
+    async def recent_admissions(self, *, key_id: int) -> list[tuple[str, float]]:
+        """See Counters.recent_admissions."""
+        return await self._store.run(_window, self._clock(), key_id)
+
+    async def add_admissions(self, *, key_id: int, admissions: Admissions) -> int:
+        """See Counters.add_admissions: one transaction, each call id once."""
+        if not admissions:
+            return 0
+        return await self._store.run(_add_window, self._clock(), key_id, list(admissions))
 
     async def ping(self) -> bool:
         """The database answers whenever the server does."""

@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .counters import (
     BUDGET_TTL_SECONDS,
@@ -22,8 +22,10 @@ from .counters import (
     RATE_WINDOW_SECONDS,
     RESERVATION_TTL_SECONDS,
     Admission,
+    Admissions,
     BudgetState,
     RateState,
+    Settlements,
 )
 
 _Window = OrderedDict[str, float]
@@ -33,7 +35,7 @@ _Window = OrderedDict[str, float]
 class _Month:
     """A key's month: settled spend (with its TTL), live reservations, settled call ids."""
 
-    __slots__ = ("reservations", "reserved", "settled", "spent", "spent_expires")
+    __slots__ = ("reservations", "reserved", "seq", "settled", "spent", "spent_expires")
 
     def __init__(self) -> None:
         self.spent = 0
@@ -41,7 +43,10 @@ class _Month:
         # call_id -> (expires, amount); one TTL for all, so insertion order is expiry order.
         self.reservations: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.reserved = 0
-        self.settled: OrderedDict[str, float] = OrderedDict()  # call_id -> expires
+        # call_id -> (expires, sequence number, cost): a retried settle counts once, and a
+        # rebuild from the log adds back the settlements whose rows are not written yet.
+        self.settled: OrderedDict[str, tuple[float, int, int]] = OrderedDict()
+        self.seq = 0
 
     def current_spent(self, now: float) -> int:
         """Settled spend, 0 once the counter outlived its TTL."""
@@ -61,7 +66,7 @@ class _Month:
             if expires > now:
                 break
             self.forget(call_id)
-        while self.settled and next(iter(self.settled.values())) <= now:
+        while self.settled and next(iter(self.settled.values()))[0] <= now:
             self.settled.popitem(last=False)
         return self.reserved
 
@@ -200,7 +205,8 @@ class MemoryCounters:
         if call_id not in state.settled:
             state.forget(call_id)
             state.set_spent(state.current_spent(now) + cost, now)
-            state.settled[call_id] = now + self._settled_ttl
+            state.seq += 1
+            state.settled[call_id] = (now + self._settled_ttl, state.seq, cost)
         return BudgetState(state.current_spent(now), state.reserved)
 
     async def release(self, *, key_id: int, call_id: str, month: str) -> None:
@@ -230,6 +236,71 @@ class MemoryCounters:
             for call_id in list(state.reservations):
                 state.forget(call_id)
         return old
+
+    async def recent_settlements(self, *, key_id: int, month: str) -> Settlements:
+        """See Counters.recent_settlements (kept `settled_ttl`: one process's own calls,
+        whose rows its rebuild flushes first)."""
+        state = self._months.get((key_id, month))
+        if state is None:
+            return Settlements()
+        state.drop_expired(self._now())
+        costs = {call_id: cost for call_id, (_, _, cost) in state.settled.items()}
+        return Settlements(state.seq, costs, id(self), tuple(state.reservations))
+
+    async def rebase_spent(
+        self,
+        *,
+        key_id: int,
+        month: str,
+        base: int,
+        since: Settlements,
+        exclude: Sequence[str] = (),
+        forget: Sequence[str] = (),
+        drop_reservations: bool = False,
+    ) -> tuple[int, int]:
+        """See Counters.rebase_spent."""
+        skip = set(exclude)
+        state = self._months.get((key_id, month))
+        later = 0
+        after = since.mark
+        if state is not None and since.origin == id(self):
+            # Numbered in insertion order: the newest are at the end.
+            for call_id, (_, seq, cost) in reversed(state.settled.items()):
+                if seq <= after:
+                    break
+                if call_id not in skip:
+                    later += cost
+        old = await self.set_spent(
+            key_id=key_id, month=month, spent=base + later, drop_reservations=drop_reservations
+        )
+        if forget and state is not None:
+            for call_id in forget:
+                state.forget(call_id)
+        return old, base + later
+
+    async def recent_admissions(self, *, key_id: int) -> list[tuple[str, float]]:
+        """See Counters.recent_admissions."""
+        now = self._now()
+        window = self._windows.get(key_id)
+        if not window:
+            return []
+        self._trim(window, now)
+        return [(call_id, now - at) for call_id, at in window.items()]
+
+    async def add_admissions(self, *, key_id: int, admissions: Admissions) -> int:
+        """See Counters.add_admissions."""
+        now = self._now()
+        window = self._windows.setdefault(key_id, OrderedDict())
+        added = 0
+        for call_id, age in admissions:
+            if call_id not in window and age < self._window:
+                window[call_id] = now - max(age, 0.0)
+                added += 1
+        if added:  # the window is read oldest first
+            self._windows[key_id] = OrderedDict(sorted(window.items(), key=lambda e: e[1]))
+        elif not window:
+            del self._windows[key_id]
+        return added
 
     async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
         """True the first time this (key, month, threshold) is marked, False after."""

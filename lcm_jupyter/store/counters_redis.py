@@ -11,6 +11,10 @@ Keys besides the ones `counters.py` names, per key and month:
 - `lcm:resv-exp:{key}:{month}`    ZSET  call_id -> expiry (ms), so expired ones drop in O(expired)
 - `lcm:resv-total:{key}:{month}`  STRING the running sum of the HASH
 - `lcm:settled:{key}:{month}`     ZSET  call_id -> marker expiry (ms): a retried settle is a no-op
+- `lcm:recent:{key}:{month}`      ZSET  "settled-at-ms cost call_id" -> sequence number: the
+                                  settlements of the last two minutes, which a rebuild from
+                                  the log adds back when their rows are not written yet
+- `lcm:recent-seq:{key}:{month}`  STRING the last sequence number
 
 Money stays exact: amounts travel as decimal strings and only Redis INCRBY/HINCRBY
 adds them (int64), because Lua numbers are doubles. Only the budget comparison
@@ -41,15 +45,20 @@ from redis.exceptions import NoScriptError, RedisError
 from .counters import (
     BUDGET_TTL_SECONDS,
     RATE_WINDOW_SECONDS,
+    RECENT_SETTLED_SECONDS,
     RESERVATION_TTL_SECONDS,
     SETTLED_TTL_SECONDS,
     Admission,
+    Admissions,
     BudgetState,
     RateState,
+    Settlements,
     alert_key,
     budget_key,
     cache_key,
     rate_key,
+    recent_key,
+    recent_seq_key,
 )
 
 # Helpers every script starts with. Reservation keys come as (amounts, expiries, total).
@@ -163,13 +172,13 @@ return {1, '', count, reset_ms(false), spent, reserved}
 """
 )
 
-# KEYS: budget, amounts, expiries, total, settled
-# ARGV (after the clock): call_id, cost, budget_ttl_s, settled_ttl_ms
+# KEYS: budget, amounts, expiries, total, settled, recent, recent-seq
+# ARGV (after the clock): call_id, cost, budget_ttl_s, settled_ttl_ms, recent_ms
 # Returns {spent, reserved}.
 _SETTLE = (
     _PRELUDE
     + """
-local call_id, settled_ttl = ARGV[1], tonumber(ARGV[4])
+local call_id, settled_ttl, recent = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 if not redis.call('ZSCORE', KEYS[5], call_id) then
@@ -178,8 +187,95 @@ if not redis.call('ZSCORE', KEYS[5], call_id) then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[5], now + settled_ttl, call_id)
   redis.call('PEXPIRE', KEYS[5], settled_ttl)
+  -- Recent settlements, numbered: a rebuild from the log adds back those not logged yet.
+  -- The oldest leave a few at a time (each settle adds one), by their time.
+  local old = redis.call('ZRANGE', KEYS[6], 0, 3)
+  local gone = 0
+  for _, entry in ipairs(old) do
+    if tonumber(string.match(entry, '^(%S+)')) > now - recent then break end
+    gone = gone + 1
+  end
+  if gone > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, gone - 1) end
+  local seq = redis.call('INCR', KEYS[7])
+  redis.call('EXPIRE', KEYS[7], ARGV[3])
+  redis.call('ZADD', KEYS[6], seq, string.format('%.3f', now) .. ' ' .. ARGV[2] .. ' ' .. call_id)
+  redis.call('PEXPIRE', KEYS[6], math.ceil(recent) + 1000)
 end
 return {redis.call('GET', KEYS[1]) or '0', drop_expired(KEYS[2], KEYS[3], KEYS[4], now)}
+"""
+)
+
+# KEYS: recent, recent-seq, amounts. ARGV (after the clock): recent_ms.
+# Returns {mark, n, n entries of the last recent_ms, the call ids holding a reservation...}.
+_RECENT = (
+    _PRELUDE
+    + """
+local now, recent = now_ms(), tonumber(ARGV[1])
+local found = {redis.call('GET', KEYS[2]) or '0', 0}
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if tonumber(string.match(entry, '^(%S+)')) > now - recent then table.insert(found, entry) end
+end
+found[2] = #found - 2
+for _, call_id in ipairs(redis.call('HKEYS', KEYS[3])) do table.insert(found, call_id) end
+return found
+"""
+)
+
+# KEYS: budget, amounts, expiries, total, recent. ARGV (after the clock): base, ttl_s, drop
+# ("1": forget every reservation), after, n, n call ids to leave out, then call ids whose
+# reservations to forget. Returns {old spent, new spent}. Settlements numbered above `after`
+# are all counted, whatever their time.
+_REBASE = (
+    _PRELUDE
+    + """
+local n = tonumber(ARGV[5])
+local skip = {}
+for i = 6, 5 + n do skip[ARGV[i]] = true end
+local old = redis.call('GET', KEYS[1]) or '0'
+local later = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. ARGV[4], '+inf')
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for _, entry in ipairs(later) do
+  local cost, call_id = string.match(entry, '^%S+ (%S+) (.*)$')
+  if not skip[call_id] then redis.call('INCRBY', KEYS[1], cost) end
+end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+else
+  for i = 6 + n, #ARGV do forget(KEYS[2], KEYS[3], KEYS[4], ARGV[i]) end
+  drop_expired(KEYS[2], KEYS[3], KEYS[4], now_ms())
+end
+return {old, redis.call('GET', KEYS[1])}
+"""
+)
+
+# KEYS: rate. ARGV (after the clock): window_ms. Returns {call_id, age_ms, ...}.
+_WINDOW = (
+    _PRELUDE
+    + """
+local now, window = now_ms(), tonumber(ARGV[1])
+local found = {}
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf', 'WITHSCORES')
+for i = 1, #entries, 2 do
+  table.insert(found, entries[i])
+  table.insert(found, string.format('%.3f', now - tonumber(entries[i + 1])))
+end
+return found
+"""
+)
+
+# KEYS: rate. ARGV (after the clock): window_ms, then call_id, age_ms pairs.
+# Each call once (ZADD NX: one already there keeps its time). Returns how many were added.
+_ADD_WINDOW = (
+    _PRELUDE
+    + """
+local now, window = now_ms(), tonumber(ARGV[1])
+local added = 0
+for i = 2, #ARGV, 2 do
+  local at = now - tonumber(ARGV[i + 1])
+  if at > now - window then added = added + redis.call('ZADD', KEYS[1], 'NX', at, ARGV[i]) end
+end
+if added > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(window) + 1000) end
+return added
 """
 )
 
@@ -336,6 +432,10 @@ class RedisCounters:
         self._release = register(_RELEASE)
         self._budget = register(_BUDGET)
         self._set_spent = register(_SET_SPENT)
+        self._recent = register(_RECENT)
+        self._rebase = register(_REBASE)
+        self._window_script = register(_WINDOW)
+        self._add_window = register(_ADD_WINDOW)
 
     def _now(self) -> str:
         """The scripts' clock argument: '' (Redis TIME) unless a clock was given."""
@@ -388,8 +488,17 @@ class RedisCounters:
                 budget_key(key_id, month),
                 *_reservation_keys(key_id, month),
                 settled_key(key_id, month),
+                recent_key(key_id, month),
+                recent_seq_key(key_id, month),
             ],
-            args=[self._now(), call_id, int(cost), BUDGET_TTL_SECONDS, SETTLED_TTL_SECONDS * 1000],
+            args=[
+                self._now(),
+                call_id,
+                int(cost),
+                BUDGET_TTL_SECONDS,
+                SETTLED_TTL_SECONDS * 1000,
+                RECENT_SETTLED_SECONDS * 1000,
+            ],
         )
         return BudgetState(int(spent), int(reserved))
 
@@ -418,6 +527,78 @@ class RedisCounters:
             args=[int(spent), BUDGET_TTL_SECONDS, "1" if drop_reservations else "0"],
         )
         return int(old)
+
+    async def recent_settlements(self, *, key_id: int, month: str) -> Settlements:
+        """See Counters.recent_settlements."""
+        mark, n, *found = await self._batch.run(
+            self._recent,
+            keys=[
+                recent_key(key_id, month),
+                recent_seq_key(key_id, month),
+                _reservation_keys(key_id, month)[0],
+            ],
+            args=[self._now(), RECENT_SETTLED_SECONDS * 1000],
+        )
+        costs = {}
+        for entry in found[: int(n)]:
+            _, cost, call_id = entry.decode().split(" ", 2)
+            costs[call_id] = int(cost)
+        held = tuple(call_id.decode() for call_id in found[int(n) :])
+        return Settlements(int(mark), costs, id(self), held)
+
+    async def rebase_spent(
+        self,
+        *,
+        key_id: int,
+        month: str,
+        base: int,
+        since: Settlements,
+        exclude: Sequence[str] = (),
+        forget: Sequence[str] = (),
+        drop_reservations: bool = False,
+    ) -> tuple[int, int]:
+        """See Counters.rebase_spent."""
+        # Another store's mark: no settlement here is "since" it (-1 would take them all).
+        after = since.mark if since.origin == id(self) else 2**62
+        old, new = await self._batch.run(
+            self._rebase,
+            keys=[
+                budget_key(key_id, month),
+                *_reservation_keys(key_id, month),
+                recent_key(key_id, month),
+            ],
+            args=[
+                self._now(),
+                int(base),
+                BUDGET_TTL_SECONDS,
+                "1" if drop_reservations else "0",
+                after,
+                len(exclude),
+                *exclude,
+                *forget,
+            ],
+        )
+        return int(old), int(new)
+
+    async def recent_admissions(self, *, key_id: int) -> list[tuple[str, float]]:
+        """See Counters.recent_admissions."""
+        flat = await self._batch.run(
+            self._window_script, keys=[rate_key(key_id)], args=[self._now(), self._window_ms]
+        )
+        return [(flat[i].decode(), float(flat[i + 1]) / 1000) for i in range(0, len(flat), 2)]
+
+    async def add_admissions(self, *, key_id: int, admissions: Admissions) -> int:
+        """See Counters.add_admissions."""
+        if not admissions:
+            return 0
+        pairs = [x for call_id, age in admissions for x in (call_id, repr(max(age, 0.0) * 1000))]
+        return int(
+            await self._batch.run(
+                self._add_window,
+                keys=[rate_key(key_id)],
+                args=[self._now(), self._window_ms, *pairs],
+            )
+        )
 
     async def mark_alert(self, *, key_id: int, month: str, threshold: int) -> bool:
         """True the first time this (key, month, threshold) is marked, False after."""

@@ -12,12 +12,13 @@ row is lost when the server stops.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ class LogWriter:
     def _write(self, db, batch: list[Mapping[str, Any]]) -> None:
         for attempt in range(5):
             try:
-                with db.atomic():
+                with _immediate(db.conn):
                     self._insert(db, batch)
                 self.written += len(batch)
                 self._committed(batch)
@@ -170,7 +171,7 @@ class LogWriter:
         landed = []
         for row in batch:
             try:
-                with db.atomic():
+                with _immediate(db.conn):
                     self._insert(db, [row])
                 self.written += 1
                 landed.append(row)
@@ -204,3 +205,18 @@ class LogWriter:
         if rolled_up:
             # In the rows' own transaction: the rollups never count a row that is not there.
             rollup.add_rows(db.conn, after)
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock up front. A deferred one reads first (the
+    rollup's last rowid) and upgrades at its first insert, and that upgrade fails at once,
+    without the busy timeout, when another process wrote meanwhile: under the shared
+    database counters' BEGIN IMMEDIATE traffic that failed every retry and dropped rows."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
