@@ -244,8 +244,9 @@ def server_env(
     )
     if redis_url:
         env["LCM_REDIS_URL"] = redis_url
-    if os.environ.get("LCM_GC_FREEZE"):  # off by default; LCM_GC_FREEZE=1 measures it on
-        env["LCM_GC_FREEZE"] = os.environ["LCM_GC_FREEZE"]
+    # A server that does nothing but proxy under load: gc_freeze on, as the README advises
+    # for one (the extension's default is off); LCM_GC_FREEZE=0 measures the default.
+    env["LCM_GC_FREEZE"] = os.environ.get("LCM_GC_FREEZE") or "1"
     if src is not None:  # --ref: that commit's lcm_jupyter shadows the editable install
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
