@@ -15,15 +15,29 @@ from ..core.settings import Settings
 from ._base import CommandError, LCMCommand, UsageError, subcommands
 
 
-def _create_key(settings: Settings, **fields: Any):
-    """Create a key in `settings`' database: (record, plain key)."""
-    from ..core.keyspec import validate_key_fields
-    from ..core.secretbox import SecretBox, load_or_create_key
+def _open(settings: Settings):
+    """The server's database and the box of its secret: (db, box); a CommandError when the
+    secret is not the database's (a key written under it would be unreadable there)."""
+    from ..core.secretbox import SecretBox, SecretMismatch, load_or_create_key
     from ..store.db import open_database
-    from ..store.keys import create_key
+    from ..store.secret import check_secret
 
     box = SecretBox(settings.secret_key or load_or_create_key(settings.secret_key_file))
     db = open_database(settings.db_path)
+    try:
+        check_secret(db, box, db_path=settings.db_path, secret_file=settings.secret_key_file)
+    except SecretMismatch as err:
+        db.conn.close()
+        raise CommandError(str(err).removeprefix("lcm: ")) from None
+    return db, box
+
+
+def _create_key(settings: Settings, **fields: Any):
+    """Create a key in `settings`' database: (record, plain key)."""
+    from ..core.keyspec import validate_key_fields
+    from ..store.keys import create_key
+
+    db, box = _open(settings)
     try:
         return create_key(db, box, validate_key_fields(fields, partial=False))
     finally:
@@ -48,12 +62,7 @@ def provider_keys(pairs: list[str]) -> dict[str, str]:
 
 class _KeysCommand(LCMCommand):
     def _database(self):
-        from ..core.secretbox import SecretBox, load_or_create_key
-        from ..store.db import open_database
-
-        settings = self.settings
-        box = SecretBox(settings.secret_key or load_or_create_key(settings.secret_key_file))
-        return open_database(settings.db_path), box
+        return _open(self.settings)
 
 
 class KeysListApp(_KeysCommand):

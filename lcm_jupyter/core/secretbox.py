@@ -6,8 +6,16 @@ only its owner can read (0600).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
+
+_CHECK_MESSAGE = b"lcm-jupyter: the secret that encrypts provider keys, v1"
+
+
+class SecretMismatch(RuntimeError):
+    """This process's secret is not the one a database's provider keys were encrypted with."""
 
 
 class SecretBox:
@@ -16,7 +24,11 @@ class SecretBox:
     def __init__(self, key: str | bytes) -> None:
         from cryptography.fernet import Fernet  # imported here: keeps `import lcm_jupyter` cheap
 
-        self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+        raw = key.encode() if isinstance(key, str) else key
+        self._fernet = Fernet(raw)
+        # Stored with the data so that a server with another secret is told at start: an
+        # HMAC under the secret tells nothing of the secret itself.
+        self.check_value = hmac.new(raw, _CHECK_MESSAGE, hashlib.sha256).hexdigest()[:32]
 
     @classmethod
     def from_file(cls, path: Path) -> SecretBox:

@@ -12,8 +12,10 @@ from ..core.settings import Settings
 from ..store.counters import Counters, RefusingCounters, SharedKV, SoftSharedKV
 from ..store.counters_db import DatabaseCounters
 from ..store.counters_memory import MemoryCounters
+from ..store.db import open_database
 from ..store.journal import Journal, journal_dir, logged_ids
 from ..store.logwriter import LogWriter
+from ..store.secret import check_secret
 from ..store.store import Store
 from .alerts import AlertService
 from .breaker import FailoverCounters
@@ -36,6 +38,13 @@ class LCMServices:
         secret = settings.secret_key or load_or_create_key(settings.secret_key_file)
         self.box = SecretBox(secret)
         self.store = Store(settings.db_path)
+        db = open_database(settings.db_path)
+        try:  # before anything is served: a wrong secret stops the extension, said plainly
+            check_secret(
+                db, self.box, db_path=settings.db_path, secret_file=settings.secret_key_file
+            )
+        finally:
+            db.conn.close()
         self.keys = KeyRing(self.store, self.box, ttl=settings.key_cache_seconds)
         self.pricing = PricingService(self.store, settings.price_catalog_file)
         self.upstream = upstream or AiohttpUpstream(

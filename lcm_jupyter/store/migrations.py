@@ -193,3 +193,10 @@ def m0009_log_filters(db: Database) -> None:
         "CREATE INDEX idx_proxy_logs_model_created ON proxy_logs "
         "(COALESCE(model, requested_model, ''), created_at)"
     )
+
+
+@migrations(name="0010_meta")
+def m0010_meta(db: Database) -> None:
+    """Facts about the database itself: the check value of the secret its provider keys are
+    encrypted with (store/secret.py)."""
+    db.execute("CREATE TABLE lcm_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
