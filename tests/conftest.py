@@ -116,6 +116,20 @@ async def until(predicate, timeout: float = 10.0):
 
 
 @pytest.fixture
+def write(lcm):
+    """Submit log rows through the log writer (the pipeline's path into the log, rollups
+    included) and wait until they are written."""
+
+    async def submit(*rows):
+        for row in rows:
+            lcm.log_writer.submit(row)
+        assert await lcm.flush_logs()
+        return rows
+
+    return submit
+
+
+@pytest.fixture
 def logs(lcm, api):
     """Flush the log writer, then return the newest log rows (newest first)."""
 

@@ -73,19 +73,6 @@ def log_row(created_at: str, **fields) -> dict:
 
 
 @pytest.fixture
-def write(lcm):
-    """Submit rows through the log writer (so through its rollup path) and wait for them."""
-
-    async def submit(*rows):
-        for row in rows:
-            lcm.log_writer.submit(row)
-        assert await lcm.flush_logs()
-        return rows
-
-    return submit
-
-
-@pytest.fixture
 def data(write, make_key, jp_asyncio_loop):
     """Rows over several past days: two keys, three models, errors, unpriced calls."""
 

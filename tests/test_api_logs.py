@@ -25,18 +25,6 @@ def lcm_config(lcm_config, request):
     return {**lcm_config, "analytics_timezone": tz} if tz else lcm_config
 
 
-@pytest.fixture
-def write(lcm):
-    """Submit rows through the log writer (the pipeline's path into the log)."""
-
-    async def submit(*rows):
-        for row in rows:
-            lcm.log_writer.submit(row)
-        assert await lcm.flush_logs()
-
-    return submit
-
-
 def _row(created_at: datetime, **fields) -> dict:
     return log_row(to_iso(created_at), **fields)
 
