@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from ..core.budget import estimate_input_tokens
 from ..core.detect import detect_provider
@@ -73,7 +73,7 @@ from .cache import ResponseCache, cache_digest, wants_no_cache
 from .keyring import KeyRing
 from .pricing import PricingService
 from .routing import Router
-from .upstream import Upstream, UpstreamResponse
+from .upstream import Upstream, UpstreamResponse, origin
 
 log = logging.getLogger(__name__)
 
@@ -640,10 +640,8 @@ class ProxyPipeline:
         call.answered = True
 
     def _origin(self, provider: str) -> str:
-        """The provider's scheme, host and port, as error messages name it."""
-        parts = urlsplit(self._base_urls.get(provider, ""))
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else provider
+        """The provider as error messages name it: its base URL's origin, else its name."""
+        return origin(self._base_urls.get(provider, "")) or provider
 
     async def _meter_body(
         self, call: Call, endpoint: Endpoint, data: bytes, req: ProxyRequest, body: dict | None

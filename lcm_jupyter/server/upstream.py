@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import contextmanager
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -47,21 +48,24 @@ def _translate(url: str, read_timeout: float):
         yield
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(
-            f"The provider at {_origin(url)} did not answer within {read_timeout:g}s."
+            f"The provider at {origin(url)} did not answer within {read_timeout:g}s."
         ) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable(
-            f"The provider at {_origin(url)} could not be reached: {exc.__class__.__name__}: {exc}"
+            f"The provider at {origin(url)} could not be reached: {exc.__class__.__name__}: {exc}"
         ) from exc
     except OSError as exc:
         raise UpstreamUnavailable(
-            f"The provider at {_origin(url)} could not be reached: {exc}"
+            f"The provider at {origin(url)} could not be reached: {exc}"
         ) from exc
 
 
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+def origin(url: str) -> str:
+    """A base URL's scheme, host and port, as error messages name a provider (no path, and
+    no credentials a URL may carry); '' when it has no host."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else ""
 
 
 class _AiohttpResponse:

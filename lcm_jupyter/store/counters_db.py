@@ -34,6 +34,7 @@ from .counters import (
     RateState,
     Settlements,
 )
+from .db import write_transaction
 from .store import Store
 
 __all__ = ["DatabaseCounters"]
@@ -87,8 +88,7 @@ def _admit(
     soft: bool,
 ) -> Admission:
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         rate = None
         if rpm is not None:
             conn.execute(
@@ -107,7 +107,6 @@ def _admit(
                         [key_id, count - rpm],
                     ).fetchone()
                     reset = max(oldest + RATE_WINDOW_SECONDS - now, 0.0)
-                conn.execute("COMMIT")
                 state = RateState(False, rpm, 0, reset)
                 return Admission(False, "rate_limit", state, 0, 0)
         spent = reserved = 0
@@ -120,7 +119,6 @@ def _admit(
             mine = held[0] if held else 0  # a repeated call id replaces its own hold
             over = spent >= budget if soft else spent + reserved - mine + reserve > budget
             if over:
-                conn.execute("COMMIT")
                 return Admission(False, "budget", None, spent, reserved)
             if not soft:
                 conn.execute(
@@ -137,19 +135,14 @@ def _admit(
             count += 1
             first = now if first is None else first
             rate = RateState(True, rpm, max(rpm - count, 0), first + RATE_WINDOW_SECONDS - now)
-        conn.execute("COMMIT")
         return Admission(True, None, rate, spent, reserved)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _settle(
     db: Database, now: float, key_id: int, call_id: str, month: str, cost: int
 ) -> BudgetState:
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         # Kept, with the actual cost, until its row is written (then the log counts it).
         conn.execute(
             "INSERT OR REPLACE INTO shared_holds "
@@ -157,12 +150,7 @@ def _settle(
             [call_id, key_id, month, cost, now + RESERVATION_TTL_SECONDS],
         )
         settled, reserved = _holds(db, key_id, month, now)
-        state = BudgetState(_logged(db, key_id, month) + settled, reserved)
-        conn.execute("COMMIT")
-        return state
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        return BudgetState(_logged(db, key_id, month) + settled, reserved)
 
 
 def _release(db: Database, call_id: str) -> None:
@@ -186,8 +174,7 @@ def _window(db: Database, now: float, key_id: int) -> list[tuple[str, float]]:
 
 def _add_window(db: Database, now: float, key_id: int, admissions: Admissions) -> int:
     conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")  # servers adding the same calls at once add each once
-    try:
+    with write_transaction(conn):  # servers adding the same calls at once add each once
         added = 0
         for call_id, age in admissions:
             if age >= RATE_WINDOW_SECONDS:
@@ -197,11 +184,7 @@ def _add_window(db: Database, now: float, key_id: int, admissions: Admissions) -
                 "(SELECT 1 FROM shared_rate WHERE key_id = ? AND call_id = ?)",
                 [key_id, call_id, now - max(age, 0.0), key_id, call_id],
             ).rowcount
-        conn.execute("COMMIT")
         return added
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class DatabaseCounters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -45,3 +46,18 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     db = connect(path)
     migrations.apply(db)
     return db
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at its start (BEGIN IMMEDIATE), committed on
+    leaving, rolled back on an exception. One that read first and wrote later (deferred)
+    would fail its upgrade at once, without the busy timeout, whenever another connection
+    wrote in between, and the servers sharing a database write all the time."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -12,18 +12,17 @@ row is lost when the server stops.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import rollup
-from .db import open_database
+from .db import open_database, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class LogWriter:
     def _write(self, db, batch: list[Mapping[str, Any]]) -> None:
         for attempt in range(5):
             try:
-                with _immediate(db.conn):
+                with write_transaction(db.conn):
                     self._insert(db, batch)
                 self.written += len(batch)
                 self._committed(batch)
@@ -171,7 +170,7 @@ class LogWriter:
         landed = []
         for row in batch:
             try:
-                with _immediate(db.conn):
+                with write_transaction(db.conn):
                     self._insert(db, [row])
                 self.written += 1
                 landed.append(row)
@@ -205,18 +204,3 @@ class LogWriter:
         if rolled_up:
             # In the rows' own transaction: the rollups never count a row that is not there.
             rollup.add_rows(db.conn, after)
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A transaction that takes the write lock up front. A deferred one reads first (the
-    rollup's last rowid) and upgrades at its first insert, and that upgrade fails at once,
-    without the busy timeout, when another process wrote meanwhile: under the shared
-    database counters' BEGIN IMMEDIATE traffic that failed every retry and dropped rows."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -587,36 +587,26 @@ class ProxyLogTable(Connected, widgets.VBox):
         )
         self.states = States(self.messages, [self.table, self.pager])
         row = widgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 12px")
-        self.children = [
-            widgets.HBox(
-                [widgets.HTML(heading("Recent calls")), self.refresh_button],
-                layout=widgets.Layout(align_items="center", grid_gap="12px"),
-            ),
-            widgets.HBox(
-                [
-                    self.key_picker,
-                    self.model_filter,
-                    self.provider_picker,
-                    self.status_picker,
-                    self.from_picker,
-                    self.to_picker,
-                    self.clear_button,
-                ],
-                layout=row,
-            ),
-            self.messages,
-            self.states.note,
-            self.table,
-            self.pager,
-        ]
-        for picker in (
+        filters = (
             self.key_picker,
             self.model_filter,
             self.provider_picker,
             self.status_picker,
             self.from_picker,
             self.to_picker,
-        ):
+        )
+        self.children = [
+            widgets.HBox(
+                [widgets.HTML(heading("Recent calls")), self.refresh_button],
+                layout=widgets.Layout(align_items="center", grid_gap="12px"),
+            ),
+            widgets.HBox([*filters, self.clear_button], layout=row),
+            self.messages,
+            self.states.note,
+            self.table,
+            self.pager,
+        ]
+        for picker in filters:
             picker.observe(self._filter_changed, names="value")
         display(self.clear_button, False)
         self.refresh()
