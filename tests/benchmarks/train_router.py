@@ -11,7 +11,7 @@ license allows shipping weights trained on it, or written for this project:
 - the type head: which kind of request. Demanding kinds: GSM8K and HumanEval (train split of
   `split_of`), MMLU's STEM question stems without their choices (train split), MBPP's first 27
   tasks (tests/data/routing_public/, CC BY 4.0), the project's complex prompts (the "tune"
-  part of tests/data/routing_eval.jsonl) and DEMANDING below. Everyday kinds: self-instruct's
+  part of tests/data/routing_eval.jsonl) and DEMANDING and DEMANDING_LONG below. Everyday kinds: self-instruct's
   seed tasks (Apache-2.0; train split), the project's simple prompts other than code how-tos,
   and EVERYDAY, EVERYDAY_LONG and COMMON_FACTS below. Both sides weigh the same in total; grams
   of function words only, newlines and question marks are kept out of it so that it learns what
@@ -222,6 +222,11 @@ How can I make my morning routine less stressful?
 Write a motivational message for a friend starting a new job.
 What are the health benefits of drinking enough water?
 What should I know before starting a vegetable garden?
+You are a friendly travel guide. I will tell you which city I am in and you suggest a nice place to visit nearby, one at a time.
+Act as my English conversation partner. I will say something about my day and you answer with a short, friendly reply and one question.
+You are a cheerful cooking assistant. I will tell you what is in my fridge and you suggest a simple dish each time.
+Pretend you are a librarian. I will describe a mood and you recommend one novel that fits it, with a sentence about why.
+You are a motivational coach. Each morning I will tell you my plan for the day and you reply with one short encouraging message.
 """.strip().splitlines()
 
 # Demanding prompts, short ones above all: maths, number theory, code, careful reasoning,
@@ -367,7 +372,74 @@ What is the 100th term of the arithmetic sequence 3, 7, 11, ...?
 Which Ottoman vizier negotiated the Treaty of Karlowitz?
 What was the population of Reykjavik in 1901?
 Who was the first woman to receive a doctorate in mathematics in Sweden?
+You are the lead architect reviewing a payment platform. I will paste service designs one at a time; for each, find race conditions, failure modes and data-loss risks, then propose fixes with their trade-offs.
+Act as a team of three agents: a planner that breaks my research question into sub-questions, a solver that answers each with sources, and a critic that checks the reasoning. Show each agent's turn until the critic accepts.
+You are an orchestrator for several tools: a SQL database, a Python sandbox and a web search. For every analysis question I give you, decide which tool to call with what input, read the results and iterate until the answer is verified.
+Your task is to act as a compiler engineer. I will give you snippets of C code and you must explain what undefined behaviour they contain, what an optimising compiler may do with them, and how to rewrite them portably.
+You are a reviewer for a mathematics journal. I will submit proofs step by step; check each step for rigour, point out gaps, and suggest how to close them.
+You coordinate a panel of experts (a statistician, an epidemiologist and a data engineer) who must design a study to estimate vaccine effectiveness from messy registry data. Ask each expert in turn and combine their answers into one plan.
+Simulate a distributed system of five nodes running Paxos. I will inject failures such as crashed nodes and lost messages; after each, show every node's state and whether consensus still holds.
+You are a senior security engineer running a threat model of a multi-tenant SaaS application. Ask me about its architecture, then enumerate attack paths, rank them by risk, and propose mitigations.
 """.strip().splitlines()
+
+# Long demanding requests: set-ups of multi-step work (agents, reviews, designs) over 150 words.
+# Without them the type head reads "very long" as everyday, from long everyday asks alone.
+DEMANDING_LONG = [
+    "You are the coordinator of an incident response team for a bank's online services. The team "
+    "has a network engineer, a database administrator, a security analyst and an application "
+    "developer, each of whom you can question as often as you need. I will describe symptoms as "
+    "they are reported: failed logins, slow transfers, alerts from the intrusion detection system. "
+    "For each report, decide which specialist to ask and what to ask them, then I will paste their "
+    "answers. Keep a running hypothesis of the root cause, say what evidence would confirm or "
+    "refute it, and propose containment steps that do not destroy forensic evidence. When you "
+    "have enough information, write a timeline of the incident, the root cause, the customer "
+    "impact, and a list of remediation items ranked by risk and effort. Do not guess facts you "
+    "have not been given; ask for them instead. Start by asking the questions you need answered "
+    "first, in order of priority, and explain briefly why each matters.",
+    "I am building a multi-tenant analytics service. Each tenant uploads event data (up to 50 "
+    "million rows a day per tenant, a few hundred tenants), and users run ad-hoc dashboards with "
+    "filters over the last 90 days. We currently use a single PostgreSQL instance and queries "
+    "have become slow, with some taking over a minute, while ingestion lags by hours at peak. "
+    "Propose an architecture that keeps p95 dashboard latency under two seconds and ingestion "
+    "lag under five minutes. Compare at least three options (for example partitioned PostgreSQL "
+    "with rollup tables, a columnar store such as ClickHouse, and a lakehouse with a query "
+    "engine), covering data layout, tenant isolation, schema evolution, backfills, cost, "
+    "operational burden for a team of four engineers, and failure modes. Then pick one, give a "
+    "migration plan that avoids downtime, and list the metrics you would watch to know whether "
+    "it worked. Point out any assumptions in my description that you think are wrong.",
+    "Act as three agents working together on a proof. The first agent proposes a strategy for "
+    "proving the statement I give, the second writes the proof in full detail, and the third "
+    "checks every step as a strict referee would, naming any gap, unjustified claim or circular "
+    "argument. If the referee finds a problem, the first agent must revise the strategy and the "
+    "second must rewrite the affected part, and the referee checks again. Continue until the "
+    "referee accepts or until you conclude the statement is false, in which case give a "
+    "counterexample and verify it. Label each agent's turn clearly. The statement: every finite "
+    "group whose order is the square of a prime is abelian, and there are exactly two such groups "
+    "up to isomorphism for each prime. State which standard results you rely on, and prove any "
+    "lemma that is not in a first course in group theory. At the end, summarise the final proof "
+    "in a clean form without the agents' discussion.",
+    "You will act as a code reviewer for a pull request in a large Python codebase that handles "
+    "payments. I will paste the diff in parts. For each part, look for concurrency bugs, missing "
+    "error handling, places where money is computed with floats, database transactions that can "
+    "leave partial state, retries that can charge a customer twice, and log lines that may leak "
+    "card numbers or tokens. For every issue, quote the lines, explain the failure scenario step "
+    "by step, rate its severity, and propose a concrete fix as code. Also note what tests are "
+    "missing and write them using pytest. After all parts, give an overall verdict: approve, "
+    "approve with changes, or request changes, with the three most important reasons. Be "
+    "precise and do not comment on style unless it hides a bug. If something depends on code "
+    "you have not seen, say what you would need to check and why it matters for correctness.",
+    "I want you to plan and carry out a small research study with me over several messages. The "
+    "question is whether retrieval-augmented generation reduces factual errors in answers about "
+    "internal company documents compared with fine-tuning a model on those documents. First, "
+    "design the study: the datasets we need, how to build a question set with gold answers, how "
+    "to measure factual errors reliably (including inter-annotator agreement), which baselines to "
+    "include, and how many questions we need to detect a ten percent difference with reasonable "
+    "power. Then list the threats to validity and how to mitigate each. After I reply with "
+    "constraints (budget, time, data access), revise the design. Finally write the analysis plan, "
+    "including the statistical tests and how to handle questions where annotators disagree. Ask "
+    "me for any information you need before you commit to choices that are hard to change later, "
+    "and justify each choice with reference to standard practice in the field.",
+]
 
 # Longer everyday requests: a paragraph of context around an ordinary ask. Without them the
 # type head would learn "long means demanding" from the long word problems alone.
@@ -530,7 +602,7 @@ def training_rows() -> tuple[Rows, Rows, Rows]:
             if stem.endswith(("?", ".")) and len(stem) >= 25 and "following" not in stem:
                 hard.append(stem)
     hard += [row["text"] for row in ev._jsonl(ev.PUBLIC / "mbpp_head.jsonl")]
-    written_hard = [t for k, t in enumerate(DEMANDING) if k % 5 != 4]
+    written_hard = [t for k, t in enumerate(DEMANDING + DEMANDING_LONG) if k % 5 != 4]
     written_easy = [t for k, t in enumerate(EVERYDAY + COMMON_FACTS + EVERYDAY_LONG) if k % 5 != 4]
     # Both classes weigh the same in total: the type head must not learn the class sizes.
     # The written prompts are few but carry the short shapes the public sets lack.
@@ -611,7 +683,7 @@ def head_json(model: LogisticRegression, vocab: list[str]) -> dict[str, Any]:
 def val_items() -> list[dict[str, Any]]:
     """The validation rows: the val split of the shared sets and every fifth written prompt."""
     items = [i for i in ev.load_shared() if i.get("split") == "val"]
-    for kind, texts in (("hard", DEMANDING), ("easy", EVERYDAY + COMMON_FACTS + EVERYDAY_LONG)):
+    for kind, texts in (("hard", DEMANDING + DEMANDING_LONG), ("easy", EVERYDAY + COMMON_FACTS + EVERYDAY_LONG)):
         for k, text in enumerate(texts):
             if k % 5 == 4:
                 items.append({"dataset": "written", "messages": ev.chat(text), "kind": kind})
