@@ -220,7 +220,7 @@ def status(lcm: LCMClient, args: argparse.Namespace) -> None:
     redis = "Redis" if info["counters"] == "redis" else info["counters"]
     if not info["redis_configured"]:
         redis = "in-memory (no Redis configured)"
-    print(f"database: {info['db_path']}")
+    print(f"database: {info.get('database', info['db_path'])}")
     print(f"counters: {redis}; budgets: {info['budget_mode']}")
     print(f"price table: {info['pricing_version']}; version {info['version']}")
 

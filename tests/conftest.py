@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
 from lcm_jupyter.testing import SimulatedProvider
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.redis_fixtures"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.redis_fixtures", "tests.pg_fixtures"]
 
 PROVIDER_KEY = "sk-upstream-secret-0123456789abcdef"
 
@@ -27,11 +28,40 @@ def sim(jp_asyncio_loop):
     jp_asyncio_loop.run_until_complete(provider.stop())
 
 
+# The modules whose every test also runs with PostgreSQL as the store: the proxy, the
+# management API, analytics and metering, end to end. LCM_TEST_ENGINE=postgresql runs
+# every test on PostgreSQL instead.
+BOTH_ENGINES = {
+    "test_api",
+    "test_api_logs",
+    "test_analytics",
+    "test_metering",
+    "test_proxy_anthropic",
+    "test_proxy_google",
+    "test_proxy_openai",
+    "test_guardrails",
+    "test_routing_proxy",
+}
+
+
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "engine" in metafunc.fixturenames and module in BOTH_ENGINES:
+        metafunc.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def lcm_config(sim, tmp_path):
+def engine(request):
+    """The store's engine for the server under test: "sqlite" or "postgresql"."""
+    return getattr(request, "param", os.environ.get("LCM_TEST_ENGINE", "sqlite"))
+
+
+@pytest.fixture
+def lcm_config(sim, tmp_path, engine, request):
     """The extension's config: a fresh database and secret, upstreams at the simulator."""
     return {
         "db_path": str(tmp_path / "lcm.sqlite3"),
+        "db_url": request.getfixturevalue("pg_url") if engine == "postgresql" else "",
         "secret_key_file": str(tmp_path / "secret.key"),
         "openai_base_url": sim.url,
         "anthropic_base_url": sim.url,
@@ -39,6 +69,22 @@ def lcm_config(sim, tmp_path):
         "upstream_read_timeout": 2.0,
         "max_request_body_bytes": 1024 * 1024,
     }
+
+
+def stored_rows(config, sql: str, params=()) -> list[dict]:
+    """Rows straight from the server's database, on either engine (`config`: the
+    extension's config dict or its Settings)."""
+    from lcm_jupyter.store.db import connect
+
+    if isinstance(config, dict):
+        target = config.get("db_url") or config["db_path"]
+    else:
+        target = config.store_target
+    db = connect(target)
+    try:
+        return list(db.query(sql, list(params)))
+    finally:
+        db.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import sqlite3
 from contextlib import closing
@@ -26,6 +27,8 @@ from lcm_jupyter.store.db import connect, open_database
 from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.migrations import migrations
 from lcm_jupyter.store.timeutil import to_iso
+
+from .conftest import stored_rows
 
 UTC = timezone.utc
 
@@ -241,21 +244,27 @@ async def test_csv_output_parses_back_to_the_same_numbers(api, data, jp_fetch):
                     assert float(row[field]) == value, field
 
 
-def _raw_calls(db_path) -> list[dict]:
-    """Every logged call straight from proxy_logs, its money rounded to units by SQLite."""
-    sql = f"""
-        SELECT created_at, COALESCE(key_id, -1) AS key_id, provider, model,
-               CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER) AS cost,
-               CAST(ROUND(savings_usd * {MONEY_SCALE}) AS INTEGER) AS savings,
-               input_tokens, output_tokens, CAST(ROUND(latency_ms * 1000) AS INTEGER) AS latency,
-               status IS NULL OR status >= 400 AS error, cost_usd IS NULL AS unpriced
-        FROM proxy_logs
-    """
-    db = sqlite3.connect(db_path)
-    db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute(sql)]
-    db.close()
+def _scaled(value: float | None, scale: int) -> int | None:
+    """value x scale rounded half away from zero, as the log's money is counted."""
+    if value is None:
+        return None
+    return int(math.copysign(math.floor(abs(value * scale) + 0.5), value))
+
+
+def _raw_calls(config) -> list[dict]:
+    """Every logged call straight from proxy_logs, its money rounded to units here."""
+    sql = (
+        "SELECT created_at, key_id, provider, model, cost_usd, savings_usd, input_tokens, "
+        "output_tokens, latency_ms, status FROM proxy_logs"
+    )
+    rows = stored_rows(config, sql)
     for row in rows:
+        row["key_id"] = -1 if row["key_id"] is None else row["key_id"]
+        row["cost"] = _scaled(row["cost_usd"], MONEY_SCALE)
+        row["savings"] = _scaled(row["savings_usd"], MONEY_SCALE)
+        row["latency"] = _scaled(row["latency_ms"], 1000)
+        row["error"] = int(row["status"] is None or row["status"] >= 400)
+        row["unpriced"] = int(row["cost_usd"] is None)
         row["moment"] = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
     return rows
 
@@ -397,7 +406,7 @@ async def test_rollups_and_raw_logs_agree_exactly(api, write, lcm_config):
     first = t - timedelta(39)
     rows = _awkward_rows(first, 40, _local_midnights(tz, first, 39))
     await write(*rows)
-    calls = _raw_calls(lcm_config["db_path"])
+    calls = _raw_calls(lcm_config)
     assert len(calls) == len(rows)
     for path, period, params in _cases(_spans(t), tz):
         status, body = await api("GET", f"analytics/{path}", **params)
@@ -532,7 +541,7 @@ def test_upgraded_database_and_its_writer_agree_with_raw_logs(tmp_path):
     writer.close()
 
     db = open_database(path)
-    calls = _raw_calls(path)
+    calls = _raw_calls({"db_path": path})
     assert len(calls) == len(old) + len(new)
     spans = [
         (date(2026, 3, 3), date(2026, 4, 7)),  # whole UTC days inside, partial ones at the ends

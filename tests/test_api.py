@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import PROVIDER_KEY, openai_via
+from .conftest import PROVIDER_KEY, openai_via, stored_rows
 
 
 async def test_api_refuses_requests_without_the_jupyter_token(base_url):
@@ -54,14 +54,15 @@ async def test_create_key_shows_plain_key_once_and_stores_only_its_hash(api, lcm
     assert status == 200 and "key" not in again
     assert again["monthly_budget_usd"] == 25.5
 
-    db = sqlite3.connect(lcm_config["db_path"])
-    ((stored_hash, stored_provider_keys),) = db.execute(
-        "SELECT key_hash, provider_api_keys FROM proxy_keys"
-    ).fetchall()
-    assert stored_hash == hashlib.sha256(key.encode()).hexdigest()
-    assert "sk-proj" not in stored_provider_keys  # encrypted at rest
-    dump = "\n".join(db.iterdump())
+    ((stored,),) = [stored_rows(lcm_config, "SELECT key_hash, provider_api_keys FROM proxy_keys")]
+    assert stored["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
+    assert "sk-proj" not in stored["provider_api_keys"]  # encrypted at rest
+    tables = ["proxy_keys", "proxy_logs", "alerts", "model_pricing", "lcm_meta"]
+    dump = "\n".join(str(stored_rows(lcm_config, f"SELECT * FROM {t}")) for t in tables)
     assert key not in dump and "sk-proj-abcdefghijklmnop1234" not in dump
+    if not lcm_config["db_url"]:  # and nowhere in the file either
+        dump = "\n".join(sqlite3.connect(lcm_config["db_path"]).iterdump())
+        assert key not in dump and "sk-proj-abcdefghijklmnop1234" not in dump
 
 
 CROSS_PROVIDER_RULE = {"from_model": "gpt-4o*", "to_model": "claude-3-haiku"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 
 import anthropic
 import openai
@@ -19,7 +18,7 @@ from lcm_jupyter.core.budget import reservation_units, to_units
 from lcm_jupyter.core.catalog import default_table
 from lcm_jupyter.core.pricing import ModelPrice
 
-from .conftest import PROVIDER_KEY, anthropic_via, openai_via
+from .conftest import PROVIDER_KEY, anthropic_via, openai_via, stored_rows
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -292,8 +291,7 @@ async def test_webhook_receives_alerts(base_url, make_key, api, lcm, logs, jp_as
     assert [r["lcm"]["percent"] for r in received] == [40, 60]
     texts = [r["text"] for r in received]
     assert all("예산" in t and " / $" in t for t in texts)
-    db = sqlite3.connect(lcm.settings.db_path)
-    assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 2
+    assert stored_rows(lcm.settings, "SELECT count(*) AS n FROM alerts") == [{"n": 2}]
     assert PROVIDER_KEY not in json.dumps(received)
 
 

@@ -185,7 +185,7 @@ def test_pages_walk_every_filtered_call_once_ties_included(db):
 def test_every_filter_reads_an_index_newest_first_without_sorting_the_log(db, where):
     # An equality on a column without an index (a rare model, a status): SQLite would sort
     # every matching call for one page unless the query leads it to an index in time order.
-    terms, params = logs._filter_sql(where)
+    terms, params = logs._filter_sql(where, "sqlite")
     sql = "SELECT * FROM proxy_logs" + (f" WHERE {' AND '.join(terms)}" if terms else "")
     sql += " ORDER BY created_at DESC, id DESC LIMIT 21"
     steps = [r["detail"] for r in db.query("EXPLAIN QUERY PLAN " + sql, params)]

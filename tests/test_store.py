@@ -194,8 +194,8 @@ def test_a_write_by_another_process_between_read_and_insert_loses_no_row(tmp_pat
     real = rollup.last_rowid
     wrote: list[bool] = []
 
-    def read_then_let_another_write(conn):
-        found = real(conn)
+    def read_then_let_another_write(db):
+        found = real(db)
         try:
             other.execute("INSERT INTO other_writes VALUES (1)")
             wrote.append(True)

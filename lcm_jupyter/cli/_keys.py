@@ -12,6 +12,7 @@ from ..core.keyspec import KEY_FIELDS, KeyField
 from ..core.money import format_money
 from ..core.providers import PROVIDERS
 from ..core.settings import Settings
+from ..store.db import describe
 from ._base import CommandError, LCMCommand, UsageError, subcommands
 
 
@@ -23,11 +24,11 @@ def _open(settings: Settings):
     from ..store.secret import check_secret
 
     box = SecretBox(settings.secret_key or load_or_create_key(settings.secret_key_file))
-    db = open_database(settings.db_path)
+    db = open_database(settings.store_target)
     try:
-        check_secret(db, box, db_path=settings.db_path, secret_file=settings.secret_key_file)
+        check_secret(db, box, db_path=settings.store_target, secret_file=settings.secret_key_file)
     except SecretMismatch as err:
-        db.conn.close()
+        db.close()
         raise CommandError(str(err).removeprefix("lcm: ")) from None
     return db, box
 
@@ -41,7 +42,7 @@ def _create_key(settings: Settings, **fields: Any):
     try:
         return create_key(db, box, validate_key_fields(fields, partial=False))
     finally:
-        db.conn.close()
+        db.close()
 
 
 def provider_keys(pairs: list[str]) -> dict[str, str]:
@@ -78,8 +79,8 @@ class KeysListApp(_KeysCommand):
         try:
             records = list_keys(db, box)
         finally:
-            db.conn.close()
-        print(f"database: {self.settings.db_path}", file=sys.stderr)
+            db.close()
+        print(f"database: {describe(self.settings.store_target)}", file=sys.stderr)
         if not records:
             print("no keys yet: jupyter lcm keys create NAME --provider-key openai=sk-...")
         for r in records:
@@ -152,7 +153,7 @@ class KeysCreateApp(_KeyFieldOptions):  # type: ignore[valid-type,misc]
         print(json.dumps({**record.public(), "key": plain}, indent=2))
         print(
             f"Copy the key now: it is not stored and cannot be shown again "
-            f"(database: {settings.db_path}).",
+            f"(database: {describe(settings.store_target)}).",
             file=sys.stderr,
         )
         return 0
@@ -179,8 +180,8 @@ class KeysRevokeApp(_KeysCommand):
         try:
             record = revoke_key(db, box, key_id)
         finally:
-            db.conn.close()
-        where = self.settings.db_path
+            db.close()
+        where = describe(self.settings.store_target)
         if record is None:
             raise CommandError(f"no key {key_id} in {where} (jupyter lcm keys list shows the ids)")
         print(f"revoked key {record.id} ({record.name}) in {where}")

@@ -34,11 +34,11 @@ class PricingListApp(LCMCommand):
         from ..store.pricing import load_overrides
 
         settings = self.settings
-        db = open_database(settings.db_path)
+        db = open_database(settings.store_target)
         try:
             table = PriceTable(Catalog.load(settings.price_catalog_file), load_overrides(db))
         finally:
-            db.conn.close()
+            db.close()
         print(f"prices {table.version} (USD per 1M tokens; * marks your overrides)")
         print(
             f"{'provider':10} {'model':34} {'input':>9} {'output':>9} {'cached':>9} {'cache-w':>9}"

@@ -38,6 +38,12 @@ def _http_url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else "must be an http(s) URL"
 
 
+def _postgres_url(value: str) -> str | None:
+    if value.startswith(("postgresql://", "postgres://")):
+        return None
+    return "must be a postgresql:// URL (empty: SQLite at db_path)"
+
+
 def _timezone(value: str) -> str | None:
     from .analytics import load_timezone  # zoneinfo, only when a timezone is checked
 
@@ -91,6 +97,14 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("db_path", Path, "lcm/lcm.sqlite3", "SQLite database of keys and call logs."),
+    Option(
+        "db_url",
+        str,
+        "",
+        "PostgreSQL database shared by every server of a team (postgresql://user:password@"
+        "host:5432/dbname); empty: SQLite at db_path.",
+        check=_postgres_url,
+    ),
     Option(
         "redis_url",
         str,
@@ -302,6 +316,7 @@ class Settings:
     db_path: Path
     secret_key_file: Path
     secret_key: str | None = None
+    db_url: str | None = None
     redis_url: str | None = None
     base_urls: Mapping[str, str] = field(default_factory=_default_base_urls)
     connect_timeout: float = _default("upstream_connect_timeout")
@@ -331,6 +346,11 @@ class Settings:
     unmetered_endpoints: tuple[str, ...] = _default("unmetered_endpoints")
     # None: the bundled catalog only.
     price_catalog_file: Path | None = None
+
+    @property
+    def store_target(self) -> Path | str:
+        """Where keys and logs live: the PostgreSQL URL, else the SQLite file."""
+        return self.db_url or self.db_path
 
     def __post_init__(self) -> None:
         for option in OPTIONS:

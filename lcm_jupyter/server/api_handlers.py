@@ -28,6 +28,7 @@ from ..store import alerts as alert_table
 from ..store import feedback as feedback_table
 from ..store import keys as key_table
 from ..store import logs as log_table
+from ..store.db import describe
 from .kernel_auth import LCM_ONLY, kernel_user
 from .services import LCMServices
 
@@ -482,6 +483,7 @@ class StatusHandler(LCMAPIHandler):
             {
                 "version": __version__,
                 "db_path": str(lcm.settings.db_path),
+                "database": describe(lcm.settings.store_target),
                 "counters": lcm.counters.name,
                 "redis_configured": bool(lcm.settings.redis_url),
                 "pricing_version": lcm.pricing.table.version,

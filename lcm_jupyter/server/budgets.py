@@ -9,6 +9,7 @@ path. `reconcile` makes the counters equal to what proxy_logs says was spent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -119,12 +120,14 @@ class _Books:
 
 class _Snapshot:
     """One read transaction on a connection of its own: every read in it sees the database
-    as it was at the first (SQLite WAL), however long the awaits between them."""
+    as it was at the first (SQLite WAL, PostgreSQL REPEATABLE READ), however long the awaits
+    between them."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._path = store.path
         self._db: Any = None
+        self._open = contextlib.ExitStack()
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn(db, *args, **kwargs)` in the snapshot (the first call opens it)."""
@@ -135,7 +138,7 @@ class _Snapshot:
     def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         if self._db is None:
             self._db = connect(self._path)
-            self._db.execute("BEGIN")  # deferred: the first read below fixes the snapshot
+            self._open.enter_context(self._db.snapshot())
         return fn(self._db, *args, **kwargs)
 
     async def close(self) -> None:
@@ -145,9 +148,9 @@ class _Snapshot:
 
             def end() -> None:
                 try:
-                    db.execute("COMMIT")
+                    self._open.close()
                 finally:
-                    db.conn.close()
+                    db.close()
 
             await asyncio.to_thread(end)
 

@@ -12,7 +12,7 @@ from ..core.settings import Settings
 from ..store.counters import Counters, RefusingCounters, SharedKV, SoftSharedKV
 from ..store.counters_db import DatabaseCounters
 from ..store.counters_memory import MemoryCounters
-from ..store.db import open_database
+from ..store.db import describe, open_database
 from ..store.journal import Journal, journal_dir, logged_ids
 from ..store.logwriter import LogWriter
 from ..store.secret import check_secret
@@ -37,21 +37,21 @@ class LCMServices:
         self.settings = settings
         secret = settings.secret_key or load_or_create_key(settings.secret_key_file)
         self.box = SecretBox(secret)
-        self.store = Store(settings.db_path)
-        db = open_database(settings.db_path)
+        self.store = Store(settings.store_target)
+        db = open_database(settings.store_target)
         try:  # before anything is served: a wrong secret stops the extension, said plainly
             check_secret(
-                db, self.box, db_path=settings.db_path, secret_file=settings.secret_key_file
+                db, self.box, db_path=settings.store_target, secret_file=settings.secret_key_file
             )
         finally:
-            db.conn.close()
+            db.close()
         self.keys = KeyRing(self.store, self.box, ttl=settings.key_cache_seconds)
         self.pricing = PricingService(self.store, settings.price_catalog_file)
         self.upstream = upstream or AiohttpUpstream(
             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout
         )
         self.log_writer = LogWriter(
-            settings.db_path,
+            settings.store_target,
             batch_size=settings.log_batch_size,
             interval=settings.log_flush_interval,
         )
@@ -185,7 +185,7 @@ class LCMServices:
         self._reconciler = asyncio.ensure_future(self._reconcile_periodically())
         log.info(
             "lcm: database %s, counters %s, price table %s",
-            self.settings.db_path,
+            describe(self.settings.store_target),
             self.counters.name,
             self.pricing.table.version,
         )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlite_utils import Database
-
+from .db import Database
 from .timeutil import utc_now_iso
 
 
@@ -13,13 +12,12 @@ def insert_alert(
     db: Database, *, key_id: int, month: str, threshold: int, severity: str, message: str
 ) -> int | None:
     """Store an alert; its id, or None when this (key, month, threshold) already has one."""
-    with db.atomic():
-        cur = db.execute(
-            "INSERT OR IGNORE INTO alerts (key_id, month, threshold, severity, message, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [key_id, month, threshold, severity, message, utc_now_iso()],
-        )
-    return cur.lastrowid if cur.rowcount else None
+    row = db.execute(
+        "INSERT INTO alerts (key_id, month, threshold, severity, message, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        [key_id, month, threshold, severity, message, utc_now_iso()],
+    ).fetchone()
+    return row[0] if row else None
 
 
 def list_alerts(

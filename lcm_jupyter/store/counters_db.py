@@ -22,8 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from sqlite_utils import Database
-
 from ..core.budget import month_bounds
 from .counters import (
     RATE_WINDOW_SECONDS,
@@ -34,7 +32,7 @@ from .counters import (
     RateState,
     Settlements,
 )
-from .db import write_transaction
+from .db import COUNTERS_LOCK, Database
 from .store import Store
 
 __all__ = ["DatabaseCounters"]
@@ -45,6 +43,15 @@ def _epoch(stamp: str) -> int:
     import calendar
 
     return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+# A call's hold, put or replaced (a repeated call id replaces its own).
+_PUT_HOLD = (
+    "INSERT INTO shared_holds (call_id, key_id, month, units, settled, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE SET key_id = excluded.key_id, "
+    "month = excluded.month, units = excluded.units, settled = excluded.settled, "
+    "expires_at = excluded.expires_at"
+)
 
 
 def _logged(db: Database, key_id: int, month: str) -> int:
@@ -68,8 +75,8 @@ def _holds(db: Database, key_id: int, month: str, now: float) -> tuple[int, int]
         [key_id, month, now],
     )
     settled, reserved = db.execute(
-        "SELECT COALESCE(SUM(CASE WHEN settled THEN units END), 0), "
-        "COALESCE(SUM(CASE WHEN settled THEN 0 ELSE units END), 0) "
+        "SELECT COALESCE(SUM(CASE WHEN settled = 1 THEN units END), 0), "
+        "COALESCE(SUM(CASE WHEN settled = 1 THEN 0 ELSE units END), 0) "
         "FROM shared_holds WHERE key_id = ? AND month = ?",
         [key_id, month],
     ).fetchone()
@@ -87,22 +94,21 @@ def _admit(
     reserve: int,
     soft: bool,
 ) -> Admission:
-    conn = db.conn
-    with write_transaction(conn):
+    with db.write_transaction(lock=COUNTERS_LOCK):
         rate = None
         if rpm is not None:
-            conn.execute(
+            db.execute(
                 "DELETE FROM shared_rate WHERE key_id = ? AND at <= ?",
                 [key_id, now - RATE_WINDOW_SECONDS],
             )
-            count, first = conn.execute(
+            count, first = db.execute(
                 "SELECT COUNT(*), MIN(at) FROM shared_rate WHERE key_id = ?", [key_id]
             ).fetchone()
             if count >= rpm:
                 reset = RATE_WINDOW_SECONDS
                 if rpm > 0:
                     # A place frees when the rpm-th newest call leaves the window.
-                    (oldest,) = conn.execute(
+                    (oldest,) = db.execute(
                         "SELECT at FROM shared_rate WHERE key_id = ? ORDER BY at LIMIT 1 OFFSET ?",
                         [key_id, count - rpm],
                     ).fetchone()
@@ -113,7 +119,7 @@ def _admit(
         if budget is not None:
             settled, reserved = _holds(db, key_id, month, now)
             spent = _logged(db, key_id, month) + settled
-            held = conn.execute(
+            held = db.execute(
                 "SELECT units FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id]
             ).fetchone()
             mine = held[0] if held else 0  # a repeated call id replaces its own hold
@@ -121,14 +127,12 @@ def _admit(
             if over:
                 return Admission(False, "budget", None, spent, reserved)
             if not soft:
-                conn.execute(
-                    "INSERT OR REPLACE INTO shared_holds (call_id, key_id, month, units, "
-                    "settled, expires_at) VALUES (?, ?, ?, ?, 0, ?)",
-                    [call_id, key_id, month, reserve, now + RESERVATION_TTL_SECONDS],
+                db.execute(
+                    _PUT_HOLD, [call_id, key_id, month, reserve, 0, now + RESERVATION_TTL_SECONDS]
                 )
                 reserved += reserve - mine
         if rpm is not None:
-            conn.execute(
+            db.execute(
                 "INSERT INTO shared_rate (key_id, call_id, at) VALUES (?, ?, ?)",
                 [key_id, call_id, now],
             )
@@ -141,25 +145,19 @@ def _admit(
 def _settle(
     db: Database, now: float, key_id: int, call_id: str, month: str, cost: int
 ) -> BudgetState:
-    conn = db.conn
-    with write_transaction(conn):
+    with db.write_transaction(lock=COUNTERS_LOCK):
         # Kept, with the actual cost, until its row is written (then the log counts it).
-        conn.execute(
-            "INSERT OR REPLACE INTO shared_holds "
-            "(call_id, key_id, month, units, settled, expires_at) VALUES (?, ?, ?, ?, 1, ?)",
-            [call_id, key_id, month, cost, now + RESERVATION_TTL_SECONDS],
-        )
+        db.execute(_PUT_HOLD, [call_id, key_id, month, cost, 1, now + RESERVATION_TTL_SECONDS])
         settled, reserved = _holds(db, key_id, month, now)
         return BudgetState(_logged(db, key_id, month) + settled, reserved)
 
 
 def _release(db: Database, call_id: str) -> None:
-    with db.conn:
-        db.conn.execute("DELETE FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id])
+    db.execute("DELETE FROM shared_holds WHERE call_id = ? AND settled = 0", [call_id])
 
 
 def _budget(db: Database, now: float, key_id: int, month: str) -> BudgetState:
-    with db.conn:
+    with db.atomic():
         settled, reserved = _holds(db, key_id, month, now)
         return BudgetState(_logged(db, key_id, month) + settled, reserved)
 
@@ -173,13 +171,13 @@ def _window(db: Database, now: float, key_id: int) -> list[tuple[str, float]]:
 
 
 def _add_window(db: Database, now: float, key_id: int, admissions: Admissions) -> int:
-    conn = db.conn
-    with write_transaction(conn):  # servers adding the same calls at once add each once
+    # Servers adding the same calls at once add each once.
+    with db.write_transaction(lock=COUNTERS_LOCK):
         added = 0
         for call_id, age in admissions:
             if age >= RATE_WINDOW_SECONDS:
                 continue
-            added += conn.execute(
+            added += db.execute(
                 "INSERT INTO shared_rate (key_id, call_id, at) SELECT ?, ?, ? WHERE NOT EXISTS "
                 "(SELECT 1 FROM shared_rate WHERE key_id = ? AND call_id = ?)",
                 [key_id, call_id, now - max(age, 0.0), key_id, call_id],

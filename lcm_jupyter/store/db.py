@@ -1,27 +1,115 @@
-"""Opening the SQLite database: one connection per thread, WAL, migrated on open."""
+"""Opening the database: SQLite at a path (one connection per thread, WAL) or PostgreSQL at a
+`postgresql://` URL, migrated on open.
+
+The store's functions take a `Database`: the part of sqlite-utils' Database they use, which
+`SQLiteDatabase` is and postgres.PostgresDatabase offers, so that they do not know which
+engine they run on.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import sqlite_utils
 
 from .migrations import migrations
 
+SCHEMES = ("postgresql://", "postgres://")
 
-def connect(path: Path | str) -> sqlite_utils.Database:
-    """A new connection to the database at `path`, for use by one thread only."""
+# PostgreSQL advisory locks: one for the shared counters' check-and-reserve (counters_db),
+# as SQLite's BEGIN IMMEDIATE is one lock for the whole file; one for migrations.
+COUNTERS_LOCK = 0x4C434D01
+MIGRATIONS_LOCK = 0x4C434D00
+
+
+class Database(Protocol):
+    """What the store's functions use of a database connection, on either engine."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Any = None) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any: ...
+
+    def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]: ...
+
+    def atomic(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def write_transaction(
+        self, *, lock: int | None = None
+    ) -> contextlib.AbstractContextManager[Any]: ...
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def table(self, name: str) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteDatabase(sqlite_utils.Database):
+    """sqlite-utils' Database with what the store's functions need on both engines."""
+
+    dialect = "sqlite"
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        """Run one statement once per parameter row."""
+        return self.conn.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def write_transaction(self, *, lock: int | None = None) -> Iterator[None]:
+        """A transaction that takes the write lock at its start (BEGIN IMMEDIATE), committed
+        on leaving, rolled back on an exception. One that read first and wrote later
+        (deferred) would fail its upgrade at once, without the busy timeout, whenever another
+        connection wrote in between, and the servers sharing a database write all the time.
+        (`lock` names PostgreSQL's advisory lock; SQLite's write lock is the whole file's.)"""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: the first read fixes what every later one sees (WAL)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+
+def is_postgres(target: Path | str) -> bool:
+    """Whether a store target (db_url or db_path) is a PostgreSQL URL (else a SQLite path)."""
+    return str(target).startswith(SCHEMES)
+
+
+def describe(target: Path | str) -> str:
+    """The target as messages show it (a URL without its password)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(target))
+
+
+def connect(target: Path | str) -> Database:
+    """A new connection to the database at `target`, for use by one thread only."""
+    if is_postgres(target):
+        from .postgres import PostgresDatabase  # the driver only when PostgreSQL is used
+
+        return PostgresDatabase.open(str(target))
+    path = target
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _create_private(Path(path))
     # check_same_thread off: each connection is confined to one thread by its owner,
     # but may be closed from another at shutdown.
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
+    db = SQLiteDatabase(conn)
     # WAL lets the API read while the log writer writes; NORMAL is durable across
     # process crashes (only an OS crash can lose the last commits).
     db.execute("PRAGMA journal_mode=WAL")
@@ -41,23 +129,18 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def open_database(path: Path | str) -> sqlite_utils.Database:
-    """A connection to `path` with every pending migration applied."""
-    db = connect(path)
-    migrations.apply(db)
+def migrate(db: Database) -> None:
+    """Apply every pending migration of the database's engine."""
+    if db.dialect == "postgresql":
+        from . import migrations_pg
+
+        migrations_pg.apply(db)
+    else:
+        migrations.apply(db)
+
+
+def open_database(target: Path | str) -> Database:
+    """A connection to `target` with every pending migration applied."""
+    db = connect(target)
+    migrate(db)
     return db
-
-
-@contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A transaction that takes the write lock at its start (BEGIN IMMEDIATE), committed on
-    leaving, rolled back on an exception. One that read first and wrote later (deferred)
-    would fail its upgrade at once, without the busy timeout, whenever another connection
-    wrote in between, and the servers sharing a database write all the time."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlite_utils import Database
+from .db import Database
 
 
 def set_feedback(
@@ -29,15 +29,24 @@ def set_feedback(
 
 def routed_ratings(db: Database) -> list[tuple[str, str, str | None, int]]:
     """(requested model, routed-to model, intent, score) of every rated routed call."""
-    sql = (
-        "SELECT json_extract(routing_decision, '$.from_model') AS from_model, "
-        "json_extract(routing_decision, '$.to_model') AS to_model, "
-        "json_extract(routing_decision, '$.intent') AS intent, feedback "
-        "FROM proxy_logs WHERE feedback IS NOT NULL "
-        "AND json_extract(routing_decision, '$.was_routed') = 1"
-    )
-    return [
-        (r["from_model"], r["to_model"], r["intent"], r["feedback"])
-        for r in db.query(sql)
-        if r["from_model"] and r["to_model"]
-    ]
+    # Rated calls are few (a partial index finds them): their decisions are read here, the
+    # same on both engines, rather than with either one's JSON functions.
+    sql = "SELECT routing_decision, feedback FROM proxy_logs WHERE feedback IS NOT NULL"
+    out = []
+    for row in db.query(sql):
+        try:
+            decision = json.loads(row["routing_decision"] or "null")
+        except ValueError:
+            continue
+        if not isinstance(decision, dict) or decision.get("was_routed") not in (True, 1):
+            continue
+        if decision.get("from_model") and decision.get("to_model"):
+            out.append(
+                (
+                    decision["from_model"],
+                    decision["to_model"],
+                    decision.get("intent"),
+                    row["feedback"],
+                )
+            )
+    return out

@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlite_utils import Database
-
 from ..core.keys import display_prefix, generate_proxy_key, hash_key, mask_secret
 from ..core.keyspec import FIELDS, KEY_FIELDS
 from ..core.secretbox import SecretBox
+from .db import Database
 from .timeutil import utc_now_iso
 
 

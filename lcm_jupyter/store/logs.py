@@ -6,9 +6,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlite_utils import Database
-
 from ..core.logfilter import LogFilter
+from .db import Database
 from .logrow import BOOL_COLUMNS, JSON_COLUMNS
 from .rollup import DAY_SECONDS
 from .timeutil import to_iso
@@ -31,23 +30,28 @@ MODEL_SQL = "COALESCE(model, requested_model, '')"
 ERROR_SQL = "(status IS NULL OR status >= 400)"
 
 
+def _likely(term: str, dialect: str) -> str:
+    """The term marked likely true, on SQLite: a status or provider term is no reason to
+    leave the time index (the planner would otherwise take an equality on an unindexed
+    column for a rare one, and sort the whole log instead of reading it newest first until
+    a page is full). PostgreSQL's planner has statistics to judge that by."""
+    return f"likely({term})" if dialect == "sqlite" else f"({term})"
+
+
 def _status_sql(where: LogFilter) -> tuple[str, list[Any]]:
-    # likely(): a status or provider term is no reason to leave the time index (the planner
-    # would otherwise take an equality on an unindexed column for a rare one, and sort the
-    # whole log instead of reading it newest first until a page is full).
     code, hundreds = where.status_code(), where.status_class()
     if code is not None:
-        return "likely(status = ?)", [code]
+        return "status = ?", [code]
     if hundreds is not None:
-        return "likely(status >= ? AND status < ?)", [hundreds * 100, hundreds * 100 + 100]
+        return "status >= ? AND status < ?", [hundreds * 100, hundreds * 100 + 100]
     return {
-        "ok": ("likely(status < 400)", []),
-        "error": (f"likely{ERROR_SQL}", []),
-        "cache_hit": ("likely(cache_hit != 0)", []),
+        "ok": ("status < 400", []),
+        "error": (ERROR_SQL, []),
+        "cache_hit": ("cache_hit != 0", []),
     }[str(where.status)]
 
 
-def _filter_sql(where: LogFilter) -> tuple[list[str], list[Any]]:
+def _filter_sql(where: LogFilter, dialect: str) -> tuple[list[str], list[Any]]:
     terms: list[str] = []
     params: list[Any] = []
     if where.key_id is not None:
@@ -57,11 +61,11 @@ def _filter_sql(where: LogFilter) -> tuple[list[str], list[Any]]:
         terms.append(f"{MODEL_SQL} = ?")
         params.append(where.model)
     if where.provider is not None:
-        terms.append("likely(provider = ?)")
+        terms.append(_likely("provider = ?", dialect))
         params.append(where.provider)
     if where.status is not None:
         sql, values = _status_sql(where)
-        terms.append(sql)
+        terms.append(_likely(sql, dialect))
         params.extend(values)
     if where.since is not None:
         terms.append("created_at >= ?")
@@ -82,7 +86,7 @@ def list_logs(
     (migration 0009), or created_at, so a page costs the rows it shows (and the rows
     skipped on the way for a provider or status filter), never a sort of the whole log.
     """
-    terms, params = _filter_sql(where)
+    terms, params = _filter_sql(where, db.dialect)
     if before:
         cursor = list(db.query("SELECT created_at FROM proxy_logs WHERE id = ?", [before]))
         if not cursor:
@@ -147,5 +151,5 @@ def shadow_savings(
     if key_id is not None:
         sql += " AND l.key_id = ?"
         params.append(key_id)
-    sql += " GROUP BY l.key_id ORDER BY saving_usd DESC"
+    sql += " GROUP BY l.key_id, k.name ORDER BY saving_usd DESC"
     return [dict(r) for r in db.query(sql, params)]

@@ -1,11 +1,12 @@
-"""The batched call-log writer: rows go in from the event loop, SQLite writes happen on one thread.
+"""The batched call-log writer: rows go in from the event loop, writes happen on one thread.
 
 `submit` never blocks (a queue put). The writer thread owns its own connection,
 sleeps `interval`, then writes everything queued meanwhile in transactions of at
 most `batch_size` rows; it does not wake per row, which under load would cost the
 event loop's thread a context switch per call. `flush` and `close` wake it at
-once. A failed write is retried; a batch that a bad row spoils is written row by
-row so that the good rows land. `close` drains everything, and so does exit, so no
+once. A failed write is retried (on a new connection if the old one was lost); a batch
+that a bad row spoils is written row by row so that the good rows land. On PostgreSQL a
+batch goes in with one COPY. `close` drains everything, and so does exit, so no
 row is lost when the server stops.
 """
 
@@ -22,7 +23,28 @@ from pathlib import Path
 from typing import Any
 
 from . import rollup
-from .db import open_database, write_transaction
+from .db import Database, open_database
+
+try:  # the errors of the PostgreSQL driver, when it is there
+    from psycopg import DataError as _PgDataError
+    from psycopg import IntegrityError as _PgIntegrityError
+    from psycopg import OperationalError as _PgOperationalError
+    from psycopg import ProgrammingError as _PgProgrammingError
+except ImportError:  # pragma: no cover
+    _PgOperationalError = _PgDataError = _PgIntegrityError = _PgProgrammingError = sqlite3.Error
+
+# Worth a retry of the same batch: a busy SQLite file, a lost PostgreSQL connection.
+_TRANSIENT = (sqlite3.OperationalError, _PgOperationalError)
+# A row the database refuses: written one by one, so that the others land.
+_REFUSED = (
+    sqlite3.Error,
+    _PgDataError,
+    _PgIntegrityError,
+    _PgProgrammingError,
+    ValueError,
+    OverflowError,
+    TypeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +63,7 @@ class LogWriter:
 
     def __init__(
         self,
-        db_path: Path | str,
+        db_path: Path | str,  # or a postgresql:// URL
         *,
         batch_size: int = 500,
         interval: float = 0.25,
@@ -105,20 +127,31 @@ class LogWriter:
         atexit.unregister(self._close_at_exit)
 
     def _run(self) -> None:
-        db = open_database(self._db_path)
+        self._db: Database | None = None
         try:
             stopping = False
             while not stopping:
                 self._wake.wait(self._interval)
                 self._wake.clear()
                 try:
-                    stopping = self._drain(db)
+                    stopping = self._drain()
                 except Exception:  # never let the thread die: the queue would grow unwritten
                     log.exception("lcm log writer: unexpected error; carrying on")
         finally:
-            db.conn.close()
+            if self._db is not None:
+                self._db.close()
 
-    def _drain(self, db) -> bool:
+    def _connection(self) -> Database:
+        """The writer's connection, (re)opened when there is none or it was lost."""
+        db = self._db
+        if db is not None and getattr(db, "broken", False):  # a lost PostgreSQL connection
+            db.close()
+            db = None
+        if db is None:
+            db = self._db = open_database(self._db_path)
+        return db
+
+    def _drain(self) -> bool:
         """Write what is queued, in order; True once the stop marker is reached."""
         batch: list[Mapping[str, Any]] = []
         while True:
@@ -128,7 +161,7 @@ class LogWriter:
                 break
             if item is _STOP or isinstance(item, _Flush):
                 if batch:
-                    self._write(db, batch)
+                    self._write(batch)
                     batch = []
                 if isinstance(item, _Flush):
                     item.done.set()
@@ -146,35 +179,38 @@ class LogWriter:
                 del item[name]  # work for `prepare`, not a column
             batch.append(item)
             if len(batch) >= self._batch_size:
-                self._write(db, batch)
+                self._write(batch)
                 batch = []
         if batch:
-            self._write(db, batch)
+            self._write(batch)
         return False
 
-    def _write(self, db, batch: list[Mapping[str, Any]]) -> None:
+    def _write(self, batch: list[Mapping[str, Any]]) -> None:
         for attempt in range(5):
             try:
-                with write_transaction(db.conn):
+                db = self._connection()
+                with db.write_transaction():
                     self._insert(db, batch)
                 self.written += len(batch)
                 self._committed(batch)
                 return
-            except sqlite3.OperationalError as exc:
-                # Locked or busy database (another process writing): wait and retry.
+            except _TRANSIENT as exc:
+                # Locked or busy database (another process writing), or a lost connection:
+                # wait and retry.
                 log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
                 time.sleep(0.05 * 2**attempt)
-            except (sqlite3.Error, ValueError, OverflowError, TypeError) as exc:
+            except _REFUSED as exc:
                 log.warning("lcm log batch refused (%s); writing its rows one by one", exc)
                 break
         landed = []
         for row in batch:
             try:
-                with write_transaction(db.conn):
+                db = self._connection()
+                with db.write_transaction():
                     self._insert(db, [row])
                 self.written += 1
                 landed.append(row)
-            except (sqlite3.Error, ValueError, OverflowError, TypeError):
+            except (*_TRANSIENT, *_REFUSED):
                 self.failed += 1
                 log.exception("lcm could not write log row %s", row.get("id"))
         self._committed(landed)
@@ -186,21 +222,26 @@ class LogWriter:
             except Exception:  # never let the thread die for it
                 log.exception("lcm log writer: on_commit failed")
 
-    def _insert(self, db, rows: list[Mapping[str, Any]]) -> None:
-        # Plain executemany, one statement per column set: the pipeline's rows all share
-        # one, and sqlite-utils' per-row work would hold the GIL the event loop needs.
+    def _insert(self, db: Database, rows: list[Mapping[str, Any]]) -> None:
+        # Plain executemany (COPY on PostgreSQL), one statement per column set: the
+        # pipeline's rows all share one, and sqlite-utils' per-row work would hold the GIL
+        # the event loop needs.
         rolled_up = self._table == "proxy_logs"
-        after = rollup.last_rowid(db.conn) if rolled_up else 0
+        pg = db.dialect == "postgresql"
+        after = rollup.last_rowid(db) if rolled_up and not pg else 0
         groups: dict[tuple[str, ...], list[tuple]] = {}
         for row in rows:
             groups.setdefault(tuple(row), []).append(tuple(row.values()))
         for columns, values in groups.items():
+            if pg:
+                db.copy_rows(self._table, columns, values)
+                continue
             sql = self._sql.get(columns)
             if sql is None:
                 names = ", ".join(f'"{c}"' for c in columns)
                 marks = ", ".join("?" * len(columns))
                 sql = self._sql[columns] = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
-            db.conn.executemany(sql, values)
+            db.executemany(sql, values)
         if rolled_up:
             # In the rows' own transaction: the rollups never count a row that is not there.
-            rollup.add_rows(db.conn, after)
+            rollup.add_rows(db, [row["id"] for row in rows] if pg else after)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sqlite_utils import Database
-
 from ..core.pricing import ModelPrice
+from .db import Database
 from .timeutil import utc_now_iso
 
 

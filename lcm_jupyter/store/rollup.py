@@ -13,26 +13,26 @@ Three tables, kept up by the log writer in each batch's own transaction (`add_ro
   period's whole UTC days here and only its partial days at either end (under a day
   each) from `usage_rollup`.
 
-Every figure comes from one set of SQL expressions over proxy_logs (`ROW_SQL`), used by
-the writer and by the migrations' backfills alike. Money is summed as integer units of
-1e-10 USD, each row rounded by SQLite's `ROUND(cost_usd * MONEY_SCALE)` as spend.py
-does, so every table equals the same sum taken straight from proxy_logs, to the unit;
-latency is summed in whole microseconds for the same reason. NULL key, provider or
-model are stored as -1 and '' so that primary keys match them on upsert. A row whose
-created_at SQLite cannot read is in no rollup.
+Every figure comes from one set of SQL expressions over proxy_logs (`row_sql`), used by
+the writer and by the migrations' backfills alike, on both engines. Money is summed as
+integer units of 1e-10 USD, each row rounded half away from zero (`sql_units`, SQLite's
+`ROUND`) as spend.py does, so every table equals the same sum taken straight from
+proxy_logs, to the unit; latency is summed in whole microseconds for the same reason.
+NULL key, provider or model are stored as -1 and '' so that primary keys match them on
+upsert. A row whose created_at the database cannot read as a time is in no rollup.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from ..core.analytics import Totals
 from ..core.budget import MONEY_SCALE
+
+if TYPE_CHECKING:
+    from .db import Database
 
 BUCKET_SECONDS = 900
 DAY_SECONDS = 86400
@@ -52,114 +52,177 @@ SUMS = (
 )
 
 
-def _sql_units(column: str, scale: int) -> str:
-    return f"CAST(ROUND({column} * {scale}) AS INTEGER)"
+def sql_units(column: str, scale: int, dialect: str) -> str:
+    """SQL for `column * scale` as a whole number, rounded half away from zero on both
+    engines (SQLite's ROUND; PostgreSQL's round of a double would round half to even)."""
+    if dialect == "sqlite":
+        return f"CAST(ROUND({column} * {scale}) AS INTEGER)"
+    return f"CAST(SIGN({column}) * FLOOR(ABS({column} * {scale}) + 0.5) AS BIGINT)"
 
 
-# One proxy_logs row's group and figures, in SQL: what every rollup sums.
-ROW_SQL = {
-    "bucket": f"CAST(strftime('%s', created_at) AS INTEGER) / {BUCKET_SECONDS} * {BUCKET_SECONDS}",
-    "key_id": f"COALESCE(key_id, {NO_KEY})",
-    "provider": "COALESCE(provider, '')",
-    "model": "COALESCE(model, requested_model, '')",
-    "requests": "1",
-    "cost_units": f"COALESCE({_sql_units('cost_usd', MONEY_SCALE)}, 0)",
-    "savings_units": f"COALESCE({_sql_units('savings_usd', MONEY_SCALE)}, 0)",
-    "input_tokens": "COALESCE(input_tokens, 0)",
-    "output_tokens": "COALESCE(output_tokens, 0)",
-    "latency_us_sum": f"COALESCE({_sql_units('latency_ms', 1000)}, 0)",
-    "latency_count": "latency_ms IS NOT NULL",
-    "errors": "(status IS NULL OR status >= 400)",
-    "unpriced_requests": "(cost_usd IS NULL OR COALESCE(unpriced, 0) != 0)",
+# When a row's created_at falls, in epoch seconds (NULL where it is no time).
+_EPOCH = {
+    "sqlite": "strftime('%s', created_at)",
+    "postgresql": "CASE WHEN created_at ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+Z?$' THEN "
+    "FLOOR(EXTRACT(EPOCH FROM CAST(created_at AS TIMESTAMPTZ))) END",
 }
+
+
+def row_sql(dialect: str) -> dict[str, str]:
+    """One proxy_logs row's group and figures, in SQL: what every rollup sums."""
+    return {
+        "bucket": f"CAST({_EPOCH[dialect]} AS BIGINT) / {BUCKET_SECONDS} * {BUCKET_SECONDS}",
+        "key_id": f"COALESCE(key_id, {NO_KEY})",
+        "provider": "COALESCE(provider, '')",
+        "model": "COALESCE(model, requested_model, '')",
+        "requests": "1",
+        "cost_units": f"COALESCE({sql_units('cost_usd', MONEY_SCALE, dialect)}, 0)",
+        "savings_units": f"COALESCE({sql_units('savings_usd', MONEY_SCALE, dialect)}, 0)",
+        "input_tokens": "COALESCE(input_tokens, 0)",
+        "output_tokens": "COALESCE(output_tokens, 0)",
+        "latency_us_sum": f"COALESCE({sql_units('latency_ms', 1000, dialect)}, 0)",
+        "latency_count": "CASE WHEN latency_ms IS NOT NULL THEN 1 ELSE 0 END",
+        "errors": "CASE WHEN status IS NULL OR status >= 400 THEN 1 ELSE 0 END",
+        "unpriced_requests": "CASE WHEN cost_usd IS NULL OR COALESCE(unpriced, 0) != 0 "
+        "THEN 1 ELSE 0 END",
+    }
+
 
 _GROUP = ("bucket", "key_id", "provider", "model")
 _GROUP_TYPES = {"bucket": "INTEGER", "key_id": "INTEGER", "provider": "TEXT", "model": "TEXT"}
-# `value` has no type, so key ids stay integers and names stay text.
+# In SQLite `value` has no type, so key ids stay integers and names stay text; PostgreSQL
+# needs one type, text (`dim_value` gives the filter's value in it).
 _TABLES = {
     "usage_rollup": _GROUP_TYPES,
     "usage_rollup_day": {"day": "INTEGER", **{c: _GROUP_TYPES[c] for c in FILTERS}},
     "usage_rollup_dim": {"dim": "TEXT", "value": "", "bucket": "INTEGER"},
 }
-_BATCH = "temp.usage_batch"
+_BATCH = {"sqlite": "temp.usage_batch", "postgresql": "pg_temp.usage_batch"}
 
 # How the rows of a 15-minute group table (usage_rollup, or a batch's own sums) feed
 # each table: (table, {group column: expression over the 15-minute group row}).
 _SAME = {c: c for c in _GROUP}
-_SUMMARIES = (
-    ("usage_rollup_day", {"day": f"bucket - bucket % {DAY_SECONDS}", **{c: c for c in FILTERS}}),
-    ("usage_rollup_dim", {"dim": "'total'", "value": "''", "bucket": "bucket"}),
-    *(("usage_rollup_dim", {"dim": f"'{c}'", "value": c, "bucket": "bucket"}) for c in FILTERS),
-)
 
 
-def _columns(groups: dict[str, str]) -> str:
+def _summaries(dialect: str) -> tuple[tuple[str, dict[str, str]], ...]:
+    def value(c: str) -> str:
+        return c if dialect == "sqlite" or c != "key_id" else f"CAST({c} AS TEXT)"
+
+    day = {"day": f"bucket - bucket % {DAY_SECONDS}", **{c: c for c in FILTERS}}
+    return (
+        ("usage_rollup_day", day),
+        ("usage_rollup_dim", {"dim": "'total'", "value": "''", "bucket": "bucket"}),
+        *(
+            ("usage_rollup_dim", {"dim": f"'{c}'", "value": value(c), "bucket": "bucket"})
+            for c in FILTERS
+        ),
+    )
+
+
+def dim_value(value: Any, dialect: str) -> Any:
+    """A filter's value as usage_rollup_dim stores it."""
+    return value if dialect == "sqlite" else str(value)
+
+
+def _columns(groups: dict[str, str], dialect: str) -> str:
     """The column definitions of a table keyed by `groups` (name: type) that holds SUMS."""
-    keys = [" ".join(filter(None, (name, kind, "NOT NULL"))) for name, kind in groups.items()]
-    sums = [f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS]
+    pg = dialect != "sqlite"
+    keys = [
+        " ".join(
+            filter(
+                None,
+                (
+                    name,
+                    ("BIGINT" if kind == "INTEGER" else kind or "TEXT") if pg else kind,
+                    "NOT NULL",
+                ),
+            )
+        )
+        for name, kind in groups.items()
+    ]
+    sums = [f"{c} {'BIGINT' if pg else 'INTEGER'} NOT NULL DEFAULT 0" for c in SUMS]
     return f"({', '.join(keys + sums)}, PRIMARY KEY ({', '.join(groups)}))"
 
 
 def _create(db: Database, table: str) -> None:
     # WITHOUT ROWID clusters the rows by their key: a period is one contiguous range scan.
-    db.execute(f"CREATE TABLE {table} {_columns(_TABLES[table])} WITHOUT ROWID")
+    tail = " WITHOUT ROWID" if db.dialect == "sqlite" else ""
+    db.execute(f"CREATE TABLE {table} {_columns(_TABLES[table], db.dialect)}{tail}")
 
 
 def _upsert(table: str, groups: dict[str, str], source: str) -> str:
     """SQL adding `source`'s rows (group columns and SUMS), regrouped by `groups`, to `table`."""
     return (
-        f"INSERT INTO {table} ({', '.join([*groups, *SUMS])}) "
+        f"INSERT INTO {table} AS t ({', '.join([*groups, *SUMS])}) "
         f"SELECT {', '.join(groups.values())}, {', '.join(f'SUM({c})' for c in SUMS)} "
         f"FROM {source} WHERE true GROUP BY {', '.join(str(n + 1) for n in range(len(groups)))} "
         f"ON CONFLICT ({', '.join(groups)}) DO UPDATE SET "
-        + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUMS)
+        + ", ".join(f"{c} = t.{c} + excluded.{c}" for c in SUMS)
     )
 
 
-def _log_rows(where: str) -> str:
-    figures = ", ".join(f"{sql} AS {name}" for name, sql in ROW_SQL.items())
+def _log_rows(where: str, dialect: str) -> str:
+    figures = ", ".join(f"{sql} AS {name}" for name, sql in row_sql(dialect).items())
     return (
         f"(SELECT {figures} FROM proxy_logs "
-        f"WHERE {where} AND strftime('%s', created_at) IS NOT NULL)"
+        f"WHERE {where} AND {_EPOCH[dialect]} IS NOT NULL) AS log_rows"
     )
 
 
-_BATCH_SCHEMA = f"CREATE TEMP TABLE IF NOT EXISTS usage_batch {_columns(_GROUP_TYPES)}"
-_FILL_BATCH = _upsert(_BATCH, _SAME, _log_rows("rowid > ?"))
-_FROM_BATCH = [_upsert(t, g, _BATCH) for t, g in (("usage_rollup", _SAME), *_SUMMARIES)]
+def _batch_sql(dialect: str) -> tuple[str, str, list[str]]:
+    """Create the batch table, fill it (from the rows above a rowid on SQLite, from the
+    rows with the given ids on PostgreSQL), feed every rollup from it."""
+    batch = _BATCH[dialect]
+    create = f"CREATE TEMP TABLE IF NOT EXISTS usage_batch {_columns(_GROUP_TYPES, dialect)}"
+    where = "rowid > ?" if dialect == "sqlite" else "id = ANY(?)"
+    fill = _upsert(batch, _SAME, _log_rows(where, dialect))
+    feed = [_upsert(t, g, batch) for t, g in (("usage_rollup", _SAME), *_summaries(dialect))]
+    return create, fill, feed
 
 
-def last_rowid(conn: sqlite3.Connection) -> int:
-    """The highest proxy_logs rowid (0 if none): rows inserted after reading it come above it."""
-    return conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM proxy_logs").fetchone()[0]
+_BATCH_SQL = {dialect: _batch_sql(dialect) for dialect in _BATCH}
 
 
-def add_rows(conn: sqlite3.Connection, after_rowid: int) -> None:
-    """Add the proxy_logs rows above `after_rowid` to every rollup. Call it in their transaction.
+def last_rowid(db: Database) -> int:
+    """The highest proxy_logs rowid (0 if none): rows inserted after reading it come above it.
+    SQLite only: on PostgreSQL the writer names its rows by id."""
+    return db.execute("SELECT COALESCE(MAX(rowid), 0) FROM proxy_logs").fetchone()[0]
+
+
+def add_rows(db: Database, rows: int | Sequence[str]) -> None:
+    """Add proxy_logs rows to every rollup: on SQLite those above a rowid, on PostgreSQL
+    those with the given ids. Call it in their transaction.
 
     The rows are summed per 15-minute group once, into a small temporary table (a
     500-call batch of a few keys and models is a few hundred groups at most), and
-    each rollup is fed from those sums. All in SQLite: the GIL stays free meanwhile.
+    each rollup is fed from those sums. All in the database: the GIL stays free meanwhile.
     """
-    conn.execute(_BATCH_SCHEMA)
-    conn.execute(f"DELETE FROM {_BATCH}")
-    conn.execute(_FILL_BATCH, [after_rowid])
-    for sql in _FROM_BATCH:
-        conn.execute(sql)
+    create, fill, feed = _BATCH_SQL[db.dialect]
+    db.execute(create)
+    db.execute(f"DELETE FROM {_BATCH[db.dialect]}")
+    db.execute(fill, [rows if isinstance(rows, int) else list(rows)])
+    for sql in feed:
+        db.execute(sql)
 
 
 def create_and_backfill(db: Database) -> None:
     """Create usage_rollup and fill it from every proxy_logs row already written (0004)."""
     _create(db, "usage_rollup")
-    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true")))
+    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true", db.dialect)))
 
 
 def create_summaries(db: Database) -> None:
     """Create the per-day and per-dimension tables and fill them from usage_rollup (0005)."""
     _create(db, "usage_rollup_day")
     _create(db, "usage_rollup_dim")
-    for table, groups in _SUMMARIES:
+    for table, groups in _summaries(db.dialect):
         db.execute(_upsert(table, groups, "usage_rollup"))
+
+
+def create_tables(db: Database) -> None:
+    """Create every rollup table, empty (PostgreSQL's schema migration)."""
+    for table in _TABLES:
+        _create(db, table)
 
 
 _SELECT_SUMS = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
@@ -192,7 +255,7 @@ def by_day(
             "JOIN usage_rollup_dim ON dim = ? AND value = ? AND bucket >= lo AND bucket < hi "
             "GROUP BY i"
         )
-        params = [dim, value]
+        params = [dim, dim_value(value, db.dialect)]
     else:
         # Each bucket of each day looked up on its own: with a key given, that seeks to
         # the key's few groups in the bucket instead of reading every group's row.
@@ -257,7 +320,7 @@ def by_group(
             params += [lo, hi, *given.values()]
     if not parts:
         return []
-    sql = f"SELECT grp, {_SELECT_SUMS} FROM ({' UNION ALL '.join(parts)}) GROUP BY grp"
+    sql = f"SELECT grp, {_SELECT_SUMS} FROM ({' UNION ALL '.join(parts)}) AS parts GROUP BY grp"
     return [(row["grp"], Totals.from_row(row)) for row in db.query(sql, params)]
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from ..core.secretbox import SecretBox, SecretMismatch
+from .db import Database, describe
 
 _NAME = "secret_check"
 
@@ -24,17 +23,16 @@ def check_secret(db: Database, box: SecretBox, *, db_path: Path | str, secret_fi
     if found is None:
         # First use, or a database from before the check: its encrypted keys tell.
         if _reads_stored_keys(db, box):
-            with db.conn:
-                db.execute(
-                    "INSERT OR IGNORE INTO lcm_meta (name, value) VALUES (?, ?)",
-                    [_NAME, box.check_value],
-                )
+            db.execute(
+                "INSERT INTO lcm_meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [_NAME, box.check_value],
+            )
             found = db.execute("SELECT value FROM lcm_meta WHERE name = ?", [_NAME]).fetchone()
         else:
             found = ("",)
     if found[0] != box.check_value:
         raise SecretMismatch(
-            f"lcm: the database {db_path} was written under another secret key than this "
+            f"lcm: the database {describe(db_path)} was written under another secret key than this "
             f"server's (from {secret_file} or LCM_SECRET_KEY): it could not read the provider "
             "keys stored there. Servers that share a database must share the secret: copy "
             "the first server's secret key file to the others, or set the same "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-
 from .counters import MONEY_SCALE
+from .db import Database
+from .rollup import sql_units
 
 
 def month_spend_units(
@@ -12,11 +12,11 @@ def month_spend_units(
 ) -> dict[int, int]:
     """Settled spend per key between two stored timestamps [start, end), in counter units.
 
-    Each row is converted to units before summing (in SQLite, in C), so the total
+    Each row is converted to units before summing (in the database), so the total
     is exact and matches what the counters added call by call.
     """
     sql = (
-        f"SELECT key_id, SUM(CAST(ROUND(cost_usd * {MONEY_SCALE}) AS INTEGER)) AS units "
+        f"SELECT key_id, SUM({sql_units('cost_usd', MONEY_SCALE, db.dialect)}) AS units "
         "FROM proxy_logs WHERE created_at >= ? AND created_at < ? "
         "AND key_id IS NOT NULL AND cost_usd IS NOT NULL"
     )

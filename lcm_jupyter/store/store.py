@@ -1,7 +1,8 @@
 """Async access to the database from the event loop.
 
-Every query runs on a small pool of threads, each with its own connection
-(sqlite3's same-thread rule), so the event loop never waits on SQLite.
+Every query runs on a small pool of threads, so the event loop never waits on the
+database. On SQLite each thread has its own connection (sqlite3's same-thread rule); on
+PostgreSQL the threads borrow connections from a pool (postgres.Pool) for each call.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
-
-from .db import connect, open_database
+from .db import Database, connect, is_postgres, open_database
 
 T = TypeVar("T")
 
@@ -24,10 +23,16 @@ T = TypeVar("T")
 class Store:
     """Runs functions `fn(db, *args)` on the database threads."""
 
-    def __init__(self, path: Path | str, *, threads: int = 2) -> None:
-        self.path = path
+    def __init__(self, target: Path | str, *, threads: int = 2) -> None:
+        self.path = target
+        self.dialect = "postgresql" if is_postgres(target) else "sqlite"
         # Migrate once, up front, so the pool threads only connect.
-        open_database(path).conn.close()
+        open_database(target).close()
+        self._pool = None
+        if is_postgres(target):
+            from .postgres import Pool
+
+            self._pool = Pool(str(target), size=threads)
         self._local = threading.local()
         self._connections: list[Database] = []
         self._lock = threading.Lock()
@@ -42,6 +47,9 @@ class Store:
         return db
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        if self._pool is not None:
+            with self._pool.database() as db:
+                return fn(db, *args, **kwargs)
         return fn(self._db(), *args, **kwargs)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -56,7 +64,9 @@ class Store:
     def close(self) -> None:
         """Finish queued work and close every connection."""
         self._executor.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.close()
         with self._lock:
             for db in self._connections:
-                db.conn.close()
+                db.close()
             self._connections.clear()

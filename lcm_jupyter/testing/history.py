@@ -232,7 +232,7 @@ def seed_history(
             raise RuntimeError(f"{writer.failed} seeded log rows could not be written")
         alerts = _budgets_and_alerts(db, box, made, rows, now)
     finally:
-        db.conn.close()
+        db.close()
     ok = [r for r in rows if r["status"] < 400]
     return History(
         keys=tuple(SeededKey(record.id, record.name, plain) for record, plain, _ in made),

@@ -185,10 +185,10 @@ def writer_cost(path: Path, keys: int, batches: int = 40) -> dict:
     for n in range(batches, 2 * batches):
         rows = [tuple(r.values()) for r in _batch(n, keys)]
         with db.atomic():
-            mark = rollup.last_rowid(db.conn)
+            mark = rollup.last_rowid(db)
             db.conn.executemany(insert, rows)
             t0 = time.perf_counter()
-            rollup.add_rows(db.conn, mark)
+            rollup.add_rows(db, mark)
             rollups.append((time.perf_counter() - t0) * 1000)
     db.conn.close()
     return {"batch": _pct(per_batch), "rollups": _pct(rollups)}
