@@ -115,6 +115,7 @@ def _seed_demo_history(settings: Settings) -> None:
         db.close()
     history = seed_history(
         db_path,
+        db_url=settings.db_url or "",
         secret_key_file=settings.secret_key_file,
         days=DEMO_HISTORY_DAYS,
         provider_api_key=DEMO_PROVIDER_KEY,
@@ -183,6 +184,7 @@ class DemoApp(LCMCommand):
         """The extension options the demo runs with, whatever the config files say."""
         return {
             "db_path": str(data_dir / "lcm.sqlite3"),
+            "db_url": "",  # its own SQLite file: never a team's PostgreSQL
             "secret_key_file": str(data_dir / "secret.key"),
             "secret_key": "",
             "redis_url": "",  # in-memory counters: never the real Redis

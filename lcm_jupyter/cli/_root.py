@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import LCMCommand, subcommands
+from ._db import DbApp
 from ._demo import DemoApp
 from ._keys import KeysApp
 from ._pricing import PricingApp
@@ -24,6 +25,7 @@ jupyter lcm keys create team-a --provider-key openai=sk-... --budget 50
 jupyter lcm keys list
 jupyter lcm pricing --provider anthropic
 jupyter lcm report --period 7d --by key
+jupyter lcm db migrate --to postgresql://user:password@host/lcm   # SQLite to PostgreSQL
 jupyter lcm --help-all          # every option, LCMExtension's with its LCM_* variable
 """
     subcommands = subcommands(
@@ -32,4 +34,5 @@ jupyter lcm --help-all          # every option, LCMExtension's with its LCM_* va
         pricing=PricingApp,
         reconcile=ReconcileApp,
         report=ReportApp,
+        db=DbApp,
     )

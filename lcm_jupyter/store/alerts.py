@@ -40,6 +40,8 @@ def list_alerts(
 
 def mark_read(db: Database, ids: list[int] | None) -> int:
     """Mark alerts read (all unread ones when `ids` is None); how many changed."""
+    if ids is not None and not ids:
+        return 0  # `IN ()` is an error on PostgreSQL
     now = utc_now_iso()
     with db.atomic():
         if ids is None:

@@ -9,16 +9,20 @@ engine they run on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import sqlite_utils
 
 from .migrations import migrations
+
+if TYPE_CHECKING:
+    from .postgres import PostgresDatabase
 
 SCHEMES = ("postgresql://", "postgres://")
 
@@ -37,6 +41,10 @@ class Database(Protocol):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any: ...
 
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None: ...
+
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]: ...
 
     def atomic(self) -> contextlib.AbstractContextManager[Any]: ...
@@ -47,7 +55,7 @@ class Database(Protocol):
 
     def snapshot(self) -> contextlib.AbstractContextManager[Any]: ...
 
-    def table(self, name: str) -> Any: ...
+    def table(self, table_name: str) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -60,6 +68,10 @@ class SQLiteDatabase(sqlite_utils.Database):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         """Run one statement once per parameter row."""
         return self.conn.executemany(sql, rows)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Append rows: one prepared INSERT run over them all (in C)."""
+        self.conn.executemany(_insert_sql(table, tuple(columns)), rows)
 
     @contextlib.contextmanager
     def write_transaction(self, *, lock: int | None = None) -> Iterator[None]:
@@ -86,14 +98,22 @@ class SQLiteDatabase(sqlite_utils.Database):
             self.conn.execute("COMMIT")
 
 
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+
+
 def is_postgres(target: Path | str) -> bool:
     """Whether a store target (db_url or db_path) is a PostgreSQL URL (else a SQLite path)."""
     return str(target).startswith(SCHEMES)
 
 
 def describe(target: Path | str) -> str:
-    """The target as messages show it (a URL without its password)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(target))
+    """The target as messages show it: a URL without its password, whether in
+    `user:password@` or in a `password=` parameter (libpq reads one there too)."""
+    shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(target))
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
 
 
 def connect(target: Path | str) -> Database:
@@ -134,13 +154,37 @@ def migrate(db: Database) -> None:
     if db.dialect == "postgresql":
         from . import migrations_pg
 
-        migrations_pg.apply(db)
+        migrations_pg.apply(cast("PostgresDatabase", db))
     else:
-        migrations.apply(db)
+        migrations.apply(cast(SQLiteDatabase, db))
+
+
+@contextlib.contextmanager
+def _migration_lock(target: Path | str) -> Iterator[None]:
+    """Servers that open one blank SQLite file at once take turns migrating it (sqlite-utils
+    checks what is pending, then applies it, with nothing held in between). An flock on a
+    file beside the database: never the database file itself, whose descriptors must not be
+    opened and closed beside SQLite's (see _create_private). PostgreSQL has its advisory lock."""
+    if is_postgres(target) or str(target) == ":memory:":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(f"{target}.migrate-lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def open_database(target: Path | str) -> Database:
     """A connection to `target` with every pending migration applied."""
     db = connect(target)
-    migrate(db)
+    try:
+        with _migration_lock(target):
+            migrate(db)
+    except BaseException:
+        db.close()
+        raise
     return db

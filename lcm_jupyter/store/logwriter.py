@@ -23,28 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from . import rollup
-from .db import Database, open_database
+from .db import Database, is_postgres, open_database
 
-try:  # the errors of the PostgreSQL driver, when it is there
-    from psycopg import DataError as _PgDataError
-    from psycopg import IntegrityError as _PgIntegrityError
-    from psycopg import OperationalError as _PgOperationalError
-    from psycopg import ProgrammingError as _PgProgrammingError
-except ImportError:  # pragma: no cover
-    _PgOperationalError = _PgDataError = _PgIntegrityError = _PgProgrammingError = sqlite3.Error
+_Errors = tuple[type[BaseException], ...]
 
-# Worth a retry of the same batch: a busy SQLite file, a lost PostgreSQL connection.
-_TRANSIENT = (sqlite3.OperationalError, _PgOperationalError)
-# A row the database refuses: written one by one, so that the others land.
-_REFUSED = (
-    sqlite3.Error,
-    _PgDataError,
-    _PgIntegrityError,
-    _PgProgrammingError,
-    ValueError,
-    OverflowError,
-    TypeError,
-)
+
+def _errors(target: Path | str) -> tuple[_Errors, _Errors]:
+    """(worth a retry of the same batch: a busy SQLite file, a lost PostgreSQL connection;
+    a row the database refuses, so the batch is written row by row)."""
+    transient: _Errors = (sqlite3.OperationalError,)
+    refused: _Errors = (sqlite3.Error, ValueError, OverflowError, TypeError)
+    if is_postgres(target):
+        import psycopg  # only when PostgreSQL is used: it takes a while to import
+
+        transient += (psycopg.OperationalError,)
+        refused += (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
+    return transient, refused
+
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +66,7 @@ class LogWriter:
         prepare: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._db_path = db_path
+        self._transient, self._refused = _errors(db_path)
         # Work a row asks for that can wait for the writer thread (the shadow routing
         # judgement): done there, off the event loop, just before the row is written.
         self.prepare = prepare
@@ -83,7 +79,6 @@ class LogWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
-        self._sql: dict[tuple[str, ...], str] = {}
         self.written = 0
         self.failed = 0
 
@@ -194,12 +189,12 @@ class LogWriter:
                 self.written += len(batch)
                 self._committed(batch)
                 return
-            except _TRANSIENT as exc:
+            except self._transient as exc:
                 # Locked or busy database (another process writing), or a lost connection:
                 # wait and retry.
                 log.warning("lcm log write failed (attempt %d): %s", attempt + 1, exc)
                 time.sleep(0.05 * 2**attempt)
-            except _REFUSED as exc:
+            except self._refused as exc:
                 log.warning("lcm log batch refused (%s); writing its rows one by one", exc)
                 break
         landed = []
@@ -210,7 +205,7 @@ class LogWriter:
                     self._insert(db, [row])
                 self.written += 1
                 landed.append(row)
-            except (*_TRANSIENT, *_REFUSED):
+            except (*self._transient, *self._refused):
                 self.failed += 1
                 log.exception("lcm could not write log row %s", row.get("id"))
         self._committed(landed)
@@ -223,9 +218,9 @@ class LogWriter:
                 log.exception("lcm log writer: on_commit failed")
 
     def _insert(self, db: Database, rows: list[Mapping[str, Any]]) -> None:
-        # Plain executemany (COPY on PostgreSQL), one statement per column set: the
-        # pipeline's rows all share one, and sqlite-utils' per-row work would hold the GIL
-        # the event loop needs.
+        # One append per column set (the pipeline's rows all share one): executemany on
+        # SQLite, where sqlite-utils' per-row work would hold the GIL the event loop needs;
+        # COPY on PostgreSQL.
         rolled_up = self._table == "proxy_logs"
         pg = db.dialect == "postgresql"
         after = rollup.last_rowid(db) if rolled_up and not pg else 0
@@ -233,15 +228,7 @@ class LogWriter:
         for row in rows:
             groups.setdefault(tuple(row), []).append(tuple(row.values()))
         for columns, values in groups.items():
-            if pg:
-                db.copy_rows(self._table, columns, values)
-                continue
-            sql = self._sql.get(columns)
-            if sql is None:
-                names = ", ".join(f'"{c}"' for c in columns)
-                marks = ", ".join("?" * len(columns))
-                sql = self._sql[columns] = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
-            db.executemany(sql, values)
+            db.copy_rows(self._table, columns, values)
         if rolled_up:
             # In the rows' own transaction: the rollups never count a row that is not there.
             rollup.add_rows(db, [row["id"] for row in rows] if pg else after)

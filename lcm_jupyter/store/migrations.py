@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .rollup import create_and_backfill, create_summaries
+
+if TYPE_CHECKING:
+    from .db import SQLiteDatabase
 
 migrations = Migrations("lcm_jupyter")
 
@@ -116,13 +121,13 @@ def m0003_usage_estimated(db: Database) -> None:
 @migrations(name="0004_usage_rollup")
 def m0004_usage_rollup(db: Database) -> None:
     """Usage per 15 minutes and key/provider/model for analytics, filled from the log so far."""
-    create_and_backfill(db)
+    create_and_backfill(cast("SQLiteDatabase", db))
 
 
 @migrations(name="0005_usage_summaries")
 def m0005_usage_summaries(db: Database) -> None:
     """Usage per UTC day and per dimension for long analytics periods, filled from the rollup."""
-    create_summaries(db)
+    create_summaries(cast("SQLiteDatabase", db))
 
 
 @migrations(name="0006_priced_components")

@@ -91,7 +91,9 @@ class _Table:
         cur = self.db.execute(
             f"INSERT INTO {self.name} ({names}) VALUES ({marks}) RETURNING {pk}", list(row.values())
         )
-        return _Inserted(cur.fetchone()[0])
+        inserted = cur.fetchone()
+        assert inserted is not None  # RETURNING gives the inserted row
+        return _Inserted(inserted[0])
 
     def update(self, pk_value: Any, cols: Mapping[str, Any], pk: str = "id") -> None:
         sets = ", ".join(f'"{c}" = ?' for c in cols)
@@ -168,9 +170,9 @@ class PostgresDatabase:
         finally:
             self.conn.execute("COMMIT")
 
-    def table(self, name: str) -> _Table:
+    def table(self, table_name: str) -> _Table:
         """Insert, update and upsert on one table."""
-        return _Table(self, name)
+        return _Table(self, table_name)
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Append rows with COPY: one round trip for a whole batch."""

@@ -60,12 +60,23 @@ def sql_units(column: str, scale: int, dialect: str) -> str:
     return f"CAST(SIGN({column}) * FLOOR(ABS({column} * {scale}) + 0.5) AS BIGINT)"
 
 
-# When a row's created_at falls, in epoch seconds (NULL where it is no time).
+# When a row's created_at falls, in whole epoch seconds (NULL where it is no time). On
+# PostgreSQL a cast of a bad time is an error, not NULL: the migration defines lcm_epoch
+# (EPOCH_FUNCTION) to read it as SQLite's strftime does.
 _EPOCH = {
     "sqlite": "strftime('%s', created_at)",
-    "postgresql": "CASE WHEN created_at ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+Z?$' THEN "
-    "FLOOR(EXTRACT(EPOCH FROM CAST(created_at AS TIMESTAMPTZ))) END",
+    "postgresql": "lcm_epoch(created_at)",
 }
+EPOCH_FUNCTION = """
+CREATE FUNCTION lcm_epoch(stamp TEXT) RETURNS BIGINT
+LANGUAGE plpgsql IMMUTABLE SET timezone = 'UTC' AS $$
+BEGIN
+    RETURN FLOOR(EXTRACT(EPOCH FROM CAST(stamp AS TIMESTAMPTZ)));
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$$
+"""
 
 
 def row_sql(dialect: str) -> dict[str, str]:
@@ -220,7 +231,8 @@ def create_summaries(db: Database) -> None:
 
 
 def create_tables(db: Database) -> None:
-    """Create every rollup table, empty (PostgreSQL's schema migration)."""
+    """Create every rollup table, empty, and lcm_epoch (PostgreSQL's schema migration)."""
+    db.execute(EPOCH_FUNCTION)
     for table in _TABLES:
         _create(db, table)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -204,8 +205,10 @@ def seed_history(
     provider_api_key: str = "sk-simulated",
     volume: float = 1.0,
     prices: PriceTable | None = None,
+    db_url: str | None = None,
 ) -> History:
-    """Write `days` days of calls (today included, up to `now`) into the database at `db_path`.
+    """Write `days` days of calls (today included, up to `now`) into the database at `db_path`,
+    or at `db_url` (None: LCM_DB_URL; "": none) when that is set, as the server chooses.
 
     The keys are encrypted under `secret_key` or the one in `secret_key_file` (the
     server's, so that it can forward their calls), each holding `provider_api_key` for
@@ -219,11 +222,12 @@ def seed_history(
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     prices = prices or default_table()
     rng = random.Random(seed)
-    db = open_database(db_path)
+    target = (os.environ.get("LCM_DB_URL") if db_url is None else db_url) or db_path
+    db = open_database(target)
     try:
         made = [_create_key(db, box, plan, provider_api_key) for plan in PLANS]
         rows = _calls(rng, made, days=days, now=now, volume=volume, prices=prices)
-        writer = LogWriter(db_path)
+        writer = LogWriter(target)
         writer.start()
         for row in rows:
             writer.submit(row)

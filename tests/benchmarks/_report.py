@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable
 
 MiB = 2**20
-LCM = ("lcm-memory", "lcm-redis")
+LCM = ("lcm-memory", "lcm-redis", "lcm-pg-redis")
 
 ADDED_P50_MS = 1.0
 ADDED_P99_MS = 2.0
@@ -26,6 +26,7 @@ MEMORY_WARMUP_CALLS = 20_000
 MEMORY_WARMUP_SECONDS = 75.0
 MEMORY_GROWTH_MIB = 5.0
 UPSTREAM_HEADROOM = 10.0
+PG_WITHIN = 0.10  # PostgreSQL + Redis against SQLite + Redis: throughput and added latency
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -195,6 +196,25 @@ def evaluate(res: dict) -> tuple[Verdicts, Verdicts]:
     ratio = r32["rps"] / peer32["rps"] if r32 and peer32 and peer32["rps"] else None
     targets.add(
         "req/s at 32 connections, lcm-redis / peer", ratio, ge, PEER_RATIO, f">= {PEER_RATIO:g}x"
+    )
+    # PostgreSQL as the store, same Redis: within 10% of SQLite's rate and added latency.
+    pg32 = point("lcm-pg-redis", "json c=32")
+    targets.add(
+        "req/s at 32 connections, lcm-pg-redis / lcm-redis",
+        pg32 and r32 and r32["rps"] and pg32["rps"] / r32["rps"],
+        ge,
+        1 - PG_WITHIN,
+        f">= {1 - PG_WITHIN:g}",
+    )
+    d1 = point("direct", "json c=1")
+    added_sqlite = _diff(point("lcm-redis", "json c=1"), d1, "p50_ms")
+    added_pg = _diff(point("lcm-pg-redis", "json c=1"), d1, "p50_ms")
+    targets.add(
+        "added latency p50 at 1 connection, lcm-pg-redis / lcm-redis",
+        added_pg / added_sqlite if added_pg is not None and added_sqlite else None,
+        le,
+        1 + PG_WITHIN,
+        f"<= {1 + PG_WITHIN:g}",
     )
     spread = r32["p99_ms"] / r32["p50_ms"] if r32 and r32["p50_ms"] else None
     targets.add(

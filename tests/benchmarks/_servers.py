@@ -190,14 +190,37 @@ def start_redis(tmp: Path, cpus: set[int] | None):
     return server
 
 
+def start_postgres(tmp: Path, cpus: set[int] | None = None):
+    """A throwaway PostgreSQL server (as the tests start it), or None without its binaries.
+    Beside Redis on the load's CPUs: the database serves the proxy, it is not the proxy."""
+    from tests.pg_fixtures import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        return None
+    server = PostgresServer(bindir)
+    server.initdb()
+    server.start()
+    if cpus and server._proc is not None:
+        os.sched_setaffinity(server._proc.pid, cpus)  # the backends it forks inherit it
+    return server
+
+
+def new_database(server) -> str:
+    """A fresh, empty database on the bench's PostgreSQL server: its URL."""
+    from tests.pg_fixtures import new_database as create
+
+    return create(server)
+
+
 # -- the Jupyter server with the extension -----------------------------------------------------
 
 _CREATE_KEYS = """
-import json, sys
+import json, os, sys
 from lcm_jupyter.cli import _create_key
 from lcm_jupyter.core.settings import Settings
 db, secret, spec = sys.argv[1:]
-settings = Settings(db_path=db, secret_key_file=secret)
+settings = Settings(db_path=db, db_url=os.environ.get("LCM_DB_URL"), secret_key_file=secret)
 out = {}
 for name, fields in json.loads(spec).items():
     record, plain = _create_key(settings, name="bench " + name, **fields)
@@ -306,9 +329,12 @@ def start_jupyter(
     return proc
 
 
-def count_rows(db_path: Path) -> dict:
-    """proxy_logs per key id and status, a sample stream row, and bad 200 rows per key."""
-    conn = sqlite3.connect(str(db_path))
+def count_rows(target: Path | str) -> dict:
+    """proxy_logs per key id and status, a sample stream row, and bad 200 rows per key
+    (the database at a SQLite path or a PostgreSQL URL)."""
+    from lcm_jupyter.store.db import connect
+
+    conn = connect(target)
     try:
         by_key: dict[int, dict] = collections.defaultdict(lambda: {"total": 0, "by_status": {}})
         for key_id, status, n in conn.execute(

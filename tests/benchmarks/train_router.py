@@ -11,11 +11,12 @@ license allows shipping weights trained on it, or written for this project:
 - the type head: which kind of request. Demanding kinds: GSM8K and HumanEval (train split of
   `split_of`), MMLU's STEM question stems without their choices (train split), MBPP's first 27
   tasks (tests/data/routing_public/, CC BY 4.0), the project's complex prompts (the "tune"
-  part of tests/data/routing_eval.jsonl) and DEMANDING and DEMANDING_LONG below. Everyday kinds: self-instruct's
-  seed tasks (Apache-2.0; train split), the project's simple prompts other than code how-tos,
-  and EVERYDAY, EVERYDAY_LONG and COMMON_FACTS below. Both sides weigh the same in total; grams
-  of function words only, newlines and question marks are kept out of it so that it learns what
-  is asked rather than which set a prompt came from;
+  part of tests/data/routing_eval.jsonl) and DEMANDING, DEMANDING_SETUPS and DEMANDING_LONG
+  below. Everyday kinds: self-instruct's seed tasks (Apache-2.0; train split), the project's
+  simple prompts other than code how-tos, and EVERYDAY, EVERYDAY_ROLES, EVERYDAY_LONG and
+  COMMON_FACTS below. Both sides weigh the same in total; grams of function words only,
+  newlines and question marks are kept out of it so that it learns what is asked rather than
+  which set a prompt came from;
 - the outcome head: GSM8K's train split, target "the strong model right where the weak one is
   wrong" (RouteLLM's GPT-4 / Mixtral outcomes, ../shared/data/routing/);
 - the exam head: MMLU's train split, same target; it alone judges multiple-choice prompts.
@@ -222,11 +223,6 @@ How can I make my morning routine less stressful?
 Write a motivational message for a friend starting a new job.
 What are the health benefits of drinking enough water?
 What should I know before starting a vegetable garden?
-You are a friendly travel guide. I will tell you which city I am in and you suggest a nice place to visit nearby, one at a time.
-Act as my English conversation partner. I will say something about my day and you answer with a short, friendly reply and one question.
-You are a cheerful cooking assistant. I will tell you what is in my fridge and you suggest a simple dish each time.
-Pretend you are a librarian. I will describe a mood and you recommend one novel that fits it, with a sentence about why.
-You are a motivational coach. Each morning I will tell you my plan for the day and you reply with one short encouraging message.
 """.strip().splitlines()
 
 # Demanding prompts, short ones above all: maths, number theory, code, careful reasoning,
@@ -372,15 +368,48 @@ What is the 100th term of the arithmetic sequence 3, 7, 11, ...?
 Which Ottoman vizier negotiated the Treaty of Karlowitz?
 What was the population of Reykjavik in 1901?
 Who was the first woman to receive a doctorate in mathematics in Sweden?
-You are the lead architect reviewing a payment platform. I will paste service designs one at a time; for each, find race conditions, failure modes and data-loss risks, then propose fixes with their trade-offs.
-Act as a team of three agents: a planner that breaks my research question into sub-questions, a solver that answers each with sources, and a critic that checks the reasoning. Show each agent's turn until the critic accepts.
-You are an orchestrator for several tools: a SQL database, a Python sandbox and a web search. For every analysis question I give you, decide which tool to call with what input, read the results and iterate until the answer is verified.
-Your task is to act as a compiler engineer. I will give you snippets of C code and you must explain what undefined behaviour they contain, what an optimising compiler may do with them, and how to rewrite them portably.
-You are a reviewer for a mathematics journal. I will submit proofs step by step; check each step for rigour, point out gaps, and suggest how to close them.
-You coordinate a panel of experts (a statistician, an epidemiologist and a data engineer) who must design a study to estimate vaccine effectiveness from messy registry data. Ask each expert in turn and combine their answers into one plan.
-Simulate a distributed system of five nodes running Paxos. I will inject failures such as crashed nodes and lost messages; after each, show every node's state and whether consensus still holds.
-You are a senior security engineer running a threat model of a multi-tenant SaaS application. Ask me about its architecture, then enumerate attack paths, rank them by risk, and propose mitigations.
 """.strip().splitlines()
+
+# Role set-ups of multi-step work: agents, reviews, simulations, threat models.
+DEMANDING_SETUPS = [
+    "You are the lead architect reviewing a payment platform. I will paste service designs one "
+    "at a time; for each, find race conditions, failure modes and data-loss risks, then propose"
+    " fixes with their trade-offs.",
+    "Act as a team of three agents: a planner that breaks my research question into sub-"
+    "questions, a solver that answers each with sources, and a critic that checks the "
+    "reasoning. Show each agent's turn until the critic accepts.",
+    "You are an orchestrator for several tools: a SQL database, a Python sandbox and a web "
+    "search. For every analysis question I give you, decide which tool to call with what input,"
+    " read the results and iterate until the answer is verified.",
+    "Your task is to act as a compiler engineer. I will give you snippets of C code and you "
+    "must explain what undefined behaviour they contain, what an optimising compiler may do "
+    "with them, and how to rewrite them portably.",
+    "You are a reviewer for a mathematics journal. I will submit proofs step by step; check "
+    "each step for rigour, point out gaps, and suggest how to close them.",
+    "You coordinate a panel of experts (a statistician, an epidemiologist and a data engineer) "
+    "who must design a study to estimate vaccine effectiveness from messy registry data. Ask "
+    "each expert in turn and combine their answers into one plan.",
+    "Simulate a distributed system of five nodes running Paxos. I will inject failures such as "
+    "crashed nodes and lost messages; after each, show every node's state and whether consensus"
+    " still holds.",
+    "You are a senior security engineer running a threat model of a multi-tenant SaaS "
+    "application. Ask me about its architecture, then enumerate attack paths, rank them by "
+    "risk, and propose mitigations.",
+]
+
+# Light role-plays: a set-up alone does not make a request demanding.
+EVERYDAY_ROLES = [
+    "You are a friendly travel guide. I will tell you which city I am in and you suggest a nice"
+    " place to visit nearby, one at a time.",
+    "Act as my English conversation partner. I will say something about my day and you answer "
+    "with a short, friendly reply and one question.",
+    "You are a cheerful cooking assistant. I will tell you what is in my fridge and you suggest"
+    " a simple dish each time.",
+    "Pretend you are a librarian. I will describe a mood and you recommend one novel that fits "
+    "it, with a sentence about why.",
+    "You are a motivational coach. Each morning I will tell you my plan for the day and you "
+    "reply with one short encouraging message.",
+]
 
 # Long demanding requests: set-ups of multi-step work (agents, reviews, designs) over 150 words.
 # Without them the type head reads "very long" as everyday, from long everyday asks alone.
@@ -602,8 +631,14 @@ def training_rows() -> tuple[Rows, Rows, Rows]:
             if stem.endswith(("?", ".")) and len(stem) >= 25 and "following" not in stem:
                 hard.append(stem)
     hard += [row["text"] for row in ev._jsonl(ev.PUBLIC / "mbpp_head.jsonl")]
-    written_hard = [t for k, t in enumerate(DEMANDING + DEMANDING_LONG) if k % 5 != 4]
-    written_easy = [t for k, t in enumerate(EVERYDAY + COMMON_FACTS + EVERYDAY_LONG) if k % 5 != 4]
+    written_hard = [
+        t for k, t in enumerate(DEMANDING + DEMANDING_SETUPS + DEMANDING_LONG) if k % 5 != 4
+    ]
+    written_easy = [
+        t
+        for k, t in enumerate(EVERYDAY + EVERYDAY_ROLES + COMMON_FACTS + EVERYDAY_LONG)
+        if k % 5 != 4
+    ]
     # Both classes weigh the same in total: the type head must not learn the class sizes.
     # The written prompts are few but carry the short shapes the public sets lack.
     hard_total = len(hard) + WRITTEN_WEIGHT * len(written_hard)
@@ -683,7 +718,10 @@ def head_json(model: LogisticRegression, vocab: list[str]) -> dict[str, Any]:
 def val_items() -> list[dict[str, Any]]:
     """The validation rows: the val split of the shared sets and every fifth written prompt."""
     items = [i for i in ev.load_shared() if i.get("split") == "val"]
-    for kind, texts in (("hard", DEMANDING + DEMANDING_LONG), ("easy", EVERYDAY + COMMON_FACTS + EVERYDAY_LONG)):
+    for kind, texts in (
+        ("hard", DEMANDING + DEMANDING_SETUPS + DEMANDING_LONG),
+        ("easy", EVERYDAY + EVERYDAY_ROLES + COMMON_FACTS + EVERYDAY_LONG),
+    ):
         for k, text in enumerate(texts):
             if k % 5 == 4:
                 items.append({"dataset": "written", "messages": ev.chat(text), "kind": kind})
