@@ -41,9 +41,31 @@ def two_servers(tmp_path):
     path = tmp_path / "shared.sqlite3"
     stores = [Store(path), Store(path)]
     clock = FakeClock()
-    yield [DatabaseCounters(s, clock=clock) for s in stores], path, clock
+    counters = [DatabaseCounters(s, server_id=n, clock=clock) for s, n in zip(stores, "ab")]
+    yield counters, path, clock
     for store in stores:
         store.close()
+
+
+async def test_a_server_on_the_database_refuses_limits_while_another_counts_on_redis(
+    two_servers,
+):
+    """Redis away for server a alone: b still counts in Redis, which a cannot see, so a
+    deciding alone would admit a whole budget beside b's. a refuses calls with limits (503,
+    as `refuse` does) until b stops counting on Redis or its word is over 3 s old."""
+    (a, b), _, clock = two_servers
+    limits = dict(rpm=10, month=MONTH, budget=1_000, reserve=100)
+    await b.note_redis(True)
+    refused = await a.admit(key_id=1, call_id="c1", **limits)
+    assert (refused.allowed, refused.reason) == (False, "unavailable")
+    await a.note_redis(True)  # its own word never stops itself
+    await b.note_redis(False)
+    assert (await a.admit(key_id=1, call_id="c2", **limits)).allowed
+    await b.note_redis(True)
+    assert not (await a.admit(key_id=1, call_id="c3", **limits)).allowed
+    clock.now += counters_db.REDIS_SEEN_SECONDS + 0.01  # b gone quiet: Redis gone for all
+    admitted = await a.admit(key_id=1, call_id="c4", **limits)
+    assert admitted.allowed and admitted.reserved == 200  # c2's hold and c4's
 
 
 async def test_a_budget_holds_exactly_across_servers(two_servers):

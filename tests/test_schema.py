@@ -166,6 +166,10 @@ EXPECTED: dict[str, Table] = {
         columns=(("name", T, NN), ("value", T, NN)),
         pk=("name",),
     ),
+    "lcm_servers": Table(
+        columns=(("server_id", T, NN), ("redis_ok_at", R, NN)),
+        pk=("server_id",),
+    ),
     "usage_rollup": Table(
         columns=(
             ("bucket", INT, NN),
@@ -431,3 +435,32 @@ def test_primary_keys_refuse_null(kind, request, tmp_path):
     finally:
         db.close()
     assert accepted == []
+
+
+def test_postgresql_keeps_money_times_and_sums_at_full_width(pg_url):
+    """PostgreSQL's REAL is a 4-byte float (about 7 digits: an epoch second rounds to 100 s)
+    and its INTEGER 4 bytes (2^31 units of 1e-10 USD is 21 cents): no column may be either
+    where SQLite's 8-byte REAL and INTEGER were meant."""
+    from lcm_jupyter.store.db import open_database
+
+    db = open_database(pg_url)
+    try:
+        narrow = [
+            (r["table_name"], r["column_name"])
+            for r in db.query(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND data_type = 'real'"
+            )
+        ]
+        sums = [
+            (r["table_name"], r["column_name"])
+            for r in db.query(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND data_type = 'integer' AND column_name IN "
+                "('cost_units', 'savings_units', 'latency_us_sum', 'input_tokens', "
+                "'output_tokens', 'units', 'bucket', 'day', 'key_id', 'requests')"
+            )
+        ]
+    finally:
+        db.close()
+    assert narrow == [] and sums == []

@@ -77,6 +77,7 @@ class FailoverCounters:
         self._idle.set()
         self.failovers = 0
         self.transitions: list[tuple[State, State, str]] = []
+        self._last_ok = -1e9  # monotonic time of the last operation Redis answered
 
     @property
     def name(self) -> str:
@@ -104,7 +105,9 @@ class FailoverCounters:
             self._inflight += 1
             self._idle.clear()
             try:
-                return await getattr(self.primary, op)(**kwargs)
+                result = await getattr(self.primary, op)(**kwargs)
+                self._last_ok = time.monotonic()
+                return result
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any Redis failure: the fallback answers instead
@@ -116,6 +119,16 @@ class FailoverCounters:
             await self._trip(failure)
             await self._ready.wait()
         return await getattr(self.fallback, op)(**kwargs)
+
+    async def counting_on_primary(self, *, recent: float = 1.5) -> bool:
+        """Whether this server counts on Redis now: closed, and Redis answered an operation
+        in the last `recent` seconds or answers a ping (an idle server's word must not
+        outlive a Redis that is gone)."""
+        if self.state is not State.CLOSED:
+            return False
+        if time.monotonic() - self._last_ok < recent:
+            return True
+        return await self.primary.ping()
 
     async def _trip(self, exc: BaseException) -> None:
         """CLOSED -> OPEN: rebuild the fallback from the log, then let calls through."""

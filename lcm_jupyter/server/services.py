@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 
 from ..core import difficulty
 from ..core.secretbox import SecretBox, load_or_create_key
@@ -28,6 +31,14 @@ from .routing import Router
 from .upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
+
+REDIS_NOTE_SECONDS = 1.0
+"""How often a server says whether it counts on Redis (counters_db.REDIS_SEEN_SECONDS: 3)."""
+
+
+def _server_id() -> str:
+    """This server's name among those sharing the database: host, process, and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class LCMServices:
@@ -100,6 +111,7 @@ class LCMServices:
         )
         self.log_writer.prepare = self.pipeline.judge_shadow
         self._reconciler: asyncio.Task | None = None
+        self._redis_notes: asyncio.Task | None = None
         self._started = False
         self._stopping: asyncio.Future[None] | None = None
 
@@ -141,7 +153,7 @@ class LCMServices:
         redis = RedisCounters(settings.redis_url, timeout=settings.redis_timeout)
         fallback: Counters
         if settings.on_redis_outage == "shared":
-            fallback = DatabaseCounters(self.store)
+            fallback = DatabaseCounters(self.store, server_id=_server_id())
         elif settings.on_redis_outage == "refuse":
             fallback = RefusingCounters()
         else:
@@ -183,12 +195,34 @@ class LCMServices:
         except Exception:
             log.exception("lcm: initial reconcile failed; counters start from zero")
         self._reconciler = asyncio.ensure_future(self._reconcile_periodically())
+        if self._notes_redis():
+            self._redis_notes = asyncio.ensure_future(self._note_redis_periodically())
         log.info(
             "lcm: database %s, counters %s, price table %s",
             describe(self.settings.store_target),
             self.counters.name,
             self.pricing.table.version,
         )
+
+    def _notes_redis(self) -> bool:
+        breaker = self.counters
+        return isinstance(breaker, FailoverCounters) and isinstance(
+            breaker.fallback, DatabaseCounters
+        )
+
+    async def _note_redis_periodically(self) -> None:
+        """Say once a second whether this server counts on Redis, so that a server deciding
+        limits in the database while Redis is away for it alone refuses instead of counting
+        alone (store/counters_db.py)."""
+        breaker = self.counters
+        assert isinstance(breaker, FailoverCounters)
+        while True:
+            try:
+                ok = await breaker.counting_on_primary()
+                await breaker.fallback.note_redis(ok)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("lcm: could not record whether this server counts on Redis")
+            await asyncio.sleep(REDIS_NOTE_SECONDS)
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -227,6 +261,13 @@ class LCMServices:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
             self._reconciler = None
+        if self._redis_notes is not None:
+            self._redis_notes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._redis_notes
+            self._redis_notes = None
+            with contextlib.suppress(Exception):  # a stopped server counts nowhere
+                await self.counters.fallback.note_redis(False)  # type: ignore[attr-defined]
         await self.upstream.close()
         await self.guard.drain()
         await self.counters.close()

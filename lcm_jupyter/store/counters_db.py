@@ -15,6 +15,14 @@ writer in at a time, across processes), so every server sees every other's holds
 
 Slower than Redis (a transaction per call), exact across servers: no budget overspent,
 no rate limit exceeded. Used only while Redis is away (`on_redis_outage = "shared"`).
+
+Exact only while every server decides here. When Redis is away for one server alone (a
+network partition, or its own timeouts under load), the others go on counting in Redis,
+which this server cannot see, and each side would admit a whole budget. So every server
+that counts on Redis says so once a second in `lcm_servers` (`note_redis`), and a server
+deciding here refuses calls with limits, as `refuse` does, while another has said so in the
+last REDIS_SEEN_SECONDS. In a whole outage every server stops saying so and this one decides
+alone within that time.
 """
 
 from __future__ import annotations
@@ -43,6 +51,29 @@ def _epoch(stamp: str) -> int:
     import calendar
 
     return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+REDIS_SEEN_SECONDS = 3.0
+"""How long a server's word that it counts on Redis stands (it repeats it every second)."""
+
+
+def note_redis(db: Database, server_id: str, at: float) -> None:
+    """Record when `server_id` last counted on Redis (0: it does not now)."""
+    db.execute(
+        "INSERT INTO lcm_servers (server_id, redis_ok_at) VALUES (?, ?) "
+        "ON CONFLICT (server_id) DO UPDATE SET redis_ok_at = excluded.redis_ok_at",
+        [server_id, at],
+    )
+
+
+def _others_on_redis(db: Database, server_id: str, now: float) -> bool:
+    return (
+        db.execute(
+            "SELECT 1 FROM lcm_servers WHERE server_id != ? AND redis_ok_at > ? LIMIT 1",
+            [server_id, now - REDIS_SEEN_SECONDS],
+        ).fetchone()
+        is not None
+    )
 
 
 # A call's hold, put or replaced (a repeated call id replaces its own).
@@ -85,6 +116,7 @@ def _holds(db: Database, key_id: int, month: str, now: float) -> tuple[int, int]
 
 def _admit(
     db: Database,
+    server_id: str,
     now: float,
     key_id: int,
     call_id: str,
@@ -95,6 +127,8 @@ def _admit(
     soft: bool,
 ) -> Admission:
     with db.write_transaction(lock=COUNTERS_LOCK):
+        if _others_on_redis(db, server_id, now):
+            return Admission(False, "unavailable", None, 0, 0)
         rate = None
         if rpm is not None:
             db.execute(
@@ -190,8 +224,11 @@ class DatabaseCounters:
 
     name = "database"
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, *, server_id: str = "", clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
+        self.server_id = server_id  # this server's name in lcm_servers
         self._clock = clock  # epoch seconds, shared by every server (tests move it)
 
     async def admit(
@@ -207,8 +244,21 @@ class DatabaseCounters:
     ) -> Admission:
         """See Counters.admit."""
         return await self._store.run(
-            _admit, self._clock(), key_id, call_id, rpm, month, budget, reserve, soft
+            _admit,
+            self.server_id,
+            self._clock(),
+            key_id,
+            call_id,
+            rpm,
+            month,
+            budget,
+            reserve,
+            soft,
         )
+
+    async def note_redis(self, ok: bool) -> None:
+        """Say whether this server counts on Redis now (see the module's docstring)."""
+        await self._store.run(note_redis, self.server_id, self._clock() if ok else 0.0)
 
     async def settle(self, *, key_id: int, call_id: str, month: str, cost: int) -> BudgetState:
         """See Counters.settle."""

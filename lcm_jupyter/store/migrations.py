@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 
 migrations = Migrations("lcm_jupyter")
 
+# The same on both engines (migrations_pg.py runs it too; PostgreSQL's REAL is 4 bytes).
+SERVERS_TABLE = (
+    "CREATE TABLE lcm_servers "
+    "(server_id TEXT NOT NULL PRIMARY KEY, redis_ok_at DOUBLE PRECISION NOT NULL)"
+)
+
 
 @migrations(name="0001_initial")
 def m0001_initial(db: Database) -> None:
@@ -205,3 +211,10 @@ def m0010_meta(db: Database) -> None:
     """Facts about the database itself: the check value of the secret its provider keys are
     encrypted with (store/secret.py)."""
     db.execute("CREATE TABLE lcm_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migrations(name="0011_servers")
+def m0011_servers(db: Database) -> None:
+    """Which servers count on Redis now (store/counters_db.py): a server that lost Redis
+    while others still count there must not decide limits alone in the database."""
+    db.execute(SERVERS_TABLE)

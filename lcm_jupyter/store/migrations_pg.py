@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from . import rollup
 from .db import MIGRATIONS_LOCK
+from .migrations import SERVERS_TABLE
 from .postgres import PostgresDatabase
 from .timeutil import utc_now_iso
 
@@ -133,8 +134,13 @@ def _m0010_schema(db: PostgresDatabase) -> None:
     rollup.create_tables(db)
 
 
+def _m0011_servers(db: PostgresDatabase) -> None:
+    db.execute(SERVERS_TABLE)
+
+
 MIGRATIONS: list[tuple[str, Callable[[PostgresDatabase], None]]] = [
     ("0010_schema", _m0010_schema),
+    ("0011_servers", _m0011_servers),
 ]
 """(name, function) in order. Never rename or edit one that has shipped: add a new one."""
 

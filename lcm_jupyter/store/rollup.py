@@ -230,6 +230,17 @@ def create_summaries(db: Database) -> None:
         db.execute(_upsert(table, groups, "usage_rollup"))
 
 
+def rebuild(db: Database) -> None:
+    """Empty every rollup table and refill it from proxy_logs, on a database that has them:
+    the statements of the backfills above (0004, then 0005 from usage_rollup). Call it in a
+    transaction, with no log writer running."""
+    for table in _TABLES:
+        db.execute(f"DELETE FROM {table}")
+    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true", db.dialect)))
+    for table, groups in _summaries(db.dialect):
+        db.execute(_upsert(table, groups, "usage_rollup"))
+
+
 def create_tables(db: Database) -> None:
     """Create every rollup table, empty, and lcm_epoch (PostgreSQL's schema migration)."""
     db.execute(EPOCH_FUNCTION)

@@ -1,12 +1,22 @@
 """Benchmark: the analytics REST queries over 90 days of many calls, and the log writer's cost.
 
     python tests/benchmarks/bench_analytics.py [--rows 1000000,10000000] [--keys 20] [--runs 30]
+        [--engine sqlite|postgresql|both] [--db-url postgresql://user@host:port/postgres]
 
 For each row count, fills a temporary database's proxy_logs with that many calls spread
 evenly over the last 90 days (`--keys` keys x 8 models of 3 providers) in one SQL
 statement, then applies the migrations, whose backfills build the rollups from them
 (0004 the 15-minute table from proxy_logs, 0005 the per-day and per-dimension tables
-from it): the product's own code, as an existing database upgrades. Then measures:
+from it): the product's own code, as an existing database upgrades.
+
+On PostgreSQL (`--engine postgresql`, or `both`: SQLite first) the database is a fresh one
+on a throwaway server started as the tests start theirs (tests/pg_fixtures.py: the
+system's initdb and postgres, default settings but no durability), or on the server
+`--db-url` names (a database is created there per row count and dropped after).
+`open_database` creates its schema (every table empty, rollups included); proxy_logs is
+filled the same way (generate_series instead of a recursive CTE), then `rollup.rebuild`
+builds the rollups with the backfills' own statements, then ANALYZE. Then, on either
+engine, measures:
 
 - the log writer (store/logwriter.py, the proxy's path) per 500-row batch of calls made
   in a quarter second: insert, rollups and commit, wall time; and the rollups' part;
@@ -18,7 +28,8 @@ from it): the product's own code, as an existing database upgrades. Then measure
 Target: each query under 100 ms p50 over 10M rows, printed PASS or FAIL; the exit code
 is 1 if one fails. A timeseries with two filters reads the full 15-minute table: it has
 no target and is shown for information. Figures go to stdout and to
-tests/benchmarks/results/analytics.json. Timings on a shared machine are indicative.
+tests/benchmarks/results/analytics.json (SQLite) and analytics-postgresql.json. Timings on
+a shared machine are indicative.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from lcm_jupyter.client import LCMClient  # noqa: E402
 from lcm_jupyter.core import analytics  # noqa: E402
 from lcm_jupyter.server.analytics_handlers import breakdown_items, timeseries_points  # noqa: E402
 from lcm_jupyter.store import rollup  # noqa: E402
-from lcm_jupyter.store.db import connect  # noqa: E402
+from lcm_jupyter.store.db import connect, describe, is_postgres, open_database  # noqa: E402
 from lcm_jupyter.store.logwriter import LogWriter  # noqa: E402
 from lcm_jupyter.store.migrations import migrations  # noqa: E402
 
@@ -61,7 +72,11 @@ COLUMNS = (
 DAYS = 90
 TARGET_MS = 100.0
 BATCH = 500
-RESULTS = HERE / "results" / "analytics.json"
+RESULTS = {
+    "sqlite": HERE / "results" / "analytics.json",
+    "postgresql": HERE / "results" / "analytics-postgresql.json",
+}
+ENGINES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 # (path, params, has the target): what the dashboard asks, then one combined filter.
 CASES = [
@@ -97,6 +112,31 @@ SELECT printf('log-%010d', i), key_id,
        strftime('%Y-%m-%dT%H:%M:%fZ', :start + :span * i / CAST(:rows AS REAL), 'unixepoch')
 FROM r
 """
+
+# The same draws on PostgreSQL: floor(random() * n) for abs(random()) % n, the row's
+# instant formatted as SQLite's strftime('%Y-%m-%dT%H:%M:%fZ') writes it. OFFSET 0 keeps
+# the subquery `r` apart here too.
+FILL_SQL_PG = f"""
+INSERT INTO proxy_logs ({", ".join(COLUMNS)})
+SELECT 'log-' || lpad(i::text, 10, '0'), key_id,
+       CASE m {_CASE_WHEN.format(*(p for p, _ in MODELS))} END,
+       CASE m {_CASE_WHEN.format(*(m for _, m in MODELS))} END,
+       CASE m {_CASE_WHEN.format(*(m for _, m in MODELS))} END,
+       10 + floor(random() * 4990)::int, 1 + floor(random() * 800)::int, cost,
+       (cost IS NULL)::int,
+       floor(random() * 100000) / 1e8::float8, floor(random() * 2000000) / 1e3::float8,
+       CASE WHEN floor(random() * 100) < 97 THEN 200 ELSE 500 END,
+       to_char(to_timestamp(%(start)s::float8 + %(span)s::float8 * i / %(rows)s::float8)
+               AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+FROM (
+    SELECT i, floor(random() * {len(MODELS)})::int AS m,
+           floor(random() * %(keys)s::int)::int + 1 AS key_id,
+           CASE WHEN floor(random() * 100) = 0 THEN NULL
+                ELSE floor(random() * 1000000) / 1e8::float8 END AS cost
+    FROM generate_series(0, %(rows)s::bigint - 1) AS i OFFSET 0
+) AS r
+"""
+ROLLUP_TABLES = ("usage_rollup", "usage_rollup_day", "usage_rollup_dim")
 
 
 def _batch(n: int, keys: int) -> list[dict]:
@@ -137,15 +177,32 @@ def _timed(fn, runs: int) -> dict:
     return _pct(samples)
 
 
+def _span() -> tuple[float, float]:
+    """The first instant of the 90-day period (UTC) and the seconds from it to now."""
+    first = analytics.resolve_period(f"{DAYS}d", None, None, timezone.utc).first
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+    return start, time.time() - start
+
+
+def _check_tables(db) -> dict:
+    tables = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ROLLUP_TABLES}
+    groups = db.execute("SELECT COUNT(DISTINCT provider || model) FROM usage_rollup_day")
+    assert groups.fetchone()[0] == len(MODELS), "model and provider drawn apart"
+    return tables
+
+
+def _rounded(times: dict) -> dict:
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in times.items()}
+
+
 def fill(path: Path, rows: int, keys: int) -> dict:
     """The calls in proxy_logs, then the migrations' backfills; their times in seconds."""
     db = connect(path)
     migrations.apply(db, stop_before="0004_usage_rollup")
-    first = analytics.resolve_period(f"{DAYS}d", None, None, timezone.utc).first
-    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+    start, span = _span()
     t0 = time.perf_counter()
     with db.atomic():
-        params = {"rows": rows, "keys": keys, "start": start, "span": time.time() - start}
+        params = {"rows": rows, "keys": keys, "start": start, "span": span}
         db.execute(FILL_SQL, params)
     times = {"fill_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
@@ -154,18 +211,36 @@ def fill(path: Path, rows: int, keys: int) -> dict:
     t0 = time.perf_counter()
     migrations.apply(db)
     times["migration_0005_s"] = time.perf_counter() - t0
-    times["tables"] = {
-        t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-        for t in ("usage_rollup", "usage_rollup_day", "usage_rollup_dim")
-    }
-    groups = db.execute("SELECT COUNT(DISTINCT provider || model) FROM usage_rollup_day")
-    assert groups.fetchone()[0] == len(MODELS), "model and provider drawn apart"
+    times["tables"] = _check_tables(db)
     db.conn.close()
-    return {k: round(v, 1) if isinstance(v, float) else v for k, v in times.items()}
+    return _rounded(times)
 
 
-def writer_cost(path: Path, keys: int, batches: int = 40) -> dict:
-    """Wall ms per 500-row batch through the LogWriter, and of the rollups alone in it."""
+def fill_postgres(url: str, rows: int, keys: int) -> dict:
+    """PostgreSQL: the schema (open_database), the calls in proxy_logs, the rollups rebuilt
+    from them by rollup.rebuild (the backfills' statements), then ANALYZE; times in seconds."""
+    db = open_database(url)
+    start, span = _span()
+    t0 = time.perf_counter()
+    with db.atomic():
+        params = {"rows": rows, "keys": keys, "start": start, "span": span}
+        db.conn.execute(FILL_SQL_PG, params)  # psycopg's own placeholders: named
+    times = {"fill_s": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    with db.atomic():
+        rollup.rebuild(db)
+    times["rollups_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    db.execute("ANALYZE")
+    times["analyze_s"] = time.perf_counter() - t0
+    times["tables"] = _check_tables(db)
+    db.close()
+    return _rounded(times)
+
+
+def writer_cost(path: Path | str, keys: int, batches: int = 40) -> dict:
+    """Wall ms per 500-row batch through the LogWriter, and of the rollups alone in it
+    (`path`: a SQLite file or a PostgreSQL URL, where the writer COPYs and rolls up by id)."""
     writer = LogWriter(path, batch_size=BATCH, interval=3600)
     writer.start()
     per_batch = []
@@ -183,14 +258,19 @@ def writer_cost(path: Path, keys: int, batches: int = 40) -> dict:
     insert = f"INSERT INTO proxy_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 13)})"
     rollups = []
     for n in range(batches, 2 * batches):
-        rows = [tuple(r.values()) for r in _batch(n, keys)]
+        batch = _batch(n, keys)
+        rows = [tuple(r.values()) for r in batch]
         with db.atomic():
-            mark = rollup.last_rowid(db)
-            db.conn.executemany(insert, rows)
+            if db.dialect == "postgresql":  # as the writer: COPY, then the rows by id
+                db.copy_rows("proxy_logs", COLUMNS, rows)
+                mark = [r["id"] for r in batch]
+            else:
+                mark = rollup.last_rowid(db)
+                db.conn.executemany(insert, rows)
             t0 = time.perf_counter()
             rollup.add_rows(db, mark)
             rollups.append((time.perf_counter() - t0) * 1000)
-    db.conn.close()
+    db.close()
     return {"batch": _pct(per_batch), "rollups": _pct(rollups)}
 
 
@@ -199,12 +279,18 @@ def _name(path: str, params: dict, tz: str) -> str:
     return " ".join([path, f"{DAYS}d", *words, f"[{tz}]"])
 
 
-def query_times(path: Path, tz_name: str, runs: int) -> list[dict]:
-    """Each case through the REST API of a server on `path`, and in-process."""
+def query_times(target: Path | str, tz_name: str, runs: int, tmp: Path) -> list[dict]:
+    """Each case through the REST API of a server on `target` (a SQLite file or a
+    PostgreSQL URL), and in-process; the server's other files go to `tmp`."""
     tz = analytics.load_timezone(tz_name)
-    db = connect(path)
+    db = connect(target)
+    where = (
+        {"db_url": str(target), "db_path": tmp / "unused.sqlite3"}
+        if is_postgres(target)
+        else {"db_url": "", "db_path": target}  # not an LCM_DB_URL of the environment
+    )
     server = lcm_jupyter.serve(
-        db_path=path, analytics_timezone=tz_name, secret_key_file=path.parent / "secret.key"
+        **where, analytics_timezone=tz_name, secret_key_file=tmp / "secret.key"
     )
     out = []
     try:
@@ -237,17 +323,24 @@ def query_times(path: Path, tz_name: str, runs: int) -> list[dict]:
         client.close()
     finally:
         server.stop()
-        db.conn.close()
+        db.close()
     return out
 
 
-def _print_rows(rows: int, keys: int, result: dict) -> None:
+def _print_rows(rows: int, keys: int, result: dict, engine: str = "sqlite") -> None:
     f, w = result["fill"], result["writer"]
-    print(f"\n{rows:,} rows over {DAYS} days, {keys} keys x {len(MODELS)} models")
-    print(
-        f"  fill {f['fill_s']} s; migration 0004 backfill {f['migration_0004_s']} s, "
-        f"0005 backfill {f['migration_0005_s']} s"
-    )
+    on = "" if engine == "sqlite" else f", {ENGINES[engine]}"
+    print(f"\n{rows:,} rows over {DAYS} days, {keys} keys x {len(MODELS)} models{on}")
+    if "rollups_s" in f:
+        print(
+            f"  fill {f['fill_s']} s; rollups rebuilt (rollup.rebuild) {f['rollups_s']} s; "
+            f"ANALYZE {f['analyze_s']} s"
+        )
+    else:
+        print(
+            f"  fill {f['fill_s']} s; migration 0004 backfill {f['migration_0004_s']} s, "
+            f"0005 backfill {f['migration_0005_s']} s"
+        )
     print("  tables: " + ", ".join(f"{t} {n:,} rows" for t, n in f["tables"].items()))
     print(
         f"  log writer per {BATCH}-row batch: {w['batch']['p50_ms']} ms p50, "
@@ -277,6 +370,75 @@ def _git_rev() -> str:
     return run("rev-parse", "--short", "HEAD") + ("-dirty" if run("status", "--porcelain") else "")
 
 
+def _measure(target: Path | str, tmp: Path, fill_result: dict, args) -> dict:
+    result = {"fill": fill_result, "writer": writer_cost(target, args.keys)}
+    result["queries"] = [
+        case for tz in args.timezones.split(",") for case in query_times(target, tz, args.runs, tmp)
+    ]
+    return result
+
+
+def run_sqlite(args, row_counts: list[int], results: dict) -> bool:
+    """Each row count on a temporary SQLite file; True if a query failed its target."""
+    failed = False
+    for rows in row_counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.sqlite3"
+            result = _measure(path, Path(tmp), fill(path, rows, args.keys), args)
+        _print_rows(rows, args.keys, result)
+        failed |= any(c["verdict"] == "FAIL" for c in result["queries"])
+        results["by_rows"][str(rows)] = result
+    return failed
+
+
+def _postgres_server(db_url: str | None):
+    """The server to make the databases on: --db-url's, else a throwaway one started here
+    (tests/pg_fixtures.py; `.remove()` stops and deletes it)."""
+    from tests.pg_fixtures import ExternalPostgres, PostgresServer, find_bindir
+
+    if db_url:
+        return ExternalPostgres(db_url)
+    bindir = find_bindir()
+    if bindir is None:
+        sys.exit("no PostgreSQL server binaries (initdb, postgres) found; give --db-url")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except BaseException:
+        server.remove()
+        raise
+    return server
+
+
+def run_postgres(args, row_counts: list[int], results: dict) -> bool:
+    """Each row count on a fresh PostgreSQL database; True if a query failed its target."""
+    from tests.pg_fixtures import drop_database, new_database
+
+    server = _postgres_server(args.db_url)
+    failed = False
+    try:
+        db = connect(server.url)  # the server's settings that bear on the figures
+        names = ("server_version", "shared_buffers", "work_mem", "effective_cache_size")
+        results["machine"]["postgresql"] = {n: db.execute(f"SHOW {n}").fetchone()[0] for n in names}
+        db.close()
+        results["server"] = describe(server.url)
+        for rows in row_counts:
+            url = new_database(server)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    fill_result = fill_postgres(url, rows, args.keys)
+                    result = _measure(url, Path(tmp), fill_result, args)
+            finally:
+                drop_database(server, url)
+            _print_rows(rows, args.keys, result, "postgresql")
+            failed |= any(c["verdict"] == "FAIL" for c in result["queries"])
+            results["by_rows"][str(rows)] = result
+    finally:
+        if hasattr(server, "remove"):
+            server.remove()
+    return failed
+
+
 def main() -> int:
     """Fill, backfill, then time the writer and the queries; prints and saves the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -284,38 +446,38 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--timezones", default="UTC,Asia/Kolkata")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql", "both"), default="sqlite")
+    parser.add_argument(
+        "--db-url",
+        help="PostgreSQL server to use (a database is made on it per row count, then "
+        "dropped); default: a throwaway server started from the system's binaries",
+    )
     args = parser.parse_args()
+    row_counts = [int(r) for r in args.rows.split(",") if r]
+    engines = ["sqlite", "postgresql"] if args.engine == "both" else [args.engine]
 
-    results = {
-        "git": _git_rev(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-        },
-        "target_ms": TARGET_MS,
-        "runs": args.runs,
-        "by_rows": {},
-    }
     failed = False
-    for rows in [int(r) for r in args.rows.split(",") if r]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bench.sqlite3"
-            result = {"fill": fill(path, rows, args.keys)}
-            result["writer"] = writer_cost(path, args.keys)
-            result["queries"] = [
-                case
-                for tz in args.timezones.split(",")
-                for case in query_times(path, tz, args.runs)
-            ]
-        _print_rows(rows, args.keys, result)
-        failed |= any(c["verdict"] == "FAIL" for c in result["queries"])
-        results["by_rows"][str(rows)] = result
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nfigures written to {RESULTS.relative_to(HERE.parents[1])}")
+    for engine in engines:
+        results = {
+            "engine": engine,
+            "git": _git_rev(),
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "sqlite": sqlite3.sqlite_version,
+            },
+            "target_ms": TARGET_MS,
+            "runs": args.runs,
+            "by_rows": {},
+        }
+        run = run_sqlite if engine == "sqlite" else run_postgres
+        failed |= run(args, row_counts, results)
+        out = RESULTS[engine]
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nfigures written to {out.relative_to(HERE.parents[1])}")
     return 1 if failed else 0
 
 
