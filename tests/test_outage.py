@@ -41,7 +41,10 @@ def two_servers(tmp_path):
     path = tmp_path / "shared.sqlite3"
     stores = [Store(path), Store(path)]
     clock = FakeClock()
-    counters = [DatabaseCounters(s, server_id=n, clock=clock) for s, n in zip(stores, "ab")]
+    counters = [
+        DatabaseCounters(s, server_id=n, clock=clock, handover_wait=0.2)
+        for s, n in zip(stores, "ab", strict=True)
+    ]
     yield counters, path, clock
     for store in stores:
         store.close()
@@ -51,13 +54,26 @@ async def test_a_server_on_the_database_refuses_limits_while_another_counts_on_r
     two_servers,
 ):
     """Redis away for server a alone: b still counts in Redis, which a cannot see, so a
-    deciding alone would admit a whole budget beside b's. a refuses calls with limits (503,
-    as `refuse` does) until b stops counting on Redis or its word is over 3 s old."""
+    deciding alone would admit a whole budget beside b's. a waits for b to leave Redis (in a
+    whole outage it does at once), then refuses calls with limits (503, as `refuse` does)
+    until b stops counting on Redis or its word is over 3 s old."""
     (a, b), _, clock = two_servers
     limits = dict(rpm=10, month=MONTH, budget=1_000, reserve=100)
     await b.note_redis(True)
     refused = await a.admit(key_id=1, call_id="c1", **limits)
     assert (refused.allowed, refused.reason) == (False, "unavailable")
+
+    async def b_leaves_redis_soon():
+        await asyncio.sleep(0.05)
+        await b.note_redis(False)
+
+    # b leaving Redis while a waits: a decides then, and admits.
+    waited, _ = await asyncio.gather(
+        a.admit(key_id=1, call_id="c0", **limits), b_leaves_redis_soon()
+    )
+    assert waited.allowed
+    await a.release(key_id=1, call_id="c0", month=MONTH)
+    await b.note_redis(True)
     await a.note_redis(True)  # its own word never stops itself
     await b.note_redis(False)
     assert (await a.admit(key_id=1, call_id="c2", **limits)).allowed

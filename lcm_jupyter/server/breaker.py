@@ -78,6 +78,7 @@ class FailoverCounters:
         self.failovers = 0
         self.transitions: list[tuple[State, State, str]] = []
         self._last_ok = -1e9  # monotonic time of the last operation Redis answered
+        self.changed = asyncio.Event()  # set at every transition (whoever waits clears it)
 
     @property
     def name(self) -> str:
@@ -98,6 +99,7 @@ class FailoverCounters:
     def _to(self, state: State, why: str) -> None:
         self.transitions.append((self.state, state, why))
         self.state = state
+        self.changed.set()
 
     async def _call(self, op: str, **kwargs: Any) -> Any:
         await self._ready.wait()
@@ -118,7 +120,12 @@ class FailoverCounters:
                     self._idle.set()
             await self._trip(failure)
             await self._ready.wait()
-        return await getattr(self.fallback, op)(**kwargs)
+        result = await getattr(self.fallback, op)(**kwargs)
+        if self.state is State.CLOSED and getattr(result, "reason", None) == "unavailable":
+            # Refused while waiting for Redis to be gone for every server, and Redis came
+            # back for this one meanwhile: Redis decides.
+            return await self._call(op, **kwargs)
+        return result
 
     async def counting_on_primary(self, *, recent: float = 1.5) -> bool:
         """Whether this server counts on Redis now: closed, and Redis answered an operation
@@ -128,7 +135,10 @@ class FailoverCounters:
             return False
         if time.monotonic() - self._last_ok < recent:
             return True
-        return await self.primary.ping()
+        try:
+            return await self.primary.ping()
+        except Exception:  # any failure to answer is a no
+            return False
 
     async def _trip(self, exc: BaseException) -> None:
         """CLOSED -> OPEN: rebuild the fallback from the log, then let calls through."""

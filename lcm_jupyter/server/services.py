@@ -21,7 +21,7 @@ from ..store.logwriter import LogWriter
 from ..store.secret import check_secret
 from ..store.store import Store
 from .alerts import AlertService
-from .breaker import FailoverCounters
+from .breaker import FailoverCounters, State
 from .budgets import Guard
 from .cache import ResponseCache
 from .keyring import KeyRing
@@ -158,7 +158,10 @@ class LCMServices:
             fallback = RefusingCounters()
         else:
             fallback = MemoryCounters()
-        return FailoverCounters(redis, fallback, resync=self._resync), redis
+        breaker = FailoverCounters(redis, fallback, resync=self._resync)
+        if isinstance(fallback, DatabaseCounters):
+            fallback.superseded = lambda: breaker.state is not State.OPEN
+        return breaker, redis
 
     async def _resync(self, counters: Counters) -> None:
         # Redis taking over again: reservations it kept of calls since settled elsewhere
@@ -217,12 +220,16 @@ class LCMServices:
         breaker = self.counters
         assert isinstance(breaker, FailoverCounters)
         while True:
+            breaker.changed.clear()
             try:
                 ok = await breaker.counting_on_primary()
                 await breaker.fallback.note_redis(ok)  # type: ignore[attr-defined]
             except Exception:
                 log.exception("lcm: could not record whether this server counts on Redis")
-            await asyncio.sleep(REDIS_NOTE_SECONDS)
+            # At once when the breaker moves: a server leaving Redis says so before the
+            # others, deciding in the database meanwhile, wait for it.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(breaker.changed.wait(), REDIS_NOTE_SECONDS)
 
     async def _reconcile_periodically(self) -> None:
         while True:

@@ -20,13 +20,14 @@ Exact only while every server decides here. When Redis is away for one server al
 network partition, or its own timeouts under load), the others go on counting in Redis,
 which this server cannot see, and each side would admit a whole budget. So every server
 that counts on Redis says so once a second in `lcm_servers` (`note_redis`), and a server
-deciding here refuses calls with limits, as `refuse` does, while another has said so in the
-last REDIS_SEEN_SECONDS. In a whole outage every server stops saying so and this one decides
-alone within that time.
+deciding here waits while another has said so in the last REDIS_SEEN_SECONDS, and then
+refuses calls with limits, as `refuse` does. In a whole outage every server stops saying so
+as its breaker opens (or at most REDIS_SEEN_SECONDS later), and the wait ends there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -66,7 +67,8 @@ def note_redis(db: Database, server_id: str, at: float) -> None:
     )
 
 
-def _others_on_redis(db: Database, server_id: str, now: float) -> bool:
+def others_on_redis(db: Database, server_id: str, now: float) -> bool:
+    """Whether a server other than `server_id` has said it counts on Redis lately."""
     return (
         db.execute(
             "SELECT 1 FROM lcm_servers WHERE server_id != ? AND redis_ok_at > ? LIMIT 1",
@@ -127,7 +129,7 @@ def _admit(
     soft: bool,
 ) -> Admission:
     with db.write_transaction(lock=COUNTERS_LOCK):
-        if _others_on_redis(db, server_id, now):
+        if others_on_redis(db, server_id, now):
             return Admission(False, "unavailable", None, 0, 0)
         rate = None
         if rpm is not None:
@@ -225,10 +227,20 @@ class DatabaseCounters:
     name = "database"
 
     def __init__(
-        self, store: Store, *, server_id: str = "", clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        server_id: str = "",
+        clock: Callable[[], float] = time.time,
+        handover_wait: float = REDIS_SEEN_SECONDS,
     ) -> None:
         self._store = store
         self.server_id = server_id  # this server's name in lcm_servers
+        self._handover_wait = handover_wait  # real seconds an admission waits (see admit)
+        # True once this server's breaker leaves these counters (Redis is back for it): an
+        # admission waiting for others to leave Redis stops waiting and is refused, and the
+        # breaker asks Redis instead.
+        self.superseded: Callable[[], bool] = lambda: False
         self._clock = clock  # epoch seconds, shared by every server (tests move it)
 
     async def admit(
@@ -242,7 +254,13 @@ class DatabaseCounters:
         reserve: int,
         soft: bool = False,
     ) -> Admission:
-        """See Counters.admit."""
+        """See Counters.admit. While another server still counts on Redis, waits for it to
+        leave (a whole outage: it will within REDIS_SEEN_SECONDS), then decides."""
+        deadline = time.monotonic() + self._handover_wait
+        while await self._store.run(others_on_redis, self.server_id, self._clock()):
+            if self.superseded() or time.monotonic() >= deadline:
+                return Admission(False, "unavailable", None, 0, 0)
+            await asyncio.sleep(0.05)
         return await self._store.run(
             _admit,
             self.server_id,
