@@ -12,6 +12,7 @@ and one Redis; the official openai SDK (AsyncOpenAI, no retries) against each se
   equals the sum of the logged costs, which never exceeds the budget, refusals are 429
   `budget_exceeded` in OpenAI's error shape, and the budget is usable to within one hold;
 - an rpm limit holds exactly across the three;
+- a budget alert fires once per threshold for the team, the same row on every server;
 - a key revoked on A is refused on B and C within about a second (the key cache's TTL);
 - reconciles on A while B and C settle calls lose no spend;
 - a budget while Redis is cut off from C only: C's breaker moves it to the shared database
@@ -580,6 +581,38 @@ async def test_an_rpm_limit_holds_across_three_servers(team):
         f"\nrpm {rpm}: {len(burst)} calls at once over 3 servers + 3 after: "
         f"{len(admitted)} admitted, {len(refused)} refused 429 in {elapsed:.2f} s"
     )
+
+
+async def test_a_budget_alert_fires_once_for_the_team(team):
+    """Calls on all three servers at once cross 50% then 80% of a budget: each threshold is
+    one alert for the whole team (one row, the same on every server), none twice."""
+    per_call, _ = await _measure(team)
+    budget_units = per_call * 10
+    record = await team.create_key(
+        0,
+        name="alerting",
+        monthly_budget_usd=to_usd(budget_units),
+        budget_alert_thresholds=[50, 80],
+    )
+    key, key_id = record["key"], record["id"]
+    load = []
+    for _ in range(3):  # three rounds of one call per server at once: 90% of the budget
+        load += await asyncio.gather(*(team.chat(i, key) for i in range(3)))
+    admitted = [o for o in load if o.ok]
+    assert len(admitted) == 9, [o.status for o in load]
+    await _rows_for(team, key_id, admitted)
+    seen = []
+    for server in range(3):
+        deadline = time.monotonic() + 10
+        while True:
+            resp = await team.api(server, "GET", f"alerts?key_id={key_id}")
+            alerts = resp.json()["alerts"]
+            if {a["threshold"] for a in alerts} >= {50, 80} or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        seen.append(sorted((a["id"], a["threshold"]) for a in alerts))
+    assert seen[0] == seen[1] == seen[2], seen
+    assert [t for _, t in seen[0]] == [50, 80], seen[0]
 
 
 async def test_a_key_revoked_on_one_server_is_refused_on_the_others_within_a_second(team):
