@@ -990,8 +990,9 @@ async def test_two_servers_never_admit_beyond_one_budget(target, stores):
 _SQLITE_MIGRATIONS = [
     "0001_initial", "0002_feedback_index", "0003_usage_estimated", "0004_usage_rollup",
     "0005_usage_summaries", "0006_priced_components", "0007_shadow_routing",
-    "0008_shared_counters", "0009_log_filters", "0010_meta",
+    "0008_shared_counters", "0009_log_filters", "0010_meta", "0011_servers",
 ]  # fmt: skip
+_PG_MIGRATIONS = ["0010_schema", "0011_servers"]
 
 
 def _bookkeeping(db) -> list[str]:
@@ -1015,7 +1016,7 @@ def test_opening_a_migrated_database_again_changes_nothing(target):
         "INSERT INTO lcm_meta (name, value) VALUES (?, ?)", ["kept", "yes"]
     )  # data survives
     first.close()
-    assert applied == (["0010_schema"] if first.dialect == "postgresql" else _SQLITE_MIGRATIONS)
+    assert applied == (_PG_MIGRATIONS if first.dialect == "postgresql" else _SQLITE_MIGRATIONS)
     second = open_database(target)
     try:
         assert (_bookkeeping(second), _tables(second)) == (applied, tables)
@@ -1069,7 +1070,7 @@ def test_servers_starting_at_once_migrate_a_blank_database_once(kind, request, t
     db = open_database(target)
     try:
         applied = _bookkeeping(db)
-        assert applied == (["0010_schema"] if kind == "postgresql" else _SQLITE_MIGRATIONS)
+        assert applied == (_PG_MIGRATIONS if kind == "postgresql" else _SQLITE_MIGRATIONS)
         assert {"proxy_logs", "usage_rollup_dim", "lcm_meta"} <= set(_tables(db))
     finally:
         db.close()

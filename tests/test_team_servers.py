@@ -596,8 +596,11 @@ async def test_a_budget_alert_fires_once_for_the_team(team):
     )
     key, key_id = record["key"], record["id"]
     load = []
-    for _ in range(3):  # three rounds of one call per server at once: 90% of the budget
-        load += await asyncio.gather(*(team.chat(i, key) for i in range(3)))
+    try:
+        for _ in range(3):  # three rounds of one call per server at once: 90% of the budget
+            load += await asyncio.gather(*(team.chat(i, key) for i in range(3)))
+    finally:
+        await team.close()
     admitted = [o for o in load if o.ok]
     assert len(admitted) == 9, [o.status for o in load]
     await _rows_for(team, key_id, admitted)

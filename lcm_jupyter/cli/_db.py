@@ -9,8 +9,8 @@ key, and a server with another one is refused there as it is here. The log is re
 SQLite snapshot and streamed in batches of COPY, so a log of any size fits in memory.
 
 Not copied: the holds and rate windows the servers share while Redis is away
-(shared_holds, shared_rate: they expire within minutes) and the migration bookkeeping
-(PostgreSQL keeps its own).
+(shared_holds, shared_rate: they expire within minutes), which servers count on Redis
+(lcm_servers: a second old) and the migration bookkeeping (PostgreSQL keeps its own).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ COPIED = (
 """The tables `migrate` copies, in this order."""
 BOOKKEEPING = frozenset({"_sqlite_migrations", "lcm_migrations", "sqlite_sequence"})
 """The engines' own tables: which migrations ran, SQLite's AUTOINCREMENT counters."""
-NOT_COPIED = BOOKKEEPING | {"shared_holds", "shared_rate"}
+TRANSIENT = ("shared_holds", "shared_rate", "lcm_servers")
+NOT_COPIED = BOOKKEEPING | set(TRANSIENT)
 """Transient (the counters the servers share while Redis is away) or bookkeeping."""
 IDENTITY = ("proxy_keys", "alerts")
 """Tables whose ids are PostgreSQL identity columns: their sequences go past the copied ids."""
@@ -127,7 +128,7 @@ def _count(db, table: str) -> int:
 
 def _order(tables: Sequence[str]) -> list[str]:
     """The store's tables first, in COPIED's order, then the others."""
-    known = [t for t in (*COPIED, "shared_holds", "shared_rate") if t in tables]
+    known = [t for t in (*COPIED, *TRANSIENT) if t in tables]
     return known + [t for t in tables if t not in known]
 
 
