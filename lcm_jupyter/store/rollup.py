@@ -62,10 +62,11 @@ def sql_units(column: str, scale: int, dialect: str) -> str:
 
 # When a row's created_at falls, in whole epoch seconds (NULL where it is no time). On
 # PostgreSQL a cast of a bad time is an error, not NULL: the migration defines lcm_epoch
-# (EPOCH_FUNCTION) to read it as SQLite's strftime does.
+# (EPOCH_FUNCTION) to read it as SQLite's strftime does; at about 6 us a call (its
+# exception block) it is called once per row, as `lcm_e` (see _log_rows).
 _EPOCH = {
     "sqlite": "strftime('%s', created_at)",
-    "postgresql": "lcm_epoch(created_at)",
+    "postgresql": "lcm_e",
 }
 EPOCH_FUNCTION = """
 CREATE FUNCTION lcm_epoch(stamp TEXT) RETURNS BIGINT
@@ -174,10 +175,12 @@ def _upsert(table: str, groups: dict[str, str], source: str) -> str:
 
 def _log_rows(where: str, dialect: str) -> str:
     figures = ", ".join(f"{sql} AS {name}" for name, sql in row_sql(dialect).items())
-    return (
-        f"(SELECT {figures} FROM proxy_logs "
-        f"WHERE {where} AND {_EPOCH[dialect]} IS NOT NULL) AS log_rows"
-    )
+    source = "proxy_logs"
+    if dialect == "postgresql":
+        source = f"(SELECT *, lcm_epoch(created_at) AS lcm_e FROM proxy_logs WHERE {where}) AS l"
+        where = "true"
+    readable = f"{_EPOCH[dialect]} IS NOT NULL"
+    return f"(SELECT {figures} FROM {source} WHERE {where} AND {readable}) AS log_rows"
 
 
 def _batch_sql(dialect: str) -> tuple[str, str, list[str]]:
@@ -272,12 +275,23 @@ def by_day(
     days = ", ".join("(?, ?, ?)" for _ in range(len(bounds) - 1))
     if len(given) <= 1:
         ((dim, value),) = given.items() or [("total", "")]
-        # Each day is a range of the value's rows: summed per day in SQLite.
-        sql = (
-            f"WITH days (i, lo, hi) AS (VALUES {days}) SELECT i, {_SELECT_SUMS} FROM days "
-            "JOIN usage_rollup_dim ON dim = ? AND value = ? AND bucket >= lo AND bucket < hi "
-            "GROUP BY i"
-        )
+        if db.dialect == "sqlite":
+            # Each day is a range of the value's rows: summed per day in SQLite.
+            sql = (
+                f"WITH days (i, lo, hi) AS (VALUES {days}) SELECT i, {_SELECT_SUMS} FROM days "
+                "JOIN usage_rollup_dim ON dim = ? AND value = ? AND bucket >= lo "
+                "AND bucket < hi GROUP BY i"
+            )
+        else:
+            # The same, said so that PostgreSQL's planner must read each day as one range
+            # of the primary key: joined, it nests the days under a scan of all the value's
+            # rows (90 x 8,640 comparisons; 210-280 ms over 10M calls against 21-41 ms).
+            sql = (
+                f"WITH days (i, lo, hi) AS (VALUES {days}) SELECT i, sums.* FROM days "
+                f"CROSS JOIN LATERAL (SELECT {_SELECT_SUMS} FROM usage_rollup_dim "
+                "WHERE dim = ? AND value = ? AND bucket >= lo AND bucket < hi) AS sums "
+                "WHERE sums.requests IS NOT NULL"
+            )
         params = [dim, dim_value(value, db.dialect)]
     else:
         # Each bucket of each day looked up on its own: with a key given, that seeks to
