@@ -217,3 +217,22 @@ async def test_status_says_where_the_data_is(api, lcm_config, lcm):
     assert info["counters"] == "memory" and info["redis_configured"] is False
     assert info["pricing_version"] == lcm.pricing.table.version
     assert info["logs_failed"] == 0
+
+
+async def test_proxy_calls_count_as_the_servers_activity(jp_serverapp, base_url, make_key):
+    """JupyterHub's idle culler sees a single-user server's `last_activity()`: a server used
+    only through the proxy is in use. Requests without a valid key are not activity."""
+    from jupyter_server._tz import utcnow
+
+    settings = jp_serverapp.web_app.settings
+    record = await make_key()
+    with pytest.raises(openai.AuthenticationError):
+        await openai_via(base_url, "lcm-not-a-key").models.list()
+    assert "lcm_proxy_last_activity" not in settings
+    before = utcnow()
+    await openai_via(base_url, record["key"]).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    stamp = settings["lcm_proxy_last_activity"]
+    assert before <= stamp <= utcnow()
+    assert jp_serverapp.web_app.last_activity() >= stamp

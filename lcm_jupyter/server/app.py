@@ -6,6 +6,7 @@ import gc
 import re
 from urllib.parse import unquote
 
+from jupyter_server._tz import utcnow
 from jupyter_server.extension.application import ExtensionApp
 
 from ..core.settings import Settings
@@ -34,6 +35,14 @@ class LCMExtension(ExtensionApp, LCMOptions):
 
     def initialize_settings(self) -> None:
         self.lcm = LCMServices(self.lcm_settings())
+        self.lcm.pipeline.on_activity = self._proxy_activity
+
+    def _proxy_activity(self) -> None:
+        # A `*_last_activity` setting is part of ServerApp.last_activity(), which JupyterHub's
+        # idle culler sees through the single-user server's activity reports: a server used
+        # only through the proxy is in use.
+        assert self.serverapp is not None
+        self.serverapp.web_app.settings["lcm_proxy_last_activity"] = utcnow()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(proxy_handlers(self.lcm.pipeline))

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -293,6 +293,8 @@ class ProxyPipeline:
         # Requests without a valid proxy key: counted, not logged (a flood must not fill
         # the database), and reported in a warning at most once a minute.
         self.unauthenticated = 0
+        # Told after each call made with a valid key (the server's activity: see app.py).
+        self.on_activity: Callable[[], None] | None = None
         self._unauthenticated_reported = 0
         self._unauthenticated_warned_at = 0.0
         self._base_urls = {p: u.rstrip("/") for p, u in settings.base_urls.items()}
@@ -335,6 +337,8 @@ class ProxyPipeline:
                 if call.key_id is None and call.status == 401:
                     self._count_unauthenticated(req)  # no valid key: counted, not logged
                 else:
+                    if call.key_id is not None and self.on_activity is not None:
+                        self.on_activity()
                     row = self._row_or_none(call)
                     if row is not None and self.journal is not None:
                         # Durable now, before the booking's round trip: the answer is out.
