@@ -129,17 +129,22 @@ def redis_server(_redis_session):
     _redis_session.start()
 
 
-@pytest.fixture
-def redis_url(_redis_session):
-    """The URL of an empty Redis database."""
+def emptied(session: RedisServer | None) -> str:
+    """The URL of the session's Redis (or LCM_TEST_REDIS_URL's), running and emptied."""
     import redis
 
-    if _redis_session is not None:
-        _redis_session.resume()  # a test before may have paused or stopped it
-        _redis_session.start()
-        url = _redis_session.url
+    if session is not None:
+        session.resume()  # a test before may have paused or stopped it
+        session.start()
+        url = session.url
     else:
         url = os.environ[ENV_URL]
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url
+
+
+@pytest.fixture
+def redis_url(_redis_session):
+    """The URL of an empty Redis database."""
+    return emptied(_redis_session)

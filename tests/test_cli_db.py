@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from lcm_jupyter import cli
 from lcm_jupyter.cli import _db
 from lcm_jupyter.core.keys import hash_key
 from lcm_jupyter.core.keyspec import validate_key_fields
@@ -29,22 +28,9 @@ from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.pricing import load_overrides, save_overrides
 from lcm_jupyter.store.secret import check_secret
 
+from .test_cli import one_line, run
+
 ALL_TIME = (0, 2**40)
-
-
-def run(argv: list[str]) -> int:
-    """`jupyter lcm ARGV` in this process: its exit code (usage errors exit, as argparse's)."""
-    try:
-        return cli.main(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-
-
-def one_line(capsys) -> str:
-    """The command's stderr, which must be one error line."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    return err
 
 
 def pg_tables(url: str) -> list[str]:

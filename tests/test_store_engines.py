@@ -40,8 +40,10 @@ from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.store import Store
 from lcm_jupyter.store.timeutil import to_iso
 
+ENGINES = ["sqlite", "postgresql"]
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+
+@pytest.fixture(params=ENGINES)
 def target(request, tmp_path):
     """A store target: a SQLite path, or the URL of a fresh, empty PostgreSQL database."""
     if request.param == "sqlite":
@@ -386,13 +388,7 @@ def test_a_bad_row_does_not_take_its_batch_with_it(target, db):
 _DAY_OF_ROWS = calendar.timegm((2026, 4, 1, 0, 0, 0))  # log_row's created_at
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "sqlite",
-        "postgresql",
-    ],
-)
+@pytest.mark.parametrize("kind", ENGINES)
 def test_a_row_whose_time_is_unreadable_is_written_in_no_rollup(kind, request, tmp_path):
     target = _target(kind, request, tmp_path)
     rows = [
@@ -712,13 +708,7 @@ def test_alerts_dedup_list_and_mark_read(db):
     assert alerts.list_alerts(db, unread=True) == []
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "sqlite",
-        "postgresql",
-    ],
-)
+@pytest.mark.parametrize("kind", ENGINES)
 def test_marking_no_alerts_read_changes_nothing(kind, request, tmp_path):
     """`POST lcm/api/alerts/read {"ids": []}` reaches mark_read with an empty list."""
     db = open_database(_target(kind, request, tmp_path))
@@ -1031,13 +1021,7 @@ def _open_when_all_are_ready(target: str, barrier) -> None:
     open_database(target).close()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "sqlite",
-        "postgresql",
-    ],
-)
+@pytest.mark.parametrize("kind", ENGINES)
 def test_servers_starting_at_once_migrate_a_blank_database_once(kind, request, tmp_path):
     target = _target(kind, request, tmp_path)
     # Forked, not spawned: a spawned child would spend ~1.5 s of CPU importing the store.

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -51,7 +50,7 @@ from lcm_jupyter.core.budget import current_month, reservation_units, to_units, 
 from lcm_jupyter.core.catalog import default_table
 
 from .pg_fixtures import drop_database, new_database
-from .redis_fixtures import ENV_URL as REDIS_ENV_URL
+from .redis_fixtures import emptied
 from .servers import TOKEN, free_port, server_env, start_server, stop, wait_ready
 
 PROVIDER_KEY = "sk-team-upstream-0123456789abcdef"
@@ -319,16 +318,7 @@ def _start_simulator() -> tuple[subprocess.Popen, str]:
 @pytest.fixture(scope="module")
 def team(pg_server, _redis_session, tmp_path_factory):
     """Three servers (A, B, C) on one fresh PostgreSQL database and one emptied Redis."""
-    import redis
-
-    if _redis_session is not None:
-        _redis_session.resume()  # a test before may have paused or stopped it
-        _redis_session.start()
-        redis_url = _redis_session.url
-    else:
-        redis_url = os.environ[REDIS_ENV_URL]
-    with redis.Redis.from_url(redis_url) as client:
-        client.flushdb()
+    redis_url = emptied(_redis_session)
     db_url = new_database(pg_server)
     root = tmp_path_factory.mktemp("team")
     sim, sim_url = _start_simulator()
