@@ -153,13 +153,15 @@ def test_the_server_side_does_not_import_the_client():
 class JupyterServer:
     """`jupyter server` with the extension in a process of its own, and an HTTP session."""
 
-    def __init__(self, tmp_path: Path, sim_url: str, *auth_args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, sim_url: str, *auth_args: str, env_extra: dict | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         root = tmp_path / "root"
         root.mkdir()
         (root / "notes.txt").write_text("private")
-        env = server_env(tmp_path, LCM_OPENAI_BASE_URL=sim_url)
+        env = server_env(tmp_path, LCM_OPENAI_BASE_URL=sim_url, **(env_extra or {}))
         for name in ENV_NAMES:
             env.pop(name, None)
         # As if started from another server's terminal: its token must not reach our kernels.

@@ -6,6 +6,7 @@ sha256 is stored; the plain key is shown once, when it is made.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import Mapping
@@ -19,6 +20,11 @@ DISPLAY_PREFIX_LEN = 12
 def generate_proxy_key() -> str:
     """A new plain proxy key."""
     return KEY_PREFIX + secrets.token_urlsafe(_RANDOM_BYTES)
+
+
+def derived_proxy_key(material: bytes) -> str:
+    """A plain proxy key made from 32 secret bytes (SecretBox.derive) instead of at random."""
+    return KEY_PREFIX + base64.urlsafe_b64encode(material[:_RANDOM_BYTES]).rstrip(b"=").decode()
 
 
 def hash_key(plain: str) -> str:

@@ -26,6 +26,7 @@ class SecretBox:
 
         raw = key.encode() if isinstance(key, str) else key
         self._fernet = Fernet(raw)
+        self._raw = raw
         # Stored with the data so that a server with another secret is told at start: an
         # HMAC under the secret tells nothing of the secret itself.
         self.check_value = hmac.new(raw, _CHECK_MESSAGE, hashlib.sha256).hexdigest()[:32]
@@ -34,6 +35,12 @@ class SecretBox:
     def from_file(cls, path: Path) -> SecretBox:
         """The box under the key in `path`, creating that file (0600) the first time."""
         return cls(load_or_create_key(path))
+
+    def derive(self, label: str) -> bytes:
+        """32 bytes only this secret gives for `label` (an HMAC): what a server re-makes,
+        the same every time and on every server sharing the secret, without storing it."""
+        message = b"lcm-jupyter derive: " + label.encode()
+        return hmac.new(self._raw, message, hashlib.sha256).digest()
 
     def encrypt(self, plain: str) -> str:
         """`plain` encrypted, as text."""

@@ -216,6 +216,17 @@ OPTIONS: tuple[Option, ...] = (
         scale=3600,
     ),
     Option(
+        "kernel_metering",
+        bool,
+        False,
+        "Point the official SDKs in this server's kernels at the proxy with no code change: "
+        "OPENAI_BASE_URL, ANTHROPIC_BASE_URL and GOOGLE_GEMINI_BASE_URL at lcm/proxy/, and a "
+        "proxy key of this server's user in OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY "
+        "and GOOGLE_API_KEY; provider keys found in those variables stay in the server (the "
+        "key's provider keys) and never reach a kernel.",
+        field=None,
+    ),
+    Option(
         "gc_freeze",
         bool,
         False,

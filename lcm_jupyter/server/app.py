@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
 from urllib.parse import unquote
 
@@ -14,6 +15,7 @@ from .analytics_handlers import analytics_handlers
 from .api_handlers import api_handlers
 from .config import LCMOptions, build_settings
 from .kernel_auth import give_to_kernels
+from .kernel_env import ensure_kernel_key, point_kernels, server_user, take_provider_keys
 from .proxy_handlers import proxy_handlers
 from .services import LCMServices
 
@@ -36,6 +38,15 @@ class LCMExtension(ExtensionApp, LCMOptions):
     def initialize_settings(self) -> None:
         self.lcm = LCMServices(self.lcm_settings())
         self.lcm.pipeline.on_activity = self._proxy_activity
+
+    def _meter_kernels(self, serverapp) -> None:
+        """Point the SDKs in kernels started from now on at the proxy (kernel_env.py).
+        Before the first await, as give_to_kernels: one key lookup (or creation) at start."""
+        found = take_provider_keys(os.environ)
+        plain = self.lcm.store.run_sync(ensure_kernel_key, self.lcm.box, server_user(), found)
+        point_kernels(os.environ, serverapp.connection_url, plain)
+        meant = ", ".join(sorted(found)) or "none found in the environment"
+        self.log.info("lcm: kernels metered through the proxy (provider keys: %s)", meant)
 
     def _proxy_activity(self) -> None:
         # A `*_last_activity` setting is part of ServerApp.last_activity(), which JupyterHub's
@@ -71,6 +82,8 @@ class LCMExtension(ExtensionApp, LCMOptions):
         # Before the first await: the server already starts kernels (a restored notebook's)
         # while the services start.
         give_to_kernels(serverapp)
+        if self.kernel_metering:
+            self._meter_kernels(serverapp)
         await self.lcm.start()
         if self.gc_freeze:
             # The server's start-up objects (~240k) are rescanned by every full collection:

@@ -93,9 +93,12 @@ def _from_row(row: Mapping[str, Any], box: SecretBox) -> KeyRecord:
     return KeyRecord(**values)
 
 
-def create_key(db: Database, box: SecretBox, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
-    """Insert a key with validated `fields`; returns the record and the plain key (shown once)."""
-    plain = generate_proxy_key()
+def create_key(
+    db: Database, box: SecretBox, fields: Mapping[str, Any], *, plain: str | None = None
+) -> tuple[KeyRecord, str]:
+    """Insert a key with validated `fields`; returns the record and the plain key (shown once).
+    `plain`: the key to store (a derived one, see server/kernel_env.py), else a random one."""
+    plain = plain or generate_proxy_key()
     now = utc_now_iso()
     cols = _to_columns(fields, box)
     cols.update(
