@@ -25,7 +25,6 @@ class Store:
 
     def __init__(self, target: Path | str, *, threads: int = 2) -> None:
         self.path = target
-        self.dialect = "postgresql" if is_postgres(target) else "sqlite"
         # Migrate once, up front, so the pool threads only connect.
         open_database(target).close()
         self._pool = None
