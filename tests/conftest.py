@@ -56,12 +56,34 @@ def engine(request):
     return getattr(request, "param", os.environ.get("LCM_TEST_ENGINE", "sqlite"))
 
 
+def _stop_services_before_the_database_goes(request) -> str:
+    """A fresh PostgreSQL database for the server under test. pg_url drops it (disconnecting
+    everyone) at its teardown, which comes before the server's own (pytest-jupyter's, an
+    autouse fixture set up first): the extension is stopped here first, so that it writes
+    its last rows and lets go of its pool while the database is still there."""
+    url = request.getfixturevalue("pg_url")
+    loop = request.getfixturevalue("jp_asyncio_loop")
+
+    def stop() -> None:
+        from jupyter_server.serverapp import ServerApp
+
+        if not ServerApp.initialized():
+            return
+        for ext in ServerApp.instance().extension_manager.extension_apps.get("lcm_jupyter", ()):
+            if getattr(ext, "lcm", None) is not None:
+                loop.run_until_complete(ext.lcm.stop())
+
+    request.addfinalizer(stop)
+    return url
+
+
 @pytest.fixture
 def lcm_config(sim, tmp_path, engine, request):
     """The extension's config: a fresh database and secret, upstreams at the simulator."""
+    pg = engine == "postgresql"
     return {
         "db_path": str(tmp_path / "lcm.sqlite3"),
-        "db_url": request.getfixturevalue("pg_url") if engine == "postgresql" else "",
+        "db_url": _stop_services_before_the_database_goes(request) if pg else "",
         "secret_key_file": str(tmp_path / "secret.key"),
         "openai_base_url": sim.url,
         "anthropic_base_url": sim.url,

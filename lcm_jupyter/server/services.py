@@ -274,7 +274,10 @@ class LCMServices:
                 await self._redis_notes
             self._redis_notes = None
             with contextlib.suppress(Exception):  # a stopped server counts nowhere
-                await self.counters.fallback.note_redis(False)  # type: ignore[attr-defined]
+                fallback = self.counters.fallback  # type: ignore[attr-defined]
+                # Bounded: a database that is gone must not hold the stop (others see the
+                # word go stale within REDIS_SEEN_SECONDS anyway).
+                await asyncio.wait_for(fallback.note_redis(False), REDIS_NOTE_SECONDS * 2)
         await self.upstream.close()
         await self.guard.drain()
         await self.counters.close()

@@ -202,6 +202,7 @@ class Pool:
             kwargs={"autocommit": True, "connect_timeout": 10},
             configure=configure,
             check=ConnectionPool.check_connection,
+            timeout=10.0,  # a call waiting for a connection fails after that, not 30 s
             open=True,
             name="lcm-store",
         )
