@@ -121,7 +121,8 @@ def test_rollup_kept_with_the_rows(served, tmp_path):
     with LCMClient() as lcm:
         points = {p["date"]: p for p in lcm.timeseries("30d")["points"]}
         items = {i["name"]: i for i in lcm.breakdown(by="model", limit=50)["items"]}
-    assert len(by_day) == 30 and len(by_model) > 5
+    # 30 days up to now, today included: just after midnight UTC today may have no call yet.
+    assert len(by_day) in (29, 30) and len(by_model) > 5
     for row in by_day:
         point = points[row["day"]]
         assert point["requests"] == row["requests"], row
