@@ -172,7 +172,9 @@ def test_served_history_through_the_api(served, tmp_path):
         assert len(points) == 30
         assert math.fsum(p["cost_usd"] for p in points) == pytest.approx(history.cost_usd)
         assert sum(p["requests"] for p in points) == history.calls
-        assert sum(p["requests"] > 0 for p in points) == 30
+        # Every day has calls; just after midnight UTC today may have none yet.
+        empty = [p["date"] for p in points if not p["requests"]]
+        assert empty in ([], [points[-1]["date"]])
         providers = lcm.breakdown(by="provider")["items"]
         assert {p["name"] for p in providers} == {"openai", "anthropic", "google"}
         models = lcm.breakdown(by="model", limit=50)["items"]
