@@ -146,9 +146,12 @@ def test_dashboard_notebook_in_jupyterlab(browser_available, tmp_path):
         with lab.client() as lcm:
             call = lcm.log(shown_id)
         routed = call["routing_decision"]["was_routed"]
+        # A failed call billed nothing (the seeded history has some) says so.
+        failed = (call["status"] is None or call["status"] >= 400) and not call["cost_usd"]
+        cost = "— (the call failed: nothing billed)" if failed else cost_text(call["cost_usd"])
         for text in (
             f"Routed\t{'yes' if routed else 'no'}",
-            f"Cost\t{cost_text(call['cost_usd'])}\n",
+            f"Cost\t{cost}\n",
             f"Asked for\t{call['requested_model']}",
             f"Answered by\t{call['model']}",
             f"Input\t{call['input_tokens']:,}",
