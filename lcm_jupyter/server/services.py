@@ -69,6 +69,8 @@ class LCMServices:
         self.journal = self._open_journal(settings)
         if self.journal is not None:
             self.log_writer.on_commit = self.journal.committed
+        # The shared database counters, when they are Redis's fallback (on_redis_outage).
+        self._shared: DatabaseCounters | None = None
         self.counters, shared = self._make_counters(settings)
         # The response cache and alert dedup: the same store, outside the breaker.
         self.shared_kv = SoftSharedKV(shared)
@@ -153,14 +155,14 @@ class LCMServices:
         redis = RedisCounters(settings.redis_url, timeout=settings.redis_timeout)
         fallback: Counters
         if settings.on_redis_outage == "shared":
-            fallback = DatabaseCounters(self.store, server_id=_server_id())
+            fallback = self._shared = DatabaseCounters(self.store, server_id=_server_id())
         elif settings.on_redis_outage == "refuse":
             fallback = RefusingCounters()
         else:
             fallback = MemoryCounters()
         breaker = FailoverCounters(redis, fallback, resync=self._resync)
-        if isinstance(fallback, DatabaseCounters):
-            fallback.superseded = lambda: breaker.state is not State.OPEN
+        if self._shared is not None:
+            self._shared.superseded = lambda: breaker.state is not State.OPEN
         return breaker, redis
 
     async def _resync(self, counters: Counters) -> None:
@@ -198,8 +200,8 @@ class LCMServices:
         except Exception:
             log.exception("lcm: initial reconcile failed; counters start from zero")
         self._reconciler = asyncio.ensure_future(self._reconcile_periodically())
-        if self._notes_redis():
-            self._redis_notes = asyncio.ensure_future(self._note_redis_periodically())
+        if self._shared is not None:
+            self._redis_notes = asyncio.ensure_future(self._note_redis_periodically(self._shared))
         log.info(
             "lcm: database %s, counters %s, price table %s",
             describe(self.settings.store_target),
@@ -207,13 +209,7 @@ class LCMServices:
             self.pricing.table.version,
         )
 
-    def _notes_redis(self) -> bool:
-        breaker = self.counters
-        return isinstance(breaker, FailoverCounters) and isinstance(
-            breaker.fallback, DatabaseCounters
-        )
-
-    async def _note_redis_periodically(self) -> None:
+    async def _note_redis_periodically(self, shared: DatabaseCounters) -> None:
         """Say once a second whether this server counts on Redis, so that a server deciding
         limits in the database while Redis is away for it alone refuses instead of counting
         alone (store/counters_db.py)."""
@@ -223,7 +219,7 @@ class LCMServices:
             breaker.changed.clear()
             try:
                 ok = await breaker.counting_on_primary()
-                await breaker.fallback.note_redis(ok)  # type: ignore[attr-defined]
+                await shared.note_redis(ok)
             except Exception:
                 log.exception("lcm: could not record whether this server counts on Redis")
             # At once when the breaker moves: a server leaving Redis says so before the
@@ -268,16 +264,15 @@ class LCMServices:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
             self._reconciler = None
-        if self._redis_notes is not None:
+        if self._redis_notes is not None and self._shared is not None:
             self._redis_notes.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._redis_notes
             self._redis_notes = None
             with contextlib.suppress(Exception):  # a stopped server counts nowhere
-                fallback = self.counters.fallback  # type: ignore[attr-defined]
                 # Bounded: a database that is gone must not hold the stop (others see the
                 # word go stale within REDIS_SEEN_SECONDS anyway).
-                await asyncio.wait_for(fallback.note_redis(False), REDIS_NOTE_SECONDS * 2)
+                await asyncio.wait_for(self._shared.note_redis(False), REDIS_NOTE_SECONDS * 2)
         await self.upstream.close()
         await self.guard.drain()
         await self.counters.close()

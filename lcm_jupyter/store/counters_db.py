@@ -256,23 +256,19 @@ class DatabaseCounters:
     ) -> Admission:
         """See Counters.admit. While another server still counts on Redis, waits for it to
         leave (a whole outage: it will within REDIS_SEEN_SECONDS), then decides."""
+        args = (key_id, call_id, rpm, month, budget, reserve, soft)
+        admission = await self._store.run(_admit, self.server_id, self._clock(), *args)
         deadline = time.monotonic() + self._handover_wait
-        while await self._store.run(others_on_redis, self.server_id, self._clock()):
-            if self.superseded() or time.monotonic() >= deadline:
-                return Admission(False, "unavailable", None, 0, 0)
+        while (
+            admission.reason == "unavailable"
+            and not self.superseded()
+            and time.monotonic() < deadline
+        ):
+            # Waiting, a cheap read a poll; the decision again once nobody else is on Redis.
             await asyncio.sleep(0.05)
-        return await self._store.run(
-            _admit,
-            self.server_id,
-            self._clock(),
-            key_id,
-            call_id,
-            rpm,
-            month,
-            budget,
-            reserve,
-            soft,
-        )
+            if not await self._store.run(others_on_redis, self.server_id, self._clock()):
+                admission = await self._store.run(_admit, self.server_id, self._clock(), *args)
+        return admission
 
     async def note_redis(self, ok: bool) -> None:
         """Say whether this server counts on Redis now (see the module's docstring)."""
