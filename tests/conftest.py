@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 
 import pytest
@@ -215,6 +216,16 @@ def logs(lcm, api):
 async def settle():
     """Let callbacks scheduled by a finished request run."""
     await asyncio.sleep(0.05)
+
+
+def rounded_units(value: float | None, scale: int) -> int | None:
+    """value * scale rounded half away from zero, the half added in double arithmetic: how
+    the log's money and latency are counted (SQLite's ROUND; store/rollup.py's sql_units on
+    PostgreSQL). None stays None."""
+    if value is None:
+        return None
+    scaled = value * scale
+    return int(math.copysign(math.floor(abs(scaled) + 0.5), scaled))
 
 
 def expected_cost(

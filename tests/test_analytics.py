@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import random
 import sqlite3
 from contextlib import closing
@@ -28,7 +27,7 @@ from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.migrations import migrations
 from lcm_jupyter.store.timeutil import to_iso
 
-from .conftest import stored_rows
+from .conftest import rounded_units, stored_rows
 
 UTC = timezone.utc
 
@@ -244,13 +243,6 @@ async def test_csv_output_parses_back_to_the_same_numbers(api, data, jp_fetch):
                     assert float(row[field]) == value, field
 
 
-def _scaled(value: float | None, scale: int) -> int | None:
-    """value x scale rounded half away from zero, as the log's money is counted."""
-    if value is None:
-        return None
-    return int(math.copysign(math.floor(abs(value * scale) + 0.5), value))
-
-
 def _raw_calls(config) -> list[dict]:
     """Every logged call straight from proxy_logs, its money rounded to units here."""
     sql = (
@@ -260,9 +252,9 @@ def _raw_calls(config) -> list[dict]:
     rows = stored_rows(config, sql)
     for row in rows:
         row["key_id"] = -1 if row["key_id"] is None else row["key_id"]
-        row["cost"] = _scaled(row["cost_usd"], MONEY_SCALE)
-        row["savings"] = _scaled(row["savings_usd"], MONEY_SCALE)
-        row["latency"] = _scaled(row["latency_ms"], 1000)
+        row["cost"] = rounded_units(row["cost_usd"], MONEY_SCALE)
+        row["savings"] = rounded_units(row["savings_usd"], MONEY_SCALE)
+        row["latency"] = rounded_units(row["latency_ms"], 1000)
         row["error"] = int(row["status"] is None or row["status"] >= 400)
         row["unpriced"] = int(row["cost_usd"] is None)
         row["moment"] = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))

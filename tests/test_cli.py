@@ -28,9 +28,9 @@ def _jupyter() -> str:
     return str(exe) if exe.exists() else "jupyter"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """Jupyter's folders of this test alone, and no LCM_* variable: only config files speak."""
+def own_jupyter_dirs(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Jupyter's folders of this test alone (by variable), and no LCM_* variable: only
+    config files speak."""
     for name in list(os.environ):
         if name.startswith("LCM_"):
             monkeypatch.delenv(name)
@@ -43,6 +43,13 @@ def home(tmp_path, monkeypatch):
     for name, path in dirs.items():
         path.mkdir()
         monkeypatch.setenv(name, str(path))
+    return dirs
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """Jupyter's folders of this test alone, and no LCM_* variable: only config files speak."""
+    own_jupyter_dirs(tmp_path, monkeypatch)
     return tmp_path
 
 

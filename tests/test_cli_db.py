@@ -4,7 +4,6 @@ readable there with the same secret, and refused when it would mix or lose data.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +27,7 @@ from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.pricing import load_overrides, save_overrides
 from lcm_jupyter.store.secret import check_secret
 
-from .test_cli import one_line, run
+from .test_cli import one_line, own_jupyter_dirs, run
 
 ALL_TIME = (0, 2**40)
 
@@ -92,15 +91,8 @@ def _log_row(n: int, key_id: int | None) -> dict:
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """Jupyter's folders of this test alone, and a server config naming the database."""
-    for name in list(os.environ):
-        if name.startswith("LCM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("JUPYTER_CONFIG_PATH", raising=False)
-    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        path = tmp_path / name.lower()
-        path.mkdir()
-        monkeypatch.setenv(name, str(path))
-    (tmp_path / "jupyter_config_dir" / "jupyter_server_config.py").write_text(
+    config = own_jupyter_dirs(tmp_path, monkeypatch)["JUPYTER_CONFIG_DIR"]
+    (config / "jupyter_server_config.py").write_text(
         f"c.LCMExtension.db_path = {str(tmp_path / 'team' / 'lcm.sqlite3')!r}\n"
         f"c.LCMExtension.secret_key_file = {str(tmp_path / 'team' / 'secret.key')!r}\n",
         "utf-8",

@@ -8,6 +8,7 @@ a real kernel through their API, and run notebook code in it over the kernel web
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -225,19 +226,28 @@ def password_server(tmp_path, thread_provider, jp_asyncio_loop):
         server.close()
 
 
-@pytest.fixture
-def token_server(tmp_path, thread_provider, jp_asyncio_loop):
-    """A server with a (long, random) token."""
+@contextlib.contextmanager
+def serving_with_token(tmp_path, sim_url: str, loop, env_extra: dict | None = None):
+    """A server with a (long, random) token, ready; closed on leaving."""
     token = secrets.token_hex(24)
-    server = JupyterServer(tmp_path, thread_provider.url, f"--IdentityProvider.token={token}")
+    server = JupyterServer(
+        tmp_path, sim_url, f"--IdentityProvider.token={token}", env_extra=env_extra
+    )
     server.token = token  # type: ignore[attr-defined]
     server.http.headers["Authorization"] = f"token {token}"
     server.ws_headers = {"Authorization": f"token {token}"}
     try:
-        jp_asyncio_loop.run_until_complete(wait_ready(server.url, server.proc))
+        loop.run_until_complete(wait_ready(server.url, server.proc))
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def token_server(tmp_path, thread_provider, jp_asyncio_loop):
+    """A server with a (long, random) token."""
+    with serving_with_token(tmp_path, thread_provider.url, jp_asyncio_loop) as server:
+        yield server
 
 
 async def run_cell(server: JupyterServer, kernel_id: str, code: str) -> tuple[str, str]:

@@ -9,7 +9,6 @@ no provider key reaches the kernel.
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 
@@ -20,7 +19,7 @@ from lcm_jupyter.store.db import open_database
 from lcm_jupyter.store.keys import find_key_by_hash, list_keys, revoke_key
 
 from .conftest import PROVIDER_KEY
-from .test_kernel_auth import JupyterServer, run_cell
+from .test_kernel_auth import run_cell, serving_with_token
 
 PLAIN_SDK_CODE = """
 import json, os
@@ -35,29 +34,16 @@ print(json.dumps({"env": dict(os.environ), "answered": [o.model, a.model]}))
 
 @pytest.fixture
 def metered_server(tmp_path, thread_sim, jp_asyncio_loop):
-    from .servers import wait_ready
-
-    token = secrets.token_hex(24)
-    server = JupyterServer(
-        tmp_path,
-        thread_sim.url,
-        f"--IdentityProvider.token={token}",
-        env_extra={
-            "LCM_KERNEL_METERING": "1",
-            "LCM_ANTHROPIC_BASE_URL": thread_sim.url,
-            "JUPYTERHUB_USER": "ada",
-            # As a spawner hands a team's keys to every user's server.
-            "OPENAI_API_KEY": PROVIDER_KEY,
-            "ANTHROPIC_API_KEY": PROVIDER_KEY,
-        },
-    )
-    server.http.headers["Authorization"] = f"token {token}"
-    server.ws_headers = {"Authorization": f"token {token}"}
-    try:
-        jp_asyncio_loop.run_until_complete(wait_ready(server.url, server.proc))
+    env = {
+        "LCM_KERNEL_METERING": "1",
+        "LCM_ANTHROPIC_BASE_URL": thread_sim.url,
+        "JUPYTERHUB_USER": "ada",
+        # As a spawner hands a team's keys to every user's server.
+        "OPENAI_API_KEY": PROVIDER_KEY,
+        "ANTHROPIC_API_KEY": PROVIDER_KEY,
+    }
+    with serving_with_token(tmp_path, thread_sim.url, jp_asyncio_loop, env) as server:
         yield server
-    finally:
-        server.close()
 
 
 async def test_plain_sdk_clients_in_a_kernel_are_metered_and_never_see_a_provider_key(

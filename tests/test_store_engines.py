@@ -13,7 +13,6 @@ import calendar
 import functools
 import itertools
 import json
-import math
 import multiprocessing
 import random
 import threading
@@ -39,6 +38,8 @@ from lcm_jupyter.store.db import connect, open_database
 from lcm_jupyter.store.logwriter import LogWriter
 from lcm_jupyter.store.store import Store
 from lcm_jupyter.store.timeutil import to_iso
+
+from .conftest import rounded_units
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -462,11 +463,8 @@ def _rollup_rows() -> list[dict]:
 
 
 def _units(value: float | None, scale: int) -> int:
-    """value * scale rounded half away from zero, in double arithmetic: SQLite's ROUND."""
-    if value is None:
-        return 0
-    scaled = value * scale
-    return int(math.copysign(math.floor(abs(scaled) + 0.5), scaled))
+    """value * scale as the log counts it (conftest.rounded_units), None as 0."""
+    return rounded_units(value, scale) or 0
 
 
 def _bucket(row: dict) -> int:
