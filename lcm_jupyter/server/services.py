@@ -15,7 +15,7 @@ from ..core.settings import Settings
 from ..store.counters import Counters, RefusingCounters, SharedKV, SoftSharedKV
 from ..store.counters_db import DatabaseCounters
 from ..store.counters_memory import MemoryCounters
-from ..store.db import describe, open_database
+from ..store.db import describe
 from ..store.journal import Journal, journal_dir, logged_ids
 from ..store.logwriter import LogWriter
 from ..store.secret import check_secret
@@ -48,14 +48,17 @@ class LCMServices:
         self.settings = settings
         secret = settings.secret_key or load_or_create_key(settings.secret_key_file)
         self.box = SecretBox(secret)
-        self.store = Store(settings.store_target)
-        db = open_database(settings.store_target)
+        self.store = Store(settings.store_target)  # the database migrated
         try:  # before anything is served: a wrong secret stops the extension, said plainly
-            check_secret(
-                db, self.box, db_path=settings.store_target, secret_file=settings.secret_key_file
+            self.store.run_sync(
+                check_secret,
+                self.box,
+                db_path=settings.store_target,
+                secret_file=settings.secret_key_file,
             )
-        finally:
-            db.close()
+        except BaseException:
+            self.store.close()
+            raise
         self.keys = KeyRing(self.store, self.box, ttl=settings.key_cache_seconds)
         self.pricing = PricingService(self.store, settings.price_catalog_file)
         self.upstream = upstream or AiohttpUpstream(
