@@ -219,29 +219,36 @@ def add_rows(db: Database, rows: int | Sequence[str]) -> None:
         db.execute(sql)
 
 
+def _fill_from_log(db: Database) -> None:
+    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true", db.dialect)))
+
+
+def _fill_summaries(db: Database) -> None:
+    for table, groups in _summaries(db.dialect):
+        db.execute(_upsert(table, groups, "usage_rollup"))
+
+
 def create_and_backfill(db: Database) -> None:
     """Create usage_rollup and fill it from every proxy_logs row already written (0004)."""
     _create(db, "usage_rollup")
-    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true", db.dialect)))
+    _fill_from_log(db)
 
 
 def create_summaries(db: Database) -> None:
     """Create the per-day and per-dimension tables and fill them from usage_rollup (0005)."""
     _create(db, "usage_rollup_day")
     _create(db, "usage_rollup_dim")
-    for table, groups in _summaries(db.dialect):
-        db.execute(_upsert(table, groups, "usage_rollup"))
+    _fill_summaries(db)
 
 
 def rebuild(db: Database) -> None:
     """Empty every rollup table and refill it from proxy_logs, on a database that has them:
-    the statements of the backfills above (0004, then 0005 from usage_rollup). Call it in a
-    transaction, with no log writer running."""
+    the backfills above (0004, then 0005 from usage_rollup). Call it in a transaction, with
+    no log writer running."""
     for table in _TABLES:
         db.execute(f"DELETE FROM {table}")
-    db.execute(_upsert("usage_rollup", _SAME, _log_rows("true", db.dialect)))
-    for table, groups in _summaries(db.dialect):
-        db.execute(_upsert(table, groups, "usage_rollup"))
+    _fill_from_log(db)
+    _fill_summaries(db)
 
 
 def create_tables(db: Database) -> None:
