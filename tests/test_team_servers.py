@@ -605,7 +605,8 @@ async def test_a_budget_alert_fires_once_for_the_team(team):
             await asyncio.sleep(0.1)
         seen.append(sorted((a["id"], a["threshold"]) for a in alerts))
     assert seen[0] == seen[1] == seen[2], seen
-    assert [t for _, t in seen[0]] == [50, 80], seen[0]
+    # One alert per threshold; which server inserts first (so which id) is a race.
+    assert sorted(t for _, t in seen[0]) == [50, 80], seen[0]
 
 
 async def test_a_key_revoked_on_one_server_is_refused_on_the_others_within_a_second(team):
