@@ -50,16 +50,27 @@ async def test_plain_sdk_clients_in_a_kernel_are_metered_and_never_see_a_provide
     metered_server,
 ):
     server = metered_server
-    kernel_id = server.start_kernel()
+    # As JupyterLab opens a notebook: a session on its path starts the kernel.
+    resp = server.http.post(
+        "api/sessions",
+        json={"path": "work/analysis.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+    )
+    assert resp.status_code == 201, resp.text
+    kernel_id = resp.json()["kernel"]["id"]
     try:
         out, _ = await run_cell(server, kernel_id, PLAIN_SDK_CODE)
     finally:
         server.shutdown_kernel(kernel_id)
-    seen = json.loads(out)
+    printed, cost_line = out.splitlines()
+    seen = json.loads(printed)
     env = seen["env"]
     assert PROVIDER_KEY not in json.dumps(env)
     key = env["OPENAI_API_KEY"]
-    assert key.startswith("lcm-")
+    # Its user's kernel key, and its own kernel's id (server/kernels.py).
+    assert key.startswith("lcm-") and key.endswith("." + kernel_id)
+    assert env["LCM_KERNEL_KEY"] == key
+    # The cell's quiet line (lcm_jupyter.kernel_ext, loaded with no configuration).
+    assert cost_line.startswith("2 LLM calls, ")
     assert env["ANTHROPIC_API_KEY"] == env["GEMINI_API_KEY"] == env["GOOGLE_API_KEY"] == key
     assert env["OPENAI_BASE_URL"] == server.url + "lcm/proxy/openai/v1"
     assert env["ANTHROPIC_BASE_URL"] == server.url + "lcm/proxy/anthropic"
@@ -75,6 +86,10 @@ async def test_plain_sdk_clients_in_a_kernel_are_metered_and_never_see_a_provide
         ("anthropic", record["id"], 200),
         ("openai", record["id"], 200),
     ]
+    # Attributed to the user, the notebook whose session holds the kernel, and one cell.
+    assert {(r["user"], r["notebook"]) for r in rows} == {("ada", "work/analysis.ipynb")}
+    (cell,) = {r["cell"] for r in rows}
+    assert cell is not None
     assert all(r["cost_usd"] > 0 for r in rows)
 
 
@@ -82,16 +97,17 @@ def test_the_kernel_key_is_the_same_at_every_start_and_stays_revoked(tmp_path):
     box = SecretBox(_fernet_key())
     db = open_database(tmp_path / "lcm.sqlite3")
     try:
-        first = kernel_env.ensure_kernel_key(db, box, "ada", {"openai": "sk-a"})
+        first, first_id = kernel_env.ensure_kernel_key(db, box, "ada", {"openai": "sk-a"})
         again = kernel_env.ensure_kernel_key(db, box, "ada", {"openai": "sk-b"})
         other = kernel_env.ensure_kernel_key(db, box, "bob", {})
-        assert first == again != other
+        assert (first, first_id) == again != other
         # Made from the secret: another secret makes another key for the same user.
         assert derived_proxy_key(SecretBox(_fernet_key()).derive("kernel-key:ada")) != first
         record = find_key_by_hash(db, box, hash_key(first))
         assert record is not None and record.provider_api_keys == {"openai": "sk-b"}
+        assert (record.id, record.owner) == (first_id, "ada")
         revoke_key(db, box, record.id)
-        assert kernel_env.ensure_kernel_key(db, box, "ada", {"openai": "sk-c"}) == first
+        assert kernel_env.ensure_kernel_key(db, box, "ada", {"openai": "sk-c"})[0] == first
         assert [(k.name, k.revoked) for k in list_keys(db, box)] == [
             ("kernels of ada", True),
             ("kernels of bob", False),

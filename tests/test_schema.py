@@ -1,7 +1,7 @@
 """The schema a blank database is migrated to, on SQLite and on PostgreSQL, against one
 declaration: every table's columns in order (type family, NOT NULL), primary key, unique
-constraints and indexes. SQLite gets there through migrations 0001-0010 (migrations.py),
-PostgreSQL in one `0010_schema` (migrations_pg.py): this is what keeps the two in step.
+constraints and indexes. SQLite gets there through migrations 0001-0012 (migrations.py),
+PostgreSQL in `0010_schema` and the later ones (migrations_pg.py): this keeps the two in step.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ EXPECTED: dict[str, Table] = {
             ("created_at", T, NN),
             ("updated_at", T, NN),
             ("revoked_at", T, NULL),
+            ("owner", T, NULL),
         ),
         pk=("id",),
         unique=(("key_hash",),),
@@ -103,10 +104,15 @@ EXPECTED: dict[str, Table] = {
             ("usage_estimated", INT, NN),
             ("tool_fees_usd", R, NN),
             ("shadow_savings_usd", R, NN),
+            ("user", T, NULL),
+            ("notebook", T, NULL),
+            ("cell", T, NULL),
+            ("team_budget_ids", T, NULL),
         ),
         pk=("id",),
         indexes=(
             ("idx_proxy_logs_created", ("created_at",), False),
+            ("idx_proxy_logs_user_created", ("user", "created_at"), False),
             ("idx_proxy_logs_feedback", ("feedback",), True),
             ("idx_proxy_logs_key_created", ("key_id", "created_at"), False),
             ("idx_proxy_logs_model_created", ("<expr>", "created_at"), False),
@@ -165,6 +171,19 @@ EXPECTED: dict[str, Table] = {
     "lcm_meta": Table(
         columns=(("name", T, NN), ("value", T, NN)),
         pk=("name",),
+    ),
+    "team_budgets": Table(
+        columns=(
+            ("id", INT, NN),
+            ("kind", T, NN),
+            ("name", T, NN),
+            ("monthly_budget_usd", R, NULL),
+            ("budget_alerts_enabled", INT, NN),
+            ("budget_alert_thresholds", T, NN),
+            ("updated_at", T, NN),
+        ),
+        pk=("id",),
+        unique=(("kind", "name"),),
     ),
     "lcm_servers": Table(
         columns=(("server_id", T, NN), ("redis_ok_at", R, NN)),

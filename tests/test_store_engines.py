@@ -30,7 +30,17 @@ from lcm_jupyter.core.keyspec import validate_key_fields
 from lcm_jupyter.core.logfilter import LogFilter
 from lcm_jupyter.core.pricing import ModelPrice
 from lcm_jupyter.core.secretbox import SecretBox, SecretMismatch
-from lcm_jupyter.store import alerts, billed, feedback, logs, pricing, rollup, secret, spend
+from lcm_jupyter.store import (
+    alerts,
+    billed,
+    feedback,
+    logs,
+    pricing,
+    rollup,
+    secret,
+    spend,
+    team,
+)
 from lcm_jupyter.store import keys as key_table
 from lcm_jupyter.store.counters import RESERVATION_TTL_SECONDS
 from lcm_jupyter.store.counters_db import DatabaseCounters
@@ -114,6 +124,10 @@ def log_row(n: int, **values) -> dict:
         "routing_decision": None,
         "shadow_savings_usd": 0.0,
         "created_at": "2026-04-01T00:00:00.000Z",
+        "user": None,
+        "notebook": None,
+        "cell": None,
+        "team_budget_ids": None,
     }
     assert set(values) <= set(row)
     row.update(values)
@@ -254,6 +268,10 @@ def _log_rows() -> list[dict]:
                 else None,
                 shadow_savings_usd=[0.0, 2.5e-7][i % 2],
                 created_at=to_iso(_BASE + timedelta(minutes=(i * 7) % 16)),
+                user=["alice", None, "bob"][i % 3],
+                notebook=[None, "work/ä b.ipynb", "x.ipynb"][i % 3],
+                cell=[None, "3", "a1b2-cell"][i % 3],
+                team_budget_ids=[None, ",1,", ",1,2,"][i % 3],
             )
         )
     return rows
@@ -266,6 +284,7 @@ def _public(row: dict) -> dict:
         out[name] = bool(out[name])
     out["routing_decision"] = json.loads(row["routing_decision"] or "null")
     out["usage"] = json.loads(out.pop("usage_json") or "null")
+    del out["team_budget_ids"]  # the counters' record, not the API's
     return out
 
 
@@ -457,6 +476,10 @@ def _rollup_rows() -> list[dict]:
                 status=status,
                 error=None if status is not None and status < 400 else "failed",
                 created_at=to_iso(datetime.fromtimestamp(at, timezone.utc)),
+                # A team's attribution, from the row's number (the draws above stay as they were).
+                user=[None, "alice", "bob", "ada"][i * 7 % 4],
+                notebook=[None, "a.ipynb", "dir/b ü.ipynb"][i % 3],
+                team_budget_ids=[None, ",1,", ",1,2,", ",2,", None][i % 5],
             )
         )
     return rows
@@ -498,6 +521,8 @@ def _group(row: dict, by: str):
         "model": _model_of(row),
         "provider": row["provider"] or "",
         "key": -1 if row["key_id"] is None else row["key_id"],
+        "user": row["user"] or "",
+        "notebook": row["notebook"] or "",
     }[by]
 
 
@@ -523,7 +548,8 @@ def _by_group(rows: list[dict], by: str, start: int, end: int, given: dict) -> d
     return dict(out)
 
 
-_ARGS = {"key": "key_id", "provider": "provider", "model": "model"}
+_ARGS = {"key": "key_id", "provider": "provider", "model": "model", "user": "user"}
+_ARGS["notebook"] = "notebook"
 _GIVEN = [
     {},
     {"key": 2},
@@ -532,6 +558,11 @@ _GIVEN = [
     {"provider": ""},
     {"key": 1, "model": "gpt-4o"},
     {"key": 3, "provider": "google", "model": ""},
+    {"user": "alice"},
+    {"notebook": ""},
+    {"user": "bob", "model": "gpt-4o"},
+    {"key": 2, "notebook": "dir/b ü.ipynb"},
+    {"user": "ada", "notebook": "a.ipynb", "provider": "openai"},
 ]
 
 
@@ -559,7 +590,7 @@ def test_rollups_and_spend_are_exact(target, db):
         (_ROLLUP_START - _DAY, _ROLLUP_START + 5 * _DAY),
     ]
     for start, end in periods:
-        for by in ("model", "provider", "key"):
+        for by in ("model", "provider", "key", "user", "notebook"):
             for given in _GIVEN:
                 args = {_ARGS[k]: v for k, v in given.items()}
                 got = dict(rollup.by_group(db, by, start, end, **args))
@@ -575,6 +606,19 @@ def test_rollups_and_spend_are_exact(target, db):
                 want[row["key_id"]] += _units(row["cost_usd"], MONEY_SCALE)
         assert spend.month_spend_units(db, start=start, end=end) == dict(want)
         assert spend.month_spend_units(db, start=start, end=end, key_id=2) == {2: want[2]}
+        users: dict = defaultdict(int)
+        budgets: dict = defaultdict(int)
+        for row in rows:
+            if row["cost_usd"] is not None and start <= row["created_at"] < end:
+                if row["user"] is not None:
+                    users[row["user"]] += _units(row["cost_usd"], MONEY_SCALE)
+                for budget_id in filter(None, (row["team_budget_ids"] or "").split(",")):
+                    budgets[int(budget_id)] += _units(row["cost_usd"], MONEY_SCALE)
+        assert team.user_spend_units(db, start=start, end=end) == dict(users)
+        assert team.user_spend_units(db, start=start, end=end, users=["bob"]) == {
+            "bob": users["bob"]
+        }
+        assert team.budget_spend_units(db, start=start, end=end) == dict(budgets)
 
     for since in (_ROLLUP_START - _DAY, _ROLLUP_START + 2 * _DAY + 3600):
         got = logs.unpriced_models(db, since)
@@ -978,9 +1022,9 @@ async def test_two_servers_never_admit_beyond_one_budget(target, stores):
 _SQLITE_MIGRATIONS = [
     "0001_initial", "0002_feedback_index", "0003_usage_estimated", "0004_usage_rollup",
     "0005_usage_summaries", "0006_priced_components", "0007_shadow_routing",
-    "0008_shared_counters", "0009_log_filters", "0010_meta", "0011_servers",
+    "0008_shared_counters", "0009_log_filters", "0010_meta", "0011_servers", "0012_team",
 ]  # fmt: skip
-_PG_MIGRATIONS = ["0010_schema", "0011_servers"]
+_PG_MIGRATIONS = ["0010_schema", "0011_servers", "0012_team"]
 
 
 def _bookkeeping(db) -> list[str]:

@@ -36,6 +36,7 @@ COPIED = (
     "lcm_meta",
     "model_pricing",
     "proxy_keys",
+    "team_budgets",
     "alerts",
     "billed_refs",
     "proxy_logs",
@@ -49,7 +50,7 @@ BOOKKEEPING = frozenset({"_sqlite_migrations", "lcm_migrations", "sqlite_sequenc
 TRANSIENT = ("shared_holds", "shared_rate", "lcm_servers")
 NOT_COPIED = BOOKKEEPING | set(TRANSIENT)
 """Transient (the counters the servers share while Redis is away) or bookkeeping."""
-IDENTITY = ("proxy_keys", "alerts")
+IDENTITY = ("proxy_keys", "team_budgets", "alerts")
 """Tables whose ids are PostgreSQL identity columns: their sequences go past the copied ids."""
 BATCH_ROWS = 5000
 """Rows per COPY: a batch of the log in memory at a time, never the whole log."""

@@ -24,7 +24,7 @@ from .errors import BadRequest
 PERIODS = {"7d": 7, "30d": 30, "90d": 90}
 DEFAULT_PERIOD = "30d"
 MAX_DAYS = 366
-BREAKDOWN_BY = ("model", "provider", "key")
+BREAKDOWN_BY = ("model", "provider", "key", "user", "notebook")
 OTHER = "other"
 
 POINT_FIELDS = (

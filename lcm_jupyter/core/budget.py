@@ -1041,19 +1041,38 @@ def unpriced_model_message(model: str | None) -> str:
 
 
 def budget_exceeded_message(
-    *, spent_usd: float, reserved_usd: float, budget_usd: float, month: str
+    *,
+    spent_usd: float,
+    reserved_usd: float,
+    budget_usd: float,
+    month: str,
+    whose: str = "",
+    advice: str = "Raise monthly_budget_usd or wait for next month.",
 ) -> str:
-    """The 429 budget_exceeded error text: spend, holds of calls in flight, and the limit."""
+    """The 429 budget_exceeded error text: spend, holds of calls in flight, and the limit.
+    `whose`: the budget's owner when it is not the key's ("user alice's ")."""
     in_flight = (
         f" (+{format_money(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
     )
     figures = f"{format_money(spent_usd)} spent{in_flight} of {format_money(budget_usd)}"
+    budget = f"{whose}monthly budget" if whose else "Monthly budget"
     if spent_usd >= budget_usd:
-        head = f"Monthly budget exhausted for {month}: {figures}."
+        head = f"{budget} exhausted for {month}: {figures}."
     else:
         # Under budget but this call's worst case does not fit in what is left.
-        head = f"Monthly budget for {month} has too little left for this call: {figures}."
-    return f"{head} Raise monthly_budget_usd or wait for next month."
+        head = f"{budget} for {month} has too little left for this call: {figures}."
+    return f"{head} {advice}"
+
+
+def cell_budget_message(*, spent_usd: float, reserved_usd: float, budget_usd: float) -> str:
+    """The 429 budget_exceeded error text of a cell's own budget (`%%lcm budget`)."""
+    in_flight = (
+        f" (+{format_money(reserved_usd)} reserved by calls in flight)" if reserved_usd > 0 else ""
+    )
+    return (
+        f"This cell's budget (%%lcm budget) has too little left for this call: "
+        f"{format_money(spent_usd)} spent{in_flight} of {format_money(budget_usd)}."
+    )
 
 
 _SLACK_COLORS = {"info": "#439FE0", "warning": "warning", "critical": "danger"}

@@ -6,6 +6,7 @@ mistake is a `BadRequest` naming its parameter. The store turns a `LogFilter` in
 - `model`: the model that answered (the one asked for when none did), as the analytics'
   `model` filter and breakdown count it.
 - `provider`: openai, anthropic or google.
+- `user`, `notebook`: who made the call and from which notebook (a team's attribution).
 - `status`: `ok` (answered below 400), `error` (400 and up, or no answer at all, as the
   analytics' error rate counts), `cache_hit`, a class `2xx` to `5xx`, or one code (`429`).
 - `start`/`end`: calendar days, inclusive, in the analytics timezone (as the analytics
@@ -38,6 +39,8 @@ class LogFilter:
     provider: str | None = None
     status: str | None = None
     """One of STATUS_CLASSES, or a three-digit HTTP status."""
+    user: str | None = None
+    notebook: str | None = None
     since: datetime | None = None
     """First instant kept (UTC)."""
     until: datetime | None = None
@@ -134,6 +137,8 @@ def parse_log_filter(
         model=_model(given["model"]) if "model" in given else None,
         provider=_provider(given["provider"]) if "provider" in given else None,
         status=_status(given["status"]) if "status" in given else None,
+        user=given.get("user"),
+        notebook=given.get("notebook"),
         since=since,
         until=until,
     )

@@ -44,6 +44,11 @@ def _postgres_url(value: str) -> str | None:
     return "must be a postgresql:// URL (empty: SQLite at db_path)"
 
 
+def _team_groups(value: tuple[str, ...]) -> str | None:
+    bad = [e for e in value if not all(p.strip() for p in e.partition(":")[::2]) or ":" not in e]
+    return f"entries must be 'group:user', not {', '.join(map(repr, bad))}" if bad else None
+
+
 def _timezone(value: str) -> str | None:
     from .analytics import load_timezone  # zoneinfo, only when a timezone is checked
 
@@ -227,6 +232,29 @@ OPTIONS: tuple[Option, ...] = (
         field=None,
     ),
     Option(
+        "team_mode",
+        bool,
+        False,
+        "A team on JupyterHub sharing db_url and redis_url: budgets per user and per hub group "
+        "(set by admins), each user sees only their own calls and keys, only admins create "
+        "keys, and kernels are metered (kernel_metering on).",
+    ),
+    Option(
+        "team_admins",
+        tuple,
+        (),
+        "Team mode: users who are lcm admins besides the hub's admins and holders of the hub "
+        "scope custom:lcm:admin.",
+    ),
+    Option(
+        "team_groups",
+        tuple,
+        (),
+        "Team mode: group memberships as 'group:user' entries, besides the hub's groups (for a "
+        "team without JupyterHub, or groups only lcm knows).",
+        check=_team_groups,
+    ),
+    Option(
         "gc_freeze",
         bool,
         False,
@@ -357,6 +385,9 @@ class Settings:
     unmetered_endpoints: tuple[str, ...] = _default("unmetered_endpoints")
     # None: the bundled catalog only.
     price_catalog_file: Path | None = None
+    team_mode: bool = False
+    team_admins: tuple[str, ...] = ()
+    team_groups: tuple[str, ...] = ()
 
     @property
     def store_target(self) -> Path | str:

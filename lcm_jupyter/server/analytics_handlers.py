@@ -38,12 +38,16 @@ class AnalyticsHandler(LCMAPIHandler):
             analytics.load_timezone(self.lcm.settings.analytics_timezone),
         )
 
-    def filters(self) -> dict:
-        """The key_id, provider and model filters given (the others None)."""
+    async def filters(self) -> dict:
+        """The key_id, provider, model, user and notebook filters given (the others None);
+        a team's user (not an admin) sees their own calls only."""
+        mine = await self.only_mine()
         return {
             "key_id": self.int_arg("key_id", None),
             "provider": self.get_argument("provider", None) or None,
             "model": self.get_argument("model", None) or None,
+            "user": mine or self.get_argument("user", None) or None,
+            "notebook": self.get_argument("notebook", None) or None,
         }
 
     def csv_wanted(self) -> bool:
@@ -73,7 +77,7 @@ class TimeseriesHandler(AnalyticsHandler):
     @authorized
     @answers_errors
     async def get(self) -> None:
-        period, filters, as_csv = self.period(), self.filters(), self.csv_wanted()
+        period, filters, as_csv = self.period(), await self.filters(), self.csv_wanted()
         await self.lcm.flush_logs()  # the calls just made count (as GET logs does)
         points = await self.lcm.store.run(timeseries_points, period, filters)
         if as_csv:
@@ -110,7 +114,7 @@ class BreakdownHandler(AnalyticsHandler):
     @authorized
     @answers_errors
     async def get(self) -> None:
-        period, filters, as_csv = self.period(), self.filters(), self.csv_wanted()
+        period, filters, as_csv = self.period(), await self.filters(), self.csv_wanted()
         by = self.get_argument("by", "model") or "model"
         if by not in analytics.BREAKDOWN_BY:
             raise BadRequest(f"by must be one of {', '.join(analytics.BREAKDOWN_BY)}", param="by")

@@ -20,7 +20,7 @@ from tornado import web
 
 from ..core.analytics import load_timezone
 from ..core.budget import current_month, to_usd
-from ..core.errors import BadRequest, LCMError, NotFound
+from ..core.errors import BadRequest, LCMError, NotFound, PermissionDenied
 from ..core.keyspec import validate_key_fields
 from ..core.logfilter import parse_log_filter
 from ..core.pricing import ModelPrice, PricingError
@@ -29,11 +29,22 @@ from ..store import feedback as feedback_table
 from ..store import keys as key_table
 from ..store import logs as log_table
 from ..store.db import describe
-from .kernel_auth import LCM_ONLY, kernel_user
+from .kernel_auth import KERNEL_USER, LCM_ONLY, kernel_user
 from .services import LCMServices
+from .team import HubAPI, Member
 
 MAX_LOG_PAGE = 1000
-LOG_FILTER_ARGS = ("model", "provider", "status", "start", "end", "since", "until")
+LOG_FILTER_ARGS = (
+    "model",
+    "provider",
+    "status",
+    "start",
+    "end",
+    "since",
+    "until",
+    "user",
+    "notebook",
+)
 UNPRICED_DAYS = 90
 """GET lcm/api/pricing lists the unpriced models called in this many days."""
 MAX_ID = 2**62
@@ -84,6 +95,35 @@ class LCMAPIHandler(APIHandler):
     def authorizer(self):
         """Jupyter's authorizer; for the kernel credential, one that allows `lcm:*` only."""
         return LCM_ONLY if self._kernel_authenticated else super().authorizer
+
+    async def member(self) -> Member:
+        """Who asks, as the team sees them (server/team.py). Under JupyterHub, the hub user
+        logged in; else, and for the kernels' credential, this server's user. Off team mode,
+        whoever may use the server is its admin, as they always were."""
+        directory = self.lcm.team.directory
+        user = self.current_user
+        hub = HubAPI.from_environment() is not None
+        name = user.username if hub and user is not KERNEL_USER else directory.owner
+        member = await directory.member(name)
+        if not self.lcm.settings.team_mode:
+            return Member(member.name, True, member.groups)
+        return member
+
+    async def only_mine(self) -> str | None:
+        """The user whose calls and keys the asker may see: None (all) for an admin."""
+        member = await self.member()
+        return None if member.admin else member.name
+
+    async def require_admin(self, what: str) -> Member:
+        """The asker, if a team admin; PermissionDenied (403) otherwise."""
+        member = await self.member()
+        if not member.admin:
+            raise PermissionDenied(
+                f"In team mode only a team admin may {what} ({member.name} is not one: the "
+                "hub's admins, holders of the hub scope custom:lcm:admin, or "
+                "LCMExtension.team_admins)."
+            )
+        return member
 
     def json_body(self) -> Any:
         """The request body as JSON; BadRequest if it is not."""
@@ -157,14 +197,25 @@ class KeysHandler(LCMAPIHandler):
         records = await self.lcm.store.run(
             key_table.list_keys, self.lcm.box, include_revoked=include_revoked
         )
-        self.reply({"keys": [r.public() for r in records]})
+        mine = await self.only_mine()
+        self.reply({"keys": [r.public() for r in records if mine is None or r.owner == mine]})
 
     @web.authenticated
     @authorized
     @answers_errors
     async def post(self) -> None:
+        owner = None
+        if self.lcm.settings.team_mode:
+            owner = (await self.require_admin("create keys")).name
         fields = validate_key_fields(self.json_body(), partial=False)
-        record, plain = await self.lcm.store.run(key_table.create_key, self.lcm.box, fields)
+        if self.lcm.settings.team_mode and fields["monthly_budget_usd"] is None:
+            raise BadRequest(
+                "In team mode every key has a budget: set monthly_budget_usd.",
+                param="monthly_budget_usd",
+            )
+        record, plain = await self.lcm.store.run(
+            key_table.create_key, self.lcm.box, fields, owner=owner
+        )
         self.reply({**record.public(), "key": plain}, status=201)
 
 
@@ -177,15 +228,26 @@ class KeyHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def get(self, key_id: str) -> None:
+        self.reply((await self._visible(key_id)).public())
+
+    async def _visible(self, key_id: str):
+        """The key, if the asker may see it (a team's user: their own); else NotFound."""
         record = await self.lcm.store.run(key_table.get_key, self.lcm.box, _key_id(key_id))
-        self.reply(_found(record, f"key {key_id}").public())
+        mine = await self.only_mine()
+        if record is not None and mine is not None and record.owner != mine:
+            record = None
+        return _found(record, f"key {key_id}")
 
     @web.authenticated
     @authorized
     @answers_errors
     async def patch(self, key_id: str) -> None:
         kid = _key_id(key_id)
+        if self.lcm.settings.team_mode:
+            await self.require_admin("change keys")
         fields = validate_key_fields(self.json_body(), partial=True)
+        if self.lcm.settings.team_mode and fields.get("monthly_budget_usd", 0) is None:
+            raise BadRequest("In team mode every key has a budget.", param="monthly_budget_usd")
         record = await self.lcm.store.run(key_table.update_key, self.lcm.box, kid, fields)
         self.lcm.keys.forget(kid)
         record = _found(record, f"key {key_id}")
@@ -199,6 +261,7 @@ class KeyHandler(LCMAPIHandler):
     @answers_errors
     async def delete(self, key_id: str) -> None:
         kid = _key_id(key_id)
+        await self._visible(key_id)  # a user may revoke their own key
         record = await self.lcm.store.run(key_table.revoke_key, self.lcm.box, kid)
         self.lcm.keys.forget(kid)
         self.reply(_found(record, f"key {key_id}").public())
@@ -214,8 +277,12 @@ class LogsHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def get(self) -> None:
+        args = {name: self.get_argument(name, None) for name in LOG_FILTER_ARGS}
+        mine = await self.only_mine()
+        if mine is not None:  # a team's user sees their own calls only
+            args["user"] = mine
         where = parse_log_filter(
-            {name: self.get_argument(name, None) for name in LOG_FILTER_ARGS},
+            args,
             load_timezone(self.lcm.settings.analytics_timezone),
             key_id=self.int_arg("key_id", None),
         )
@@ -247,6 +314,9 @@ class LogHandler(LCMAPIHandler):
             await self.lcm.pipeline.idle(timeout=1.0)
             await self.lcm.flush_logs()
             row = await self.lcm.store.run(log_table.get_log, log_id)
+        mine = await self.only_mine()
+        if row is not None and mine is not None and row["user"] != mine:
+            row = None
         self.reply(_found(row, f"log {log_id}"))
 
 
@@ -331,6 +401,8 @@ class PricingHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def put(self) -> None:
+        if self.lcm.settings.team_mode:
+            await self.require_admin("set prices")
         """Body: one price object, a list of them, or {"models": [...]}."""
         body = self.json_body()
         items = body.get("models") if isinstance(body, dict) and "models" in body else body
@@ -355,6 +427,8 @@ class PricingModelHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def delete(self, model: str) -> None:
+        if self.lcm.settings.team_mode:
+            await self.require_admin("set prices")
         if not await self.lcm.pricing.reset_price(model):
             raise NotFound(f"no price override for {model!r}")
         self.reply({"model": model, "override": False})
@@ -387,6 +461,8 @@ class BudgetsHandler(LCMAPIHandler):
     @answers_errors
     async def get(self) -> None:
         records = await self.lcm.store.run(key_table.list_keys, self.lcm.box)
+        mine = await self.only_mine()
+        records = [r for r in records if mine is None or r.owner == mine]
         month = current_month()
         states = await asyncio.gather(
             *(self.lcm.counters.budget(key_id=r.id, month=month) for r in records)
@@ -427,6 +503,8 @@ class ReconcileHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
+        if self.lcm.settings.team_mode:
+            await self.require_admin("reconcile")
         key_id = self.optional_body().get("key_id")
         if key_id is not None and not _is_id(key_id):
             raise BadRequest("key_id must be a key's id", param="key_id")

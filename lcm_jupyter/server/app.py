@@ -16,8 +16,10 @@ from .api_handlers import api_handlers
 from .config import LCMOptions, build_settings
 from .kernel_auth import give_to_kernels
 from .kernel_env import ensure_kernel_key, point_kernels, server_user, take_provider_keys
-from .proxy_handlers import proxy_handlers
+from .kernels import KernelBook, meter_each_kernel
+from .proxy_handlers import kernel_handlers, proxy_handlers
 from .services import LCMServices
+from .team_handlers import team_handlers
 
 
 class LCMExtension(ExtensionApp, LCMOptions):
@@ -43,8 +45,25 @@ class LCMExtension(ExtensionApp, LCMOptions):
         """Point the SDKs in kernels started from now on at the proxy (kernel_env.py).
         Before the first await, as give_to_kernels: one key lookup (or creation) at start."""
         found = take_provider_keys(os.environ)
-        plain = self.lcm.store.run_sync(ensure_kernel_key, self.lcm.box, server_user(), found)
+        plain, key_id = self.lcm.store.run_sync(
+            ensure_kernel_key, self.lcm.box, server_user(), found
+        )
+        # Whatever the server starts bypassing its kernel manager gets the user's key...
         point_kernels(os.environ, serverapp.connection_url, plain)
+        # ...and each kernel a key of its own, naming its notebook and cells (kernels.py).
+        sessions = serverapp.session_manager
+
+        async def notebook_of(kernel_id: str) -> str | None:
+            return (await sessions.get_session(kernel_id=kernel_id))["path"]
+
+        book = self.lcm.pipeline.kernels = KernelBook(notebook_of)
+        meter_each_kernel(
+            serverapp.kernel_manager,
+            book,
+            server_url=serverapp.connection_url,
+            plain=plain,
+            key_id=key_id,
+        )
         meant = ", ".join(sorted(found)) or "none found in the environment"
         self.log.info("lcm: kernels metered through the proxy (provider keys: %s)", meant)
 
@@ -57,6 +76,8 @@ class LCMExtension(ExtensionApp, LCMOptions):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(proxy_handlers(self.lcm.pipeline))
+        self.handlers.extend(kernel_handlers(self.lcm.pipeline))
+        self.handlers.extend(team_handlers(self.lcm))  # before budgets/{key_id}
         self.handlers.extend(api_handlers(self.lcm))
         self.handlers.extend(analytics_handlers(self.lcm))
 
@@ -82,7 +103,7 @@ class LCMExtension(ExtensionApp, LCMOptions):
         # Before the first await: the server already starts kernels (a restored notebook's)
         # while the services start.
         give_to_kernels(serverapp)
-        if self.kernel_metering:
+        if self.kernel_metering or self.team_mode:
             self._meter_kernels(serverapp)
         await self.lcm.start()
         if self.gc_freeze:

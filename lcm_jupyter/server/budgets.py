@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -37,11 +37,13 @@ from ..core.ratelimit import (
     retry_after_ms,
 )
 from ..store import keys as key_table
+from ..store import team as team_table
 from ..store.counters import RATE_WINDOW_SECONDS, Counters, RateState, Settlements
 from ..store.db import connect
 from ..store.keys import KeyRecord
 from ..store.spend import month_spend_units
 from ..store.store import Store
+from ..store.team import TeamBudget, base_call, scope_call
 from ..store.timeutil import to_iso
 from .alerts import AlertService
 
@@ -61,6 +63,8 @@ class Hold:
     reserved: bool
     reserve: int = 0
     done: bool = False
+    scopes: tuple[TeamBudget, ...] = ()
+    """The team budgets (its user's, their groups') holding `reserve` for the call too."""
 
     def headers(self) -> list[tuple[str, str]]:
         """The rate-limit headers every answer to this call carries."""
@@ -169,7 +173,7 @@ def _unlogged(
         logged.update(row[0] for row in db.execute(sql, chunk).fetchall())
     sql = (
         "SELECT key_id, call_id, units FROM shared_holds h WHERE month = ? AND settled = 1 "
-        "AND NOT EXISTS (SELECT 1 FROM proxy_logs l WHERE l.id = h.call_id)"
+        "AND key_id >= 0 AND NOT EXISTS (SELECT 1 FROM proxy_logs l WHERE l.id = h.call_id)"
     )
     params: list[Any] = [month]
     if key_id is not None:
@@ -178,6 +182,21 @@ def _unlogged(
     held: dict[int, dict[str, int]] = {}
     for kid, call_id, units in db.execute(sql, params).fetchall():
         held.setdefault(kid, {})[call_id] = int(units)
+    if key_id is None:
+        # A team budget's holds are named after their calls (scope_call): the call's row
+        # is looked up by the call's own id.
+        sql = "SELECT key_id, call_id, units FROM shared_holds WHERE month = ? AND settled = 1 "
+        scoped = db.execute(sql + "AND key_id < 0", [month]).fetchall()
+        calls = sorted({base_call(call_id) for _, call_id, _ in scoped})
+        present: set[str] = set()
+        for i in range(0, len(calls), 500):
+            chunk = calls[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found = db.execute(f"SELECT id FROM proxy_logs WHERE id IN ({marks})", chunk)
+            present.update(row[0] for row in found.fetchall())
+        for kid, call_id, units in scoped:
+            if base_call(call_id) not in present:
+                held.setdefault(kid, {})[call_id] = int(units)
     return logged, held
 
 
@@ -201,6 +220,27 @@ def _logged_admissions(db: Any, key_ids: list[int], since: str) -> list[tuple[in
         f"AND key_id IN ({marks}) AND {_ADMITTED_SQL}",
         [since, *key_ids],
     ).fetchall()
+
+
+def scope_record(scope: TeamBudget) -> KeyRecord:
+    """A team budget as the alerts see a key: its counter id, name and thresholds."""
+    return KeyRecord(
+        id=scope.counter_id,
+        name=f"{scope.kind} {scope.name}",
+        key_prefix="",
+        provider="auto",
+        monthly_budget_usd=scope.monthly_budget_usd,
+        budget_alerts_enabled=scope.budget_alerts_enabled,
+        budget_alert_thresholds=scope.budget_alert_thresholds,
+        rate_limit_rpm=None,
+        routing_mode="off",
+        routing_rules=[],
+        cache_ttl_seconds=0,
+        created_at=scope.updated_at,
+        updated_at=scope.updated_at,
+        revoked_at=None,
+        owner=scope.name if scope.kind == "user" else None,
+    )
 
 
 def _epoch(stamp: str) -> float:
@@ -249,6 +289,25 @@ class Guard:
         self._track = track_admissions
         self._admitted: dict[int, deque[tuple[str, float]]] = {}
 
+    def worst_case(
+        self,
+        price: RateCard | None,
+        body: dict | None,
+        *,
+        generates: bool,
+        wire: str | None,
+        raw_size: int,
+    ) -> int:
+        """What a call reserves of a budget: its worst-case cost, in money units."""
+        return reservation_units(
+            price,
+            body,
+            default_output_tokens=self.default_output_tokens if generates else 0,
+            unpriced_units=self._unpriced_units,
+            wire=wire,
+            raw_size=raw_size,
+        )
+
     async def admit(
         self,
         key: KeyRecord,
@@ -262,41 +321,124 @@ class Guard:
         month: str | None = None,
         wire: str | None = None,
         raw_size: int = 0,
+        scopes: Sequence[TeamBudget] = (),
     ) -> Hold | None:
-        """Admit a call or raise RateLimited/BudgetExceeded; None when the key has no limits.
+        """Admit a call or raise RateLimited/BudgetExceeded; None when nothing limits it.
 
         `generates`: False for calls that produce no output tokens (embeddings), so no
         default output allowance is held for them. `metered`: False for pass-through
         endpoints, which are never priced. `month`: the one the call is logged in (its
-        start), so that counter and log agree at a month's edge.
+        start), so that counter and log agree at a month's edge. `scopes`: the team budgets
+        the call is charged to besides its key's, each reserving the same worst case.
         """
         budget = key.monthly_budget_usd
-        if key.rate_limit_rpm is None and budget is None:
+        if key.rate_limit_rpm is None and budget is None and not scopes:
             return None
         month = month or current_month()
         reserve = 0
-        if budget is not None and not self.soft_budgets:
+        if (budget is not None or scopes) and not self.soft_budgets:
             if price is None and metered and not self._unpriced_units:
                 # Its cost would be logged as unknown and never reach the counter.
                 raise ModelNotPriced(unpriced_model_message(model), param="model")
-            reserve = reservation_units(
-                price,
-                body,
-                default_output_tokens=self.default_output_tokens if generates else 0,
-                unpriced_units=self._unpriced_units,
-                wire=wire,
-                raw_size=raw_size,
+            reserve = self.worst_case(
+                price, body, generates=generates, wire=wire, raw_size=raw_size
             )
+        booked = await self._admit_scopes(scopes, call_id, month, reserve)
+        try:
+            return await self._admit_key(key, call_id, month, reserve, booked)
+        except BaseException:
+            await self._release_scopes(booked, call_id, month)
+            raise
+
+    async def _admit_scopes(
+        self, scopes: Sequence[TeamBudget], call_id: str, month: str, reserve: int
+    ) -> tuple[TeamBudget, ...]:
+        """Reserve in each team budget in turn; refused by one, release the others."""
+        booked: list[TeamBudget] = []
+        try:
+            for scope in scopes:
+                assert scope.monthly_budget_usd is not None  # TeamBudgets.for_user's
+                limit = to_units(scope.monthly_budget_usd)
+                admission = await self.counters.admit(
+                    key_id=scope.counter_id,
+                    call_id=scope_call(call_id, scope.id),
+                    rpm=None,
+                    month=month,
+                    budget=limit,
+                    reserve=reserve,
+                    soft=self.soft_budgets,
+                )
+                if admission.reason == "unavailable":
+                    raise self._unavailable()
+                if not admission.allowed:
+                    if scope.budget_alerts_enabled:
+                        self._spawn(
+                            self.alerts.check(
+                                scope_record(scope),
+                                month,
+                                admission.spent,
+                                limit,
+                                spent=admission.spent,
+                            )
+                        )
+                    raise BudgetExceeded(
+                        budget_exceeded_message(
+                            spent_usd=to_usd(admission.spent),
+                            reserved_usd=to_usd(admission.reserved),
+                            budget_usd=scope.monthly_budget_usd,
+                            month=month,
+                            whose=f"The {scope.kind} {scope.name}'s ",
+                            advice="A team admin can raise it; or wait for next month.",
+                        )
+                    )
+                booked.append(scope)
+        except BaseException:
+            await self._release_scopes(booked, call_id, month)
+            raise
+        return tuple(booked)
+
+    async def _release_scopes(self, scopes: Iterable[TeamBudget], call_id: str, month: str) -> None:
+        for scope in scopes:
+            try:
+                await self.counters.release(
+                    key_id=scope.counter_id, call_id=scope_call(call_id, scope.id), month=month
+                )
+            except Exception:  # its hold expires on its own (the counters' hold TTL)
+                log.exception("lcm: could not release call %s in %s", call_id, scope.name)
+
+    @staticmethod
+    def _unavailable() -> LimitsUnavailable:
+        return LimitsUnavailable(
+            "This key's rate limit and budget cannot be checked now: Redis is unavailable "
+            "and this server refuses calls with limits meanwhile "
+            "(LCMExtension.on_redis_outage = 'refuse'). Try again shortly.",
+            headers={"retry-after": "5"},
+        )
+
+    async def _admit_key(
+        self,
+        key: KeyRecord,
+        call_id: str,
+        month: str,
+        reserve: int,
+        scopes: tuple[TeamBudget, ...],
+    ) -> Hold | None:
+        budget = key.monthly_budget_usd
+        if key.rate_limit_rpm is None and budget is None:
+            hold = Hold(key, call_id, month, None, False, reserve, scopes=scopes)
+            if reserve:
+                self._live[call_id] = hold
+            return hold
         admission = await self.counters.admit(
             key_id=key.id,
             call_id=call_id,
             rpm=key.rate_limit_rpm,
             month=month,
             budget=None if budget is None else to_units(budget),
-            reserve=reserve,
+            reserve=reserve if budget is not None else 0,
             soft=self.soft_budgets,
         )
-        hold = Hold(key, call_id, month, admission.rate, budget is not None, reserve)
+        hold = Hold(key, call_id, month, admission.rate, budget is not None, reserve, scopes=scopes)
         if admission.allowed:
             if reserve:
                 self._live[call_id] = hold
@@ -304,12 +446,7 @@ class Guard:
                 self._note_admission(key.id, key.rate_limit_rpm, call_id)
             return hold
         if admission.reason == "unavailable":
-            raise LimitsUnavailable(
-                "This key's rate limit and budget cannot be checked now: Redis is unavailable "
-                "and this server refuses calls with limits meanwhile "
-                "(LCMExtension.on_redis_outage = 'refuse'). Try again shortly.",
-                headers={"retry-after": "5"},
-            )
+            raise self._unavailable()
         if admission.reason == "rate_limit" and admission.rate is not None:
             rate = admission.rate
             raise RateLimited(
@@ -349,7 +486,7 @@ class Guard:
         The row is queued after the counter moved, under the books lock: a failover that
         rebuilds memory counters from the log meanwhile cannot count the call twice.
         """
-        if hold is None or hold.done or not hold.reserved:
+        if hold is None or hold.done or not (hold.reserved or hold.scopes):
             if hold is not None:
                 hold.done = True
             record()
@@ -361,12 +498,15 @@ class Guard:
         state = None
         await self._books.enter()
         try:
-            if cost_usd is None:
-                await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
-            else:
-                state = await self.counters.settle(
-                    key_id=key.id, call_id=hold.call_id, month=month, cost=cost
-                )
+            if hold.reserved:
+                if cost_usd is None:
+                    await self.counters.release(key_id=key.id, call_id=hold.call_id, month=month)
+                else:
+                    state = await self.counters.settle(
+                        key_id=key.id, call_id=hold.call_id, month=month, cost=cost
+                    )
+            if hold.scopes:
+                await self._settle_scopes(hold, None if cost_usd is None else cost)
         except Exception:  # the answer is already out: never fail the call for this
             log.exception("lcm: could not settle call %s", hold.call_id)
         finally:
@@ -379,6 +519,27 @@ class Guard:
             if crossed_thresholds(before, state.spent, budget, key.budget_alert_thresholds):
                 self._spawn(self.alerts.check(key, month, before, state.spent))
 
+    async def _settle_scopes(self, hold: Hold, cost: int | None) -> None:
+        if cost is None:
+            await self._release_scopes(hold.scopes, hold.call_id, hold.month)
+            return
+        for scope in hold.scopes:
+            state = await self.counters.settle(
+                key_id=scope.counter_id,
+                call_id=scope_call(hold.call_id, scope.id),
+                month=hold.month,
+                cost=cost,
+            )
+            assert scope.monthly_budget_usd is not None
+            limit = to_units(scope.monthly_budget_usd)
+            before = state.spent - cost
+            if (
+                scope.budget_alerts_enabled
+                and cost
+                and crossed_thresholds(before, state.spent, limit, scope.budget_alert_thresholds)
+            ):
+                self._spawn(self.alerts.check(scope_record(scope), hold.month, before, state.spent))
+
     async def _replace_reservations(
         self, counters: Counters, key_id: int | None, month: str
     ) -> None:
@@ -386,14 +547,24 @@ class Guard:
             if hold.done or hold.month != month or (key_id is not None and hold.key.id != key_id):
                 continue
             # No window, no limit: only put the worst case back where budgets see it.
-            await counters.admit(
-                key_id=hold.key.id,
-                call_id=hold.call_id,
-                rpm=None,
-                month=month,
-                budget=_NO_LIMIT,
-                reserve=hold.reserve,
-            )
+            if hold.reserved:
+                await counters.admit(
+                    key_id=hold.key.id,
+                    call_id=hold.call_id,
+                    rpm=None,
+                    month=month,
+                    budget=_NO_LIMIT,
+                    reserve=hold.reserve,
+                )
+            for scope in hold.scopes:
+                await counters.admit(
+                    key_id=scope.counter_id,
+                    call_id=scope_call(hold.call_id, scope.id),
+                    rpm=None,
+                    month=month,
+                    budget=_NO_LIMIT,
+                    reserve=hold.reserve,
+                )
 
     def _note_admission(self, key_id: int, rpm: int, call_id: str) -> None:
         now = self._clock()
@@ -506,19 +677,34 @@ class Guard:
         start, end = month_bounds(month)
         keys = await self.store.run(key_table.list_keys, self._box)
         keys = [k for k in keys if key_id is None or k.id == key_id]
+        # The team budgets with the keys: their counters are rebuilt alike, from the log's
+        # record of what each call was charged to.
+        scopes = [] if key_id is not None else await self.store.run(team_table.list_budgets)
         snapshot = _Snapshot(self.store)
         try:
             # The snapshot first: a call settled after it has its row written after it too.
             logged = await snapshot.run(month_spend_units, start=start, end=end, key_id=key_id)
+            # A user's budget counts all their calls of the month; a group's, the calls
+            # charged to it (whoever was in the group then).
+            logged_groups: dict[int, int] = {}
+            logged_users: dict[str, int] = {}
+            if scopes:
+                logged_groups = await snapshot.run(
+                    team_table.budget_spend_units, start=start, end=end
+                )
+                logged_users = await snapshot.run(team_table.user_spend_units, start=start, end=end)
+            ids = [k.id for k in keys] + [b.counter_id for b in scopes]
             recents: list[Settlements] = await asyncio.gather(
-                *(counters.recent_settlements(key_id=k.id, month=month) for k in keys)
+                *(counters.recent_settlements(key_id=i, month=month) for i in ids)
             )
-            candidates = {call_id for r in recents for call_id in (*r.costs, *r.held)}
+            candidates = {base_call(call_id) for r in recents for call_id in (*r.costs, *r.held)}
             in_log, held = await snapshot.run(
                 _unlogged, month=month, candidates=candidates, key_id=key_id
             )
         finally:
             await snapshot.close()
+        scope_recents = recents[len(keys) :]
+        recents = recents[: len(keys)]
         report = []
         for key, recent in zip(keys, recents, strict=True):
             truth = logged.get(key.id, 0)
@@ -557,6 +743,41 @@ class Guard:
                         "drift_usd": to_usd(before - now) if counted else None,
                     }
                 )
+        team = []
+        for scope, recent in zip(scopes, scope_recents, strict=True):
+            if scope.kind == "user":
+                truth = logged_users.get(scope.name, 0)
+            else:
+                truth = logged_groups.get(scope.id, 0)
+            pending = held.get(scope.counter_id, {})
+            base = truth + sum(pending.values())
+            base += sum(
+                cost
+                for call_id, cost in recent.costs.items()
+                if base_call(call_id) not in in_log and call_id not in pending
+            )
+            over = (
+                [c for c in recent.held if base_call(c) in in_log or c in pending] if drop else []
+            )
+            before, now = await counters.rebase_spent(
+                key_id=scope.counter_id,
+                month=month,
+                base=base,
+                since=recent,
+                exclude=list(pending),
+                forget=over,
+            )
+            if before or truth:
+                team.append(
+                    {
+                        "kind": scope.kind,
+                        "name": scope.name,
+                        "budget_usd": scope.monthly_budget_usd,
+                        "counter_usd": to_usd(before),
+                        "logged_usd": to_usd(truth),
+                        "drift_usd": to_usd(before - now),
+                    }
+                )
         await self._replace_reservations(counters, key_id, month)
         if windows:
             try:
@@ -574,7 +795,12 @@ class Guard:
         loaded = sum(1 for r in report if r["logged_usd"] and r["counter_usd"] == 0)
         if loaded:
             log.info("lcm: reconcile %s loaded %d key(s)' spend from the log", month, loaded)
-        return {"month": month, "store": getattr(counters, "name", "?"), "keys": report}
+        return {
+            "month": month,
+            "store": getattr(counters, "name", "?"),
+            "keys": report,
+            "team_budgets": team,
+        }
 
     async def drain(self) -> None:
         """Wait for alert tasks still running."""

@@ -61,9 +61,9 @@ def take_provider_keys(environ: MutableMapping[str, str]) -> dict[str, str]:
 
 def ensure_kernel_key(
     db: Database, box: SecretBox, user: str, provider_keys: dict[str, str]
-) -> str:
-    """The plain kernel key of `user`, stored (created, or given the provider keys found
-    now) if it needs to be."""
+) -> tuple[str, int]:
+    """The plain kernel key of `user` and its id, stored (created, or given the provider
+    keys found now, or its owner) if it needs to be."""
     plain = derived_proxy_key(box.derive(f"kernel-key:{user}"))
     record = find_key_by_hash(db, box, hash_key(plain))
     if record is None:
@@ -73,10 +73,14 @@ def ensure_kernel_key(
             "routing_mode": "off",
             "provider_api_keys": provider_keys,
         }
-        create_key(db, box, validate_key_fields(fields, partial=False), plain=plain)
+        record, _ = create_key(
+            db, box, validate_key_fields(fields, partial=False), plain=plain, owner=user
+        )
     elif any(record.provider_api_keys.get(p) != k for p, k in provider_keys.items()):
         update_key(db, box, record.id, {"provider_api_keys": provider_keys})
-    return plain
+    if record.owner != user:  # made before keys had owners
+        db.execute("UPDATE proxy_keys SET owner = ? WHERE id = ?", [user, record.id])
+    return plain, record.id
 
 
 def point_kernels(environ: MutableMapping[str, str], server_url: str, plain: str) -> None:

@@ -67,12 +67,15 @@ from ..store.keys import KeyRecord
 from ..store.logrow import LogRow
 from ..store.logwriter import LogWriter
 from ..store.store import Store
+from ..store.team import TeamBudget, charged_ids
 from ..store.timeutil import to_iso
 from .budgets import Guard, Hold
 from .cache import ResponseCache, cache_digest, wants_no_cache
+from .kernels import CellTally, KernelBook, admit_in_cell, settle_in_cell, split_key
 from .keyring import KeyRing
 from .pricing import PricingService
 from .routing import Router
+from .team import TeamBudgets
 from .upstream import Upstream, UpstreamResponse, origin
 
 log = logging.getLogger(__name__)
@@ -256,6 +259,17 @@ class Call:
     """Billed later, by whichever call first retrieves the result (a background response)."""
     answered: bool = False
     """The whole answer is out (cut short after this, the call still counts as answered)."""
+    kernel_id: str | None = None
+    """The kernel its key names (kernels.py), if any."""
+    user: str | None = None
+    notebook: str | None = None
+    cell: str | None = None
+    tally: CellTally | None = None
+    """The tally of the cell the call was made in (its kernel's, at the call's start)."""
+    cell_hold: int | None = None
+    """What the call holds of its cell's budget; None until the cell admitted it."""
+    scopes: list[TeamBudget] = field(default_factory=list)
+    """The team budgets its user's calls are charged to (team mode)."""
 
 
 class ProxyPipeline:
@@ -274,8 +288,13 @@ class ProxyPipeline:
         cache: ResponseCache | None = None,
         router: Router | None = None,
         journal: Journal | None = None,
+        kernels: KernelBook | None = None,
+        team: TeamBudgets | None = None,
     ) -> None:
         self.settings = settings
+        self.kernels = kernels or KernelBook()
+        self.team = team
+        """Team mode's budgets per user and group (None: not a team)."""
         self.keys = keys
         self.pricing = pricing
         self.upstream = upstream
@@ -340,6 +359,8 @@ class ProxyPipeline:
                     if call.key_id is not None and self.on_activity is not None:
                         self.on_activity()
                     row = self._row_or_none(call)
+                    if call.tally is not None and call.cell_hold is not None:
+                        settle_in_cell(call.tally, call.cell_hold, row)
                     if row is not None and self.journal is not None:
                         # Durable now, before the booking's round trip: the answer is out.
                         self._journal_row(row)
@@ -402,6 +423,11 @@ class ProxyPipeline:
         key = await self._authenticate(req, call)
         if self.draining:
             raise ServerStopping  # after the key check: a flood of bad keys is still not logged
+        if call.kernel_id is not None:
+            origin = await self.kernels.origin(call.kernel_id, key.id)
+            call.notebook, call.cell, call.tally = origin.notebook, origin.cell, origin.tally
+        if self.team is not None:
+            call.scopes = await self.team.for_user(call.user)
         endpoint = classify(req.path, req.method)
         call.endpoint, call.endpoint_name = endpoint, endpoint.name
         body = _parse_body(req)
@@ -440,6 +466,16 @@ class ProxyPipeline:
                 if metered
                 else None
             )
+            if call.tally is not None:
+                # The cell's own budget first (%%lcm budget): refused there, nothing is held.
+                worst = self.guard.worst_case(
+                    card,
+                    jbody,
+                    generates=endpoint.wire not in _NO_OUTPUT,
+                    wire=endpoint.wire,
+                    raw_size=len(req.body),
+                )
+                call.cell_hold = admit_in_cell(call.tally, worst if metered else 0)
             call.hold = await self.guard.admit(
                 key,
                 call.id,
@@ -451,6 +487,7 @@ class ProxyPipeline:
                 month=call.created_at[:7],
                 wire=endpoint.wire,
                 raw_size=len(req.body),
+                scopes=call.scopes,
             )
         extra = call.hold.headers() if call.hold is not None else []
 
@@ -553,7 +590,8 @@ class ProxyPipeline:
         call.answered = True
 
     async def _authenticate(self, req: ProxyRequest, call: Call) -> KeyRecord:
-        plain = key_from_request(req.headers, req.query)
+        sent = key_from_request(req.headers, req.query)
+        plain, call.kernel_id = split_key(sent) if sent else (sent, None)
         if not plain:
             raise AuthenticationFailed(
                 "No proxy key was sent. Use your lcm-... key as the SDK's api_key "
@@ -565,7 +603,7 @@ class ProxyPipeline:
                 "Invalid proxy key. Create one with the lcm keys API, `jupyter lcm keys create`"
                 " or the key form."
             )
-        call.key_id, call.key = key.id, key
+        call.key_id, call.key, call.user = key.id, key, key.owner
         if key.revoked:
             raise AuthenticationFailed(
                 f"The proxy key {key.key_prefix}... ({key.name!r}) was revoked at {key.revoked_at}."
@@ -779,6 +817,10 @@ class ProxyPipeline:
             method=call.method,
             stream=call.stream,
             charge=endpoint.charge,
+            user=call.user,
+            notebook=call.notebook,
+            cell=call.cell,
+            team_budget_ids=charged_ids(call.scopes),
             # What a cut-short call is booked at: its input, estimated as a failed stream's is.
             input_estimate=estimate_input_tokens(body) if endpoint.charge == METERED else 0,
         )
@@ -914,6 +956,10 @@ class ProxyPipeline:
             "routing_decision": json.dumps(logged),
             "shadow_savings_usd": 0.0,
             "created_at": call.created_at,
+            "user": call.user,
+            "notebook": call.notebook,
+            "cell": call.cell,
+            "team_budget_ids": charged_ids(call.hold.scopes) if call.hold is not None else None,
         }
         # The shadow job rides with the row to the log writer's thread, which takes it off.
         return {**row, **self._shadow_job(call, usage, priced, decision)}

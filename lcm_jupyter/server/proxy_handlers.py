@@ -9,6 +9,7 @@ streamed in so that an oversized one is discarded as it arrives instead of held.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -19,7 +20,9 @@ from tornado.iostream import StreamClosedError
 
 from ..core.errors import LCMError, render_error
 from ..core.ids import new_log_id
+from ..core.keys import key_from_request
 from ..core.providers import PROVIDERS
+from .kernels import split_key
 from .pipeline import REQUEST_ID_HEADER, ClientGone, ProxyPipeline, ProxyRequest, ServerStopping
 
 ROUTES = (*PROVIDERS, "v2")
@@ -198,9 +201,82 @@ def _close_when_done(handler: web.RequestHandler) -> None:
         connection._disconnect_on_finish = True  # type: ignore[union-attr]
 
 
+class KernelCellHandler(web.RequestHandler):
+    """`lcm/kernel/cell`: a metered kernel says which cell it runs (POST), and asks what the
+    cell's calls came to (GET). Its own proxy key is the credential (server/kernels.py)."""
+
+    def initialize(self, pipeline: ProxyPipeline) -> None:
+        self.pipeline = pipeline
+
+    def check_xsrf_cookie(self) -> None:
+        """No XSRF check: the kernel's proxy key is the only credential."""
+
+    async def _kernel(self) -> tuple[str | None, int] | None:
+        headers = {k.lower(): v for k, v in self.request.headers.get_all()}
+        sent = key_from_request(headers, "")
+        plain, kernel_id = split_key(sent) if sent else ("", None)
+        key = await self.pipeline.keys.lookup(plain) if plain else None
+        if key is None or key.revoked:
+            self._reply(401, {"error": {"message": "A metered kernel's proxy key is needed."}})
+            return None
+        return kernel_id, key.id
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    @allow_unauthenticated
+    async def post(self) -> None:
+        found = await self._kernel()
+        if found is None:
+            return
+        try:
+            body = json.loads(self.request.body or b"{}")
+            cell_id, count, budget = (
+                body.get("cell_id"),
+                body.get("execution_count"),
+                body.get("budget_usd"),
+            )
+            if cell_id is not None and not isinstance(cell_id, str):
+                raise ValueError("cell_id must be a string")
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+                raise ValueError("execution_count must be an integer")
+            if budget is not None and (
+                isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0
+            ):
+                raise ValueError("budget_usd must be a number of dollars, 0 or more")
+        except (ValueError, AttributeError) as exc:
+            self._reply(400, {"error": {"message": f"Bad cell: {exc}"}})
+            return
+        tally = self.pipeline.kernels.start_cell(
+            *found, cell_id=cell_id, execution_count=count, budget_usd=budget
+        )
+        if tally is None:
+            self._reply(404, {"error": {"message": "This key names no kernel of this server."}})
+            return
+        self._reply(200, {"cell": tally.cell})
+
+    @allow_unauthenticated
+    async def get(self) -> None:
+        found = await self._kernel()
+        if found is None:
+            return
+        tally = await self.pipeline.kernels.current(*found)
+        if tally is None:
+            self._reply(404, {"error": {"message": "No cell of this kernel has run yet."}})
+            return
+        self._reply(200, tally.to_json())
+
+
 def proxy_handlers(pipeline: ProxyPipeline, prefix: str = "lcm/proxy") -> list[tuple]:
     """The URL rules of the proxy, relative to the server's base_url."""
     return [
         (rf"/{prefix}/{route}/(.*)", ProxyHandler, {"pipeline": pipeline, "route": route})
         for route in ROUTES
     ]
+
+
+def kernel_handlers(pipeline: ProxyPipeline) -> list[tuple]:
+    """The URL rules metered kernels call with their own key."""
+    return [(r"/lcm/kernel/cell", KernelCellHandler, {"pipeline": pipeline})]

@@ -24,10 +24,12 @@ from .alerts import AlertService
 from .breaker import FailoverCounters, State
 from .budgets import Guard
 from .cache import ResponseCache
+from .kernel_env import server_user
 from .keyring import KeyRing
 from .pipeline import ProxyPipeline
 from .pricing import PricingService
 from .routing import Router
+from .team import HubAPI, TeamBudgets, TeamDirectory, parse_groups
 from .upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,14 @@ class LCMServices:
             # What a store taking over needs in its rate windows (only Redis has a fallback).
             track_admissions=isinstance(self.counters, FailoverCounters),
         )
+        # Budgets per user and per group; who is an admin, and in which groups (team.py).
+        directory = TeamDirectory(
+            owner=server_user(),
+            admins=settings.team_admins,
+            groups=parse_groups(settings.team_groups),
+            hub=HubAPI.from_environment() if settings.team_mode else None,
+        )
+        self.team = TeamBudgets(self.store, directory)
         self.router = Router(
             pricing=self.pricing,
             store=self.store,
@@ -113,6 +123,7 @@ class LCMServices:
             cache=ResponseCache(self.shared_kv),
             router=self.router,
             journal=self.journal,
+            team=self.team,
         )
         self.log_writer.prepare = self.pipeline.judge_shadow
         self._reconciler: asyncio.Task | None = None

@@ -46,6 +46,7 @@ except ImportError:  # Windows: no flock (a live process's open lock file cannot
 from ..core.pricing import PriceTable
 from ..core.usage import Usage
 from .logrow import LogRow
+from .team import parse_ids, scope_call
 
 log = logging.getLogger(__name__)
 
@@ -310,12 +311,19 @@ class Journal:
         # or one whose row was journaled before its booking's round trip (the pipeline writes
         # it as soon as the answer is out). Releasing a settled call's is a no-op.
         for begin in state.begins.values():
-            if begin.get("h") and begin.get("k") is not None and begin["b"] not in present:
+            if begin["b"] in present:
+                continue
+            holds = [(begin.get("k"), begin["b"])] if begin.get("h") else []
+            # The team budgets it was charged to hold it under names of their own.
+            holds += [(-i, scope_call(begin["b"], i)) for i in parse_ids(begin.get("tb"))]
+            for counter_id, call_id in holds:
+                if counter_id is None:
+                    continue
                 try:
-                    await release(begin["k"], begin["b"], begin["m"])
+                    await release(counter_id, call_id, begin["m"])
                     done.released += 1
                 except Exception:  # the reservation then expires on its own
-                    log.exception("lcm journal: could not release call %s", begin["b"])
+                    log.exception("lcm journal: could not release call %s", call_id)
         for _, path in segments:
             _unlink(path)
         _unlink_lock(self.directory / f"{instance}.lock")
@@ -397,6 +405,10 @@ def begin_record(
     stream: bool,
     charge: str | None,
     input_estimate: int,
+    user: str | None = None,
+    notebook: str | None = None,
+    cell: str | None = None,
+    team_budget_ids: str | None = None,
 ) -> dict[str, Any]:
     """A call's begin record: what its row and its reservation's release need if it is cut."""
     return {
@@ -412,6 +424,10 @@ def begin_record(
         "s": int(stream),
         "c": charge,
         "n": input_estimate,
+        "u": user,
+        "nb": notebook,
+        "ce": cell,
+        "tb": team_budget_ids,
     }
 
 
@@ -476,6 +492,10 @@ def cut_short_row(begin: Mapping[str, Any], table: PriceTable | None) -> LogRow:
         "routing_decision": json.dumps(_NOT_ROUTED),
         "shadow_savings_usd": 0.0,
         "created_at": begin["t"],
+        "user": begin.get("u"),
+        "notebook": begin.get("nb"),
+        "cell": begin.get("ce"),
+        "team_budget_ids": begin.get("tb"),
     }
 
 

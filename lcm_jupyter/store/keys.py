@@ -39,6 +39,8 @@ class KeyRecord:
     updated_at: str
     revoked_at: str | None
     provider_api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    owner: str | None = None
+    """Whose key it is (a team's user: the calls made with it are theirs), None if no one's."""
 
     @property
     def revoked(self) -> bool:
@@ -58,11 +60,12 @@ class KeyRecord:
             updated_at=self.updated_at,
             revoked_at=self.revoked_at,
             revoked=self.revoked,
+            owner=self.owner,
         )
         return out
 
 
-META = ("id", "key_prefix", "created_at", "updated_at", "revoked_at")
+META = ("id", "key_prefix", "created_at", "updated_at", "revoked_at", "owner")
 """KeyRecord's attributes the store sets, beside the fields a client sets."""
 
 
@@ -94,15 +97,25 @@ def _from_row(row: Mapping[str, Any], box: SecretBox) -> KeyRecord:
 
 
 def create_key(
-    db: Database, box: SecretBox, fields: Mapping[str, Any], *, plain: str | None = None
+    db: Database,
+    box: SecretBox,
+    fields: Mapping[str, Any],
+    *,
+    plain: str | None = None,
+    owner: str | None = None,
 ) -> tuple[KeyRecord, str]:
     """Insert a key with validated `fields`; returns the record and the plain key (shown once).
-    `plain`: the key to store (a derived one, see server/kernel_env.py), else a random one."""
+    `plain`: the key to store (a derived one, see server/kernel_env.py), else a random one.
+    `owner`: the user whose calls it makes."""
     plain = plain or generate_proxy_key()
     now = utc_now_iso()
     cols = _to_columns(fields, box)
     cols.update(
-        key_hash=hash_key(plain), key_prefix=display_prefix(plain), created_at=now, updated_at=now
+        key_hash=hash_key(plain),
+        key_prefix=display_prefix(plain),
+        created_at=now,
+        updated_at=now,
+        owner=owner,
     )
     key_id = db.table("proxy_keys").insert(cols).last_pk
     record = get_key(db, box, int(key_id or 0))

@@ -42,6 +42,14 @@ class LogRow(TypedDict):
     """core.routing.RoutingDecision.to_json(), as JSON text."""
     shadow_savings_usd: float
     created_at: str
+    user: str | None
+    """Who made the call: its key's owner (a team's user), None where unknown."""
+    notebook: str | None
+    """The notebook (its path) whose kernel made the call, None where unknown."""
+    cell: str | None
+    """The cell that made it: its id, else its execution count; None where unknown."""
+    team_budget_ids: str | None
+    """The team budgets (store/team.py) the call was charged to, as ",3,5,"; None if none."""
 
 
 FEEDBACK_COLUMNS = ("feedback", "feedback_comment")

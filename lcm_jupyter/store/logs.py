@@ -20,6 +20,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     for name in BOOL_COLUMNS:
         row[name] = bool(row[name])
     row["usage"] = row.pop("usage_json")
+    row.pop("team_budget_ids", None)  # the budget counters' record (store/team.py)
     return row
 
 
@@ -63,6 +64,12 @@ def _filter_sql(where: LogFilter, dialect: str) -> tuple[list[str], list[Any]]:
     if where.provider is not None:
         terms.append(_likely("provider = ?", dialect))
         params.append(where.provider)
+    if where.user is not None:
+        terms.append('"user" = ?')
+        params.append(where.user)
+    if where.notebook is not None:
+        terms.append("notebook = ?")
+        params.append(where.notebook)
     if where.status is not None:
         sql, values = _status_sql(where)
         terms.append(_likely(sql, dialect))

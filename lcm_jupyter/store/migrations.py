@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .rollup import create_and_backfill, create_summaries
+from .rollup import backfill_dims, create_and_backfill, create_summaries
 
 if TYPE_CHECKING:
     from .db import SQLiteDatabase
@@ -18,6 +18,30 @@ migrations = Migrations("lcm_jupyter")
 SERVERS_TABLE = (
     "CREATE TABLE lcm_servers "
     "(server_id TEXT NOT NULL PRIMARY KEY, redis_ok_at DOUBLE PRECISION NOT NULL)"
+)
+# Who made each call, from which notebook and cell, and the budgets of a team's users and
+# groups (0012, both engines). "user" is quoted: PostgreSQL reserves the word.
+TEAM_SQL = (
+    'ALTER TABLE proxy_logs ADD COLUMN "user" TEXT',
+    "ALTER TABLE proxy_logs ADD COLUMN notebook TEXT",
+    "ALTER TABLE proxy_logs ADD COLUMN cell TEXT",
+    # The team budgets a call was charged to (",3,5,"): what they are rebuilt from, whatever
+    # the groups are by then.
+    "ALTER TABLE proxy_logs ADD COLUMN team_budget_ids TEXT",
+    'CREATE INDEX idx_proxy_logs_user_created ON proxy_logs ("user", created_at)',
+    "ALTER TABLE proxy_keys ADD COLUMN owner TEXT",
+    """
+    CREATE TABLE team_budgets (
+        id {id},
+        kind TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+        name TEXT NOT NULL,
+        monthly_budget_usd DOUBLE PRECISION,
+        budget_alerts_enabled INTEGER NOT NULL DEFAULT 1,
+        budget_alert_thresholds TEXT NOT NULL DEFAULT '[80, 90, 100]',
+        updated_at TEXT NOT NULL,
+        UNIQUE (kind, name)
+    )
+    """,
 )
 
 
@@ -218,3 +242,14 @@ def m0011_servers(db: Database) -> None:
     """Which servers count on Redis now (store/counters_db.py): a server that lost Redis
     while others still count there must not decide limits alone in the database."""
     db.execute(SERVERS_TABLE)
+
+
+@migrations(name="0012_team")
+def m0012_team(db: Database) -> None:
+    """Attribution of calls to user, notebook and cell; budgets per user and per group.
+
+    The rollups gain two dimensions, `user` and `notebook`: the calls logged before have
+    neither, so they are backfilled under '' (store/rollup.py `backfill_dims`)."""
+    for sql in TEAM_SQL:
+        db.execute(sql.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
+    backfill_dims(cast("SQLiteDatabase", db))

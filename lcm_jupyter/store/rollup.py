@@ -7,8 +7,9 @@ Three tables, kept up by the log writer in each batch's own transaction (`add_ro
   minutes (Asia/Kolkata +5:30, Asia/Kathmandu +5:45), so the local days of any
   configured timezone are whole runs of buckets. Busy, it has a row per bucket and group.
 - `usage_rollup_dim`: per 15 minutes and one value of one dimension (`total`, `key_id`,
-  `provider` or `model`). A 90-day timeseries, unfiltered or with one filter, reads its
-  8,640 rows however many keys and models there are.
+  `provider`, `model`, and a team's `user` and `notebook`). A 90-day timeseries,
+  unfiltered or with one filter, reads its 8,640 rows however many keys and models there
+  are; a breakdown by user or notebook reads the period's rows of that dimension.
 - `usage_rollup_day`: per UTC day and (key, provider, model). A breakdown reads a
   period's whole UTC days here and only its partial days at either end (under a day
   each) from `usage_rollup`.
@@ -24,12 +25,15 @@ upsert. A row whose created_at the database cannot read as a time is in no rollu
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from ..core.analytics import Totals
 from ..core.budget import MONEY_SCALE
+from .timeutil import to_iso
 
 if TYPE_CHECKING:
     from .db import Database
@@ -38,6 +42,8 @@ BUCKET_SECONDS = 900
 DAY_SECONDS = 86400
 NO_KEY = -1
 FILTERS = ("key_id", "provider", "model")
+ATTRIBUTION = ("user", "notebook")
+"""Dimensions only usage_rollup_dim has (a team's: who made a call, from which notebook)."""
 
 SUMS = (
     "requests",
@@ -80,13 +86,18 @@ $$
 """
 
 
-def row_sql(dialect: str) -> dict[str, str]:
-    """One proxy_logs row's group and figures, in SQL: what every rollup sums."""
+def row_sql(dialect: str, *, attribution: bool = False) -> dict[str, str]:
+    """One proxy_logs row's group and figures, in SQL: what every rollup sums.
+
+    `attribution`: with its user and notebook ('' where none), on a log that has them
+    (migration 0012; the backfills of 0004 and 0005 run before it)."""
+    who = {"user": "COALESCE(\"user\", '')", "notebook": "COALESCE(notebook, '')"}
     return {
         "bucket": f"CAST({_EPOCH[dialect]} AS BIGINT) / {BUCKET_SECONDS} * {BUCKET_SECONDS}",
         "key_id": f"COALESCE(key_id, {NO_KEY})",
         "provider": "COALESCE(provider, '')",
         "model": "COALESCE(model, requested_model, '')",
+        **(who if attribution else {}),
         "requests": "1",
         "cost_units": f"COALESCE({sql_units('cost_usd', MONEY_SCALE, dialect)}, 0)",
         "savings_units": f"COALESCE({sql_units('savings_usd', MONEY_SCALE, dialect)}, 0)",
@@ -102,6 +113,8 @@ def row_sql(dialect: str) -> dict[str, str]:
 
 _GROUP = ("bucket", "key_id", "provider", "model")
 _GROUP_TYPES = {"bucket": "INTEGER", "key_id": "INTEGER", "provider": "TEXT", "model": "TEXT"}
+# A batch's sums keep who and which notebook too, for the dimension table.
+_BATCH_TYPES = {**_GROUP_TYPES, **dict.fromkeys(ATTRIBUTION, "TEXT")}
 # In SQLite `value` has no type, so key ids stay integers and names stay text; PostgreSQL
 # needs one type, text (`dim_value` gives the filter's value in it).
 _TABLES = {
@@ -109,25 +122,29 @@ _TABLES = {
     "usage_rollup_day": {"day": "INTEGER", **{c: _GROUP_TYPES[c] for c in FILTERS}},
     "usage_rollup_dim": {"dim": "TEXT", "value": "", "bucket": "INTEGER"},
 }
-_BATCH = {"sqlite": "temp.usage_batch", "postgresql": "pg_temp.usage_batch"}
+_BATCH = {"sqlite": "temp.usage_batch2", "postgresql": "pg_temp.usage_batch2"}
 
 # How the rows of a 15-minute group table (usage_rollup, or a batch's own sums) feed
 # each table: (table, {group column: expression over the 15-minute group row}).
 _SAME = {c: c for c in _GROUP}
 
 
-def _summaries(dialect: str) -> tuple[tuple[str, dict[str, str]], ...]:
+def _dims(dialect: str, dims: Sequence[str]) -> tuple[tuple[str, dict[str, str]], ...]:
     def value(c: str) -> str:
-        return c if dialect == "sqlite" or c != "key_id" else f"CAST({c} AS TEXT)"
+        column = f'"{c}"'
+        return column if dialect == "sqlite" or c != "key_id" else f"CAST({column} AS TEXT)"
 
+    return tuple(
+        ("usage_rollup_dim", {"dim": f"'{c}'", "value": value(c), "bucket": "bucket"}) for c in dims
+    )
+
+
+def _summaries(dialect: str) -> tuple[tuple[str, dict[str, str]], ...]:
     day = {"day": f"bucket - bucket % {DAY_SECONDS}", **{c: c for c in FILTERS}}
     return (
         ("usage_rollup_day", day),
         ("usage_rollup_dim", {"dim": "'total'", "value": "''", "bucket": "bucket"}),
-        *(
-            ("usage_rollup_dim", {"dim": f"'{c}'", "value": value(c), "bucket": "bucket"})
-            for c in FILTERS
-        ),
+        *_dims(dialect, FILTERS),
     )
 
 
@@ -144,7 +161,7 @@ def _columns(groups: dict[str, str], dialect: str) -> str:
             filter(
                 None,
                 (
-                    name,
+                    _quoted(name),
                     ("BIGINT" if kind == "INTEGER" else kind or "TEXT") if pg else kind,
                     "NOT NULL",
                 ),
@@ -153,7 +170,7 @@ def _columns(groups: dict[str, str], dialect: str) -> str:
         for name, kind in groups.items()
     ]
     sums = [f"{c} {'BIGINT' if pg else 'INTEGER'} NOT NULL DEFAULT 0" for c in SUMS]
-    return f"({', '.join(keys + sums)}, PRIMARY KEY ({', '.join(groups)}))"
+    return f"({', '.join(keys + sums)}, PRIMARY KEY ({', '.join(map(_quoted, groups))}))"
 
 
 def _create(db: Database, table: str) -> None:
@@ -162,19 +179,26 @@ def _create(db: Database, table: str) -> None:
     db.execute(f"CREATE TABLE {table} {_columns(_TABLES[table], db.dialect)}{tail}")
 
 
+def _quoted(name: str) -> str:
+    # Every group column named as an identifier: PostgreSQL reserves "user".
+    return f'"{name}"'
+
+
 def _upsert(table: str, groups: dict[str, str], source: str) -> str:
     """SQL adding `source`'s rows (group columns and SUMS), regrouped by `groups`, to `table`."""
     return (
-        f"INSERT INTO {table} AS t ({', '.join([*groups, *SUMS])}) "
+        f"INSERT INTO {table} AS t ({', '.join([*map(_quoted, groups), *SUMS])}) "
         f"SELECT {', '.join(groups.values())}, {', '.join(f'SUM({c})' for c in SUMS)} "
         f"FROM {source} WHERE true GROUP BY {', '.join(str(n + 1) for n in range(len(groups)))} "
-        f"ON CONFLICT ({', '.join(groups)}) DO UPDATE SET "
+        f"ON CONFLICT ({', '.join(map(_quoted, groups))}) DO UPDATE SET "
         + ", ".join(f"{c} = t.{c} + excluded.{c}" for c in SUMS)
     )
 
 
-def _log_rows(where: str, dialect: str) -> str:
-    figures = ", ".join(f"{sql} AS {name}" for name, sql in row_sql(dialect).items())
+def _log_rows(where: str, dialect: str, *, attribution: bool = False) -> str:
+    figures = ", ".join(
+        f'{sql} AS "{name}"' for name, sql in row_sql(dialect, attribution=attribution).items()
+    )
     source = "proxy_logs"
     if dialect == "postgresql":
         source = f"(SELECT *, lcm_epoch(created_at) AS lcm_e FROM proxy_logs WHERE {where}) AS l"
@@ -187,10 +211,13 @@ def _batch_sql(dialect: str) -> tuple[str, str, list[str]]:
     """Create the batch table, fill it (from the rows above a rowid on SQLite, from the
     rows with the given ids on PostgreSQL), feed every rollup from it."""
     batch = _BATCH[dialect]
-    create = f"CREATE TEMP TABLE IF NOT EXISTS usage_batch {_columns(_GROUP_TYPES, dialect)}"
+    # Named apart from earlier versions' batch table (a pooled connection may hold one).
+    create = f"CREATE TEMP TABLE IF NOT EXISTS usage_batch2 {_columns(_BATCH_TYPES, dialect)}"
     where = "rowid > ?" if dialect == "sqlite" else "id = ANY(?)"
-    fill = _upsert(batch, _SAME, _log_rows(where, dialect))
-    feed = [_upsert(t, g, batch) for t, g in (("usage_rollup", _SAME), *_summaries(dialect))]
+    groups = {c: f'"{c}"' for c in _BATCH_TYPES}
+    fill = _upsert(batch, groups, _log_rows(where, dialect, attribution=True))
+    feeds = (("usage_rollup", _SAME), *_summaries(dialect), *_dims(dialect, ATTRIBUTION))
+    feed = [_upsert(t, g, batch) for t, g in feeds]
     return create, fill, feed
 
 
@@ -241,14 +268,22 @@ def create_summaries(db: Database) -> None:
     _fill_summaries(db)
 
 
+def backfill_dims(db: Database) -> None:
+    """Add the user and notebook dimensions of every proxy_logs row already written (0012)."""
+    source = _log_rows("true", db.dialect, attribution=True)
+    for table, groups in _dims(db.dialect, ATTRIBUTION):
+        db.execute(_upsert(table, groups, source))
+
+
 def rebuild(db: Database) -> None:
     """Empty every rollup table and refill it from proxy_logs, on a database that has them:
-    the backfills above (0004, then 0005 from usage_rollup). Call it in a transaction, with
-    no log writer running."""
+    the backfills above (0004, then 0005 from usage_rollup, then 0012). Call it in a
+    transaction, with no log writer running."""
     for table in _TABLES:
         db.execute(f"DELETE FROM {table}")
     _fill_from_log(db)
     _fill_summaries(db)
+    backfill_dims(db)
 
 
 def create_tables(db: Database) -> None:
@@ -261,8 +296,34 @@ def create_tables(db: Database) -> None:
 _SELECT_SUMS = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
 
 
-def _given(key_id: int | None, provider: str | None, model: str | None) -> dict[str, Any]:
-    return {c: v for c, v in zip(FILTERS, (key_id, provider, model), strict=True) if v is not None}
+def _given(*values: Any) -> dict[str, Any]:
+    names = (*FILTERS, *ATTRIBUTION)
+    return {c: v for c, v in zip(names, values, strict=True) if v is not None}
+
+
+def _from_log(
+    db: Database, group: str | None, given: dict[str, Any], start: int, end: int
+) -> list[dict[str, Any]]:
+    """SUMS of the log's rows in the buckets from `start` up to `end` that `given` keeps,
+    per `group` (a column of the rollups' groups, or None: per bucket): what no rollup
+    holds (a user or notebook with another filter). Read through the log's time index."""
+    lo = -(-start // BUCKET_SECONDS) * BUCKET_SECONDS
+    # Stored times are UTC text: a bucket's rows lie within its own instants.
+    span = "created_at >= ? AND created_at < ?"
+    params: list[Any] = [_iso(lo), _iso(max(-(-end // BUCKET_SECONDS) * BUCKET_SECONDS, lo))]
+    source = _log_rows(span, db.dialect, attribution=True)
+    where = "".join(f" AND {_quoted(c)} = ?" for c in given)
+    params += [lo, end, *given.values()]
+    column = _quoted(group) if group else "bucket"
+    sql = (
+        f"SELECT {column} AS grp, {_SELECT_SUMS} FROM {source} "
+        f"WHERE bucket >= ? AND bucket < ?{where} GROUP BY {column}"
+    )
+    return list(db.query(sql, params))
+
+
+def _iso(epoch: int) -> str:
+    return to_iso(datetime.fromtimestamp(epoch, timezone.utc))
 
 
 def by_day(
@@ -272,14 +333,25 @@ def by_day(
     key_id: int | None = None,
     provider: str | None = None,
     model: str | None = None,
+    user: str | None = None,
+    notebook: str | None = None,
 ) -> list[Totals]:
     """Totals per day, day i being [bounds[i], bounds[i+1]) in epoch seconds, over the
     calls the filters keep; days without calls are zero.
 
-    With no filter or one, from usage_rollup_dim; with several, from usage_rollup.
+    With no filter or one, from usage_rollup_dim; with several, from usage_rollup, or from
+    the log itself when a user or notebook is among them.
     """
-    given = _given(key_id, provider, model)
+    given = _given(key_id, provider, model, user, notebook)
     days = ", ".join("(?, ?, ?)" for _ in range(len(bounds) - 1))
+    if len(given) > 1 and set(given) & set(ATTRIBUTION):
+        totals = [Totals() for _ in range(len(bounds) - 1)]
+        starts = list(bounds)
+        for row in _from_log(db, None, given, bounds[0], bounds[-1]):
+            # The day of a bucket: the last whose first bucket is at or before it.
+            i = bisect_right([-(-b // BUCKET_SECONDS) * BUCKET_SECONDS for b in starts], row["grp"])
+            totals[i - 1].add(Totals.from_row(row))
+        return totals
     if len(given) <= 1:
         ((dim, value),) = given.items() or [("total", "")]
         if db.dialect == "sqlite":
@@ -324,7 +396,13 @@ def by_day(
     return totals
 
 
-_GROUP_COLUMN = {"model": "model", "provider": "provider", "key": "key_id"}
+_GROUP_COLUMN = {
+    "model": "model",
+    "provider": "provider",
+    "key": "key_id",
+    "user": "user",
+    "notebook": "notebook",
+}
 
 
 def by_group(
@@ -336,13 +414,28 @@ def by_group(
     key_id: int | None = None,
     provider: str | None = None,
     model: str | None = None,
+    user: str | None = None,
+    notebook: str | None = None,
 ) -> list[tuple[Any, Totals]]:
-    """Totals per model, provider or key_id in [start, end) epoch seconds.
+    """Totals per model, provider, key_id, user or notebook in [start, end) epoch seconds.
 
     The whole UTC days inside the period come from usage_rollup_day; the rest, under a
-    day at either end, from usage_rollup.
+    day at either end, from usage_rollup. By user or notebook, from usage_rollup_dim,
+    unfiltered; with a filter involving them, from the log itself.
     """
-    given = _given(key_id, provider, model)
+    given = _given(key_id, provider, model, user, notebook)
+    column = _GROUP_COLUMN[by]
+    if column in ATTRIBUTION or set(given) & set(ATTRIBUTION):
+        if given:
+            rows = _from_log(db, column, given, start, end)
+        else:
+            lo = -(-start // BUCKET_SECONDS) * BUCKET_SECONDS
+            sql = (
+                f"SELECT value AS grp, {_SELECT_SUMS} FROM usage_rollup_dim "
+                "WHERE dim = ? AND bucket >= ? AND bucket < ? GROUP BY value"
+            )
+            rows = list(db.query(sql, [column, lo, end]))
+        return [(row["grp"], Totals.from_row(row)) for row in rows]
     first_day = -(-start // DAY_SECONDS) * DAY_SECONDS
     end_day = end // DAY_SECONDS * DAY_SECONDS
     if first_day < end_day:
@@ -354,12 +447,12 @@ def by_group(
     else:
         ranges = [("usage_rollup", "bucket", start, end)]
     parts, params = [], []
-    for table, column, lo, hi in ranges:
+    for table, time, lo, hi in ranges:
         if lo < hi:
             where = " ".join(f"AND {c} = ?" for c in given)
             parts.append(
-                f"SELECT {_GROUP_COLUMN[by]} AS grp, {', '.join(SUMS)} FROM {table} "
-                f"WHERE {column} >= ? AND {column} < ? {where}"
+                f"SELECT {column} AS grp, {', '.join(SUMS)} FROM {table} "
+                f"WHERE {time} >= ? AND {time} < ? {where}"
             )
             params += [lo, hi, *given.values()]
     if not parts:

@@ -360,6 +360,10 @@ def _call(
         "routing_decision": json.dumps(decision.to_json()),
         "shadow_savings_usd": 0.0,
         "created_at": to_iso(moment),
+        "user": None,
+        "notebook": None,
+        "cell": None,
+        "team_budget_ids": None,
     }
     if failure:
         status, message = rng.choice(_FAILURES[provider])

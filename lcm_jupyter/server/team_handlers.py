@@ -1,0 +1,249 @@
+"""The team's REST API: budgets per user and per group, and the admin view's figures.
+
+- `GET lcm/api/budgets/users`, `GET lcm/api/budgets/groups`: the month's budgets with spend
+  (a user sees their own and their groups'; an admin every one).
+- `GET|PUT lcm/api/budgets/users/{name}`, `.../groups/{name}`: PUT `{monthly_budget_usd,
+  budget_alert_thresholds?, budget_alerts_enabled?}`, admins only (403 otherwise).
+- `GET lcm/api/team?month=`: users (spend, budget, top models and notebooks) and groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+from urllib.parse import unquote
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..core.budget import current_month, month_bounds, to_usd
+from ..core.errors import BadRequest, NotFound, PermissionDenied
+from ..core.keyspec import FIELDS
+from ..store import team as team_table
+from ..store.team import KINDS, TeamBudget
+from .api_handlers import LCMAPIHandler, answers_errors
+
+_PLURAL = {"users": "user", "groups": "group"}
+_BUDGET_FIELDS = ("monthly_budget_usd", "budget_alert_thresholds", "budget_alerts_enabled")
+
+
+def _kind(plural: str) -> str:
+    kind = _PLURAL.get(plural)
+    if kind is None:
+        raise NotFound(f"no budgets of {plural!r} (users or groups)")
+    return kind
+
+
+def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A team budget's fields from a PUT body, checked as a key's same fields are."""
+    unknown = sorted(set(body) - set(_BUDGET_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
+    if "monthly_budget_usd" not in body:
+        raise BadRequest(
+            "monthly_budget_usd is required (null: no limit)", param="monthly_budget_usd"
+        )
+    return {name: FIELDS[name].check(value) for name, value in body.items()}
+
+
+class TeamHandler(LCMAPIHandler):
+    """Shared: the services' team budgets, and the month's figures of a budget."""
+
+    auth_resource = "lcm:budgets"
+
+    @property
+    def team(self):
+        return self.lcm.team
+
+    async def _states(self, budgets: list[TeamBudget], month: str) -> list[dict[str, Any]]:
+        states = await asyncio.gather(
+            *(self.lcm.counters.budget(key_id=b.counter_id, month=month) for b in budgets)
+        )
+        out = []
+        for budget, state in zip(budgets, states, strict=True):
+            limit = budget.monthly_budget_usd
+            spent, reserved = to_usd(state.spent), to_usd(state.reserved)
+            out.append(
+                {
+                    **budget.public(),
+                    "month": month,
+                    "budget_usd": limit,
+                    "spent_usd": spent,
+                    "reserved_usd": reserved,
+                    "remaining_usd": None if limit is None else max(limit - spent - reserved, 0.0),
+                }
+            )
+        return out
+
+    async def _visible(self, kind: str) -> list[TeamBudget]:
+        me = await self.member()
+        budgets = await self.lcm.store.run(team_table.list_budgets, kind)
+        if me.admin:
+            return budgets
+        mine = {me.name} if kind == "user" else set(me.groups)
+        return [b for b in budgets if b.name in mine]
+
+
+class TeamBudgetsHandler(TeamHandler):
+    """`GET lcm/api/budgets/users|groups`."""
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self, plural: str) -> None:
+        kind = _kind(plural)
+        month = current_month()
+        budgets = await self._states(await self._visible(kind), month)
+        self.reply({"month": month, "budgets": budgets})
+
+
+class TeamBudgetHandler(TeamHandler):
+    """`GET|PUT lcm/api/budgets/users|groups/{name}`."""
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self, plural: str, name: str) -> None:
+        kind, name = _kind(plural), unquote(name)
+        found = [b for b in await self._visible(kind) if b.name == name]
+        if not found:
+            raise NotFound(f"no budget of {kind} {name!r} you may see")
+        (state,) = await self._states(found, current_month())
+        self.reply(state)
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def put(self, plural: str, name: str) -> None:
+        kind, name = _kind(plural), unquote(name)
+        me = await self.member()
+        if not me.admin:
+            raise PermissionDenied(
+                f"Only a team admin may set budgets ({me.name} is not one: the hub's admins, "
+                "holders of the hub scope custom:lcm:admin, or LCMExtension.team_admins)."
+            )
+        if not name.strip() or len(name) > 200:
+            raise BadRequest("a user or group name is required", param="name")
+        fields = _fields(self.optional_body())
+        budget = await self.lcm.store.run(
+            team_table.set_budget,
+            kind,
+            name,
+            monthly_budget_usd=fields["monthly_budget_usd"],
+            budget_alerts_enabled=fields.get("budget_alerts_enabled"),
+            budget_alert_thresholds=fields.get("budget_alert_thresholds"),
+        )
+        self.team.forget()
+        # Its counter starts from what the log says (a user's calls of the month so far).
+        await self.lcm.reconcile()
+        (state,) = await self._states([budget], current_month())
+        self.reply(state)
+
+
+def _money(units: int) -> float:
+    return to_usd(units)
+
+
+class TeamViewHandler(TeamHandler):
+    """`GET lcm/api/team?month=YYYY-MM`: what the admin view shows."""
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        month = self.get_argument("month", None) or current_month()
+        try:
+            start, end = month_bounds(month)
+        except ValueError:
+            raise BadRequest("month must be YYYY-MM", param="month") from None
+        me = await self.member()
+        await self.lcm.flush_logs()
+        budgets = await self.lcm.store.run(team_table.list_budgets)
+        states = {
+            (s["kind"], s["name"]): s
+            for s in await self._states([b for b in budgets if b.kind == "user"], month)
+        }
+        users_only = None if me.admin else [me.name]
+        figures = await self.lcm.store.run(
+            team_table.month_by_user, start=start, end=end, users=users_only
+        )
+        names = set(figures) | {b.name for b in budgets if b.kind == "user"}
+        if not me.admin:
+            names = {me.name}
+        members = {name: await self.team.directory.member(name) for name in sorted(names)}
+        users = []
+        for name in sorted(names):
+            entry = figures.get(
+                name, {"requests": 0, "cost_units": 0, "models": [], "notebooks": []}
+            )
+            state = states.get(("user", name))
+            users.append(
+                {
+                    "name": name,
+                    "groups": list(members[name].groups),
+                    "spent_usd": _money(entry["cost_units"]),
+                    "budget_usd": state["budget_usd"] if state else None,
+                    "remaining_usd": state["remaining_usd"] if state else None,
+                    "requests": entry["requests"],
+                    "top_models": _top(entry["models"]),
+                    "top_notebooks": _top(entry["notebooks"], none="(none)"),
+                }
+            )
+        users.sort(key=lambda u: (-u["spent_usd"], u["name"]))
+        groups = await self._groups(budgets, members, users, month, me)
+        self.reply(
+            {"month": month, "me": me.name, "admin": me.admin, "users": users, "groups": groups}
+        )
+
+    async def _groups(self, budgets, members, users, month, me) -> list[dict[str, Any]]:
+        spent = {u["name"]: u["spent_usd"] for u in users}
+        requests = {u["name"]: u["requests"] for u in users}
+        group_budgets = {b.name: b for b in budgets if b.kind == "group"}
+        names = set(group_budgets) | {g for m in members.values() for g in m.groups}
+        if not me.admin:
+            names &= set(me.groups)
+        states = {
+            s["name"]: s
+            for s in await self._states(
+                [group_budgets[n] for n in names if n in group_budgets], month
+            )
+        }
+        out = []
+        for name in sorted(names):
+            listed = await self.team.directory.members_of(name)
+            if listed is None:  # the hub would not say: the members this view knows of
+                listed = sorted(n for n, m in members.items() if name in m.groups)
+            state = states.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "members": listed,
+                    # What its budget counts when it has one; else its members' spend.
+                    "spent_usd": state["spent_usd"]
+                    if state
+                    else math.fsum(spent.get(n, 0.0) for n in listed),
+                    "budget_usd": state["budget_usd"] if state else None,
+                    "remaining_usd": state["remaining_usd"] if state else None,
+                    "requests": sum(requests.get(n, 0) for n in listed),
+                }
+            )
+        return out
+
+
+def _top(groups: list[tuple[Any, int, int]], none: str = "") -> list[dict[str, Any]]:
+    return [
+        {"name": name or none, "cost_usd": _money(units), "requests": count}
+        for name, units, count in groups
+    ]
+
+
+def team_handlers(lcm, prefix: str = "lcm/api") -> list[tuple]:
+    """The URL rules of the team API (before `budgets/{key_id}`'s, which would match them)."""
+    kwargs = {"lcm": lcm}
+    kinds = "|".join(f"{k}s" for k in KINDS)
+    return [
+        (rf"/{prefix}/budgets/({kinds})", TeamBudgetsHandler, kwargs),
+        (rf"/{prefix}/budgets/({kinds})/([^/]+)", TeamBudgetHandler, kwargs),
+        (rf"/{prefix}/team", TeamViewHandler, kwargs),
+    ]
