@@ -180,14 +180,16 @@ def test_migrate_copies_the_database_into_postgresql_readable_with_the_same_secr
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].split() == ["table", "sqlite", "postgresql"]
-    counts = {line.split()[0]: line.split()[1:] for line in lines[1:10]}
+    tables = len(_db.COPIED)
+    counts = {line.split()[0]: line.split()[1:] for line in lines[1 : 1 + tables]}
+    assert list(counts) == list(_db.COPIED)
     assert counts["proxy_keys"] == ["3", "3"] and counts["proxy_logs"] == ["400", "400"]
     assert counts["lcm_meta"] == ["1", "1"] and counts["alerts"] == ["1", "1"]
     assert "MISMATCH" not in captured.out
-    assert lines[10].startswith(
+    assert lines[1 + tables].startswith(
         "per key (3 keys and calls without a key): calls and cost equal, 400 calls, $"
     )
-    assert lines[11].startswith("verified (")
+    assert lines[2 + tables].startswith("verified (")
     assert "c.LCMExtension.db_url" in captured.err
 
     src, pg = open_database(source.path), open_database(pg_url)

@@ -63,9 +63,7 @@ def _units(rows) -> int:
     return sum(rounded_units(r["cost_usd"], 10**10) for r in rows)
 
 
-async def test_a_group_budget_stops_every_member_and_counts_to_the_unit(
-    lcm, api, base_url, logs
-):
+async def test_a_group_budget_stops_every_member_and_counts_to_the_unit(lcm, api, base_url, logs):
     ada, bob, cy = (_key_of(lcm, u) for u in ("ada", "bob", "cy"))
     await _call(base_url, ada)
     (first,) = await logs()

@@ -526,7 +526,21 @@ class AlertsHandler(LCMAPIHandler):
         alerts = await self.lcm.store.run(
             alert_table.list_alerts, key_id=key_id, unread=unread, limit=limit
         )
+        if (await self.only_mine()) is not None:
+            mine = await self._mine()
+            alerts = [a for a in alerts if a["key_id"] in mine]
         self.reply({"alerts": alerts, "unread": sum(1 for a in alerts if not a["read"])})
+
+    async def _mine(self) -> set[int]:
+        """The alerts' key ids of a team's user: their keys', their budget's and their
+        groups' (team budgets alert under their counter ids, store/team.py)."""
+        me = await self.member()
+        keys = await self.lcm.store.run(key_table.list_keys, self.lcm.box)
+        budgets = await self.lcm.team.all()
+        scopes = {("user", me.name), *(("group", g) for g in me.groups)}
+        return {k.id for k in keys if k.owner == me.name} | {
+            b.counter_id for b in budgets if (b.kind, b.name) in scopes
+        }
 
 
 class AlertsReadHandler(LCMAPIHandler):

@@ -468,14 +468,16 @@ class ProxyPipeline:
             )
             if call.tally is not None:
                 # The cell's own budget first (%%lcm budget): refused there, nothing is held.
-                worst = self.guard.worst_case(
-                    card,
-                    jbody,
-                    generates=endpoint.wire not in _NO_OUTPUT,
-                    wire=endpoint.wire,
-                    raw_size=len(req.body),
-                )
-                call.cell_hold = admit_in_cell(call.tally, worst if metered else 0)
+                worst = 0
+                if call.tally.budget is not None and metered:
+                    worst = self.guard.worst_case(
+                        card,
+                        jbody,
+                        generates=endpoint.wire not in _NO_OUTPUT,
+                        wire=endpoint.wire,
+                        raw_size=len(req.body),
+                    )
+                call.cell_hold = admit_in_cell(call.tally, worst)
             call.hold = await self.guard.admit(
                 key,
                 call.id,
