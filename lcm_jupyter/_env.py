@@ -8,6 +8,8 @@ the kernel-side client, nor the client the server), so it stays free of imports.
   else), sent as `Authorization: lcm-kernel <token>` (server/kernel_auth.py).
 - `LCM_SERVER_TOKEN`: a Jupyter token the user chose to give; the extension never sets it.
 - `JUPYTERHUB_API_TOKEN`: set by JupyterHub in single-user servers and their kernels.
+- `LCM_KERNEL_KEY`: a metered kernel's own proxy key (server/kernels.py), with which
+  `lcm_jupyter.kernel_ext` names its cells at `KERNEL_CELL_PATH`.
 """
 
 from __future__ import annotations
@@ -17,3 +19,5 @@ KERNEL_TOKEN_ENV = "LCM_KERNEL_TOKEN"
 TOKEN_ENV = "LCM_SERVER_TOKEN"
 HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 KERNEL_AUTH_SCHEME = "lcm-kernel"
+KERNEL_KEY_ENV = "LCM_KERNEL_KEY"
+KERNEL_CELL_PATH = "lcm/kernel/cell"

@@ -28,12 +28,10 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from ._env import URL_ENV
+from ._env import KERNEL_CELL_PATH, KERNEL_KEY_ENV, URL_ENV
 from .core.money import format_money
 
-KERNEL_KEY_ENV = "LCM_KERNEL_KEY"
-"""The kernel's own proxy key, set by the server (server/kernels.py) in metered kernels."""
-CELL_PATH = "lcm/kernel/cell"
+__all__ = ["KERNEL_KEY_ENV", "CellMeter", "KernelCellAPI", "cell_cost_line"]
 POST_TIMEOUT = 2.0
 """Seconds for the server to take a cell (a local round trip: milliseconds)."""
 TALLY_TIMEOUT = 4.0
@@ -130,17 +128,28 @@ class KernelCellAPI:
         post_timeout: float = POST_TIMEOUT,
         tally_timeout: float = TALLY_TIMEOUT,
     ) -> None:
-        self.url = (url if url.endswith("/") else url + "/") + CELL_PATH
+        self.url = (url if url.endswith("/") else url + "/") + KERNEL_CELL_PATH
         self.post_timeout, self.tally_timeout = post_timeout, tally_timeout
         self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         # The environment's proxy settings, as the SDKs beside it: they reach the same server.
         self._opener = urllib.request.build_opener()
 
     def post_cell(
-        self, *, cell_id: str | None, execution_count: int | None, budget_usd: float | None = None
+        self,
+        *,
+        cell_id: str | None,
+        execution_count: int | None,
+        run_id: str | None = None,
+        budget_usd: float | None = None,
     ) -> dict:
-        """This kernel now runs this cell (with this budget, when one is given)."""
-        body = {"cell_id": cell_id, "execution_count": execution_count, "budget_usd": budget_usd}
+        """This kernel now runs this cell (with this budget, when one is given); `run_id`
+        tells one run of a cell from the next (the kernel request's id)."""
+        body = {
+            "cell_id": cell_id,
+            "execution_count": execution_count,
+            "run_id": run_id,
+            "budget_usd": budget_usd,
+        }
         return self._request("POST", json.dumps(body).encode(), self.post_timeout)
 
     def tally(self) -> dict:
@@ -189,8 +198,8 @@ class CellMeter:
         self.show_line = True
         self.failure: str | None = None
         """Why the cells are no longer posted (the server failed once); None while they are."""
-        self.cell: tuple[str | None, int | None] | None = None
-        """(cell id, execution count) of the top-level cell running or last run."""
+        self.cell: tuple[str | None, int | None, str | None] | None = None
+        """(cell id, execution count, request id) of the top-level cell running or last run."""
         self._running: list[Any] = []  # ExecutionInfo of the cells running, outermost first
         self._message: Any = None  # the kernel's request the outermost one came with
 
@@ -205,9 +214,10 @@ class CellMeter:
             self._running.append(info)
             return
         self._running, self._message = [info], message
-        self.cell = (getattr(info, "cell_id", None), _execution_count(self.ip))
+        self.cell = (getattr(info, "cell_id", None), _execution_count(self.ip), message)
         if self.failure is None:
-            self._try(self.api.post_cell, cell_id=self.cell[0], execution_count=self.cell[1])
+            cell_id, count, run_id = self.cell
+            self._try(self.api.post_cell, cell_id=cell_id, execution_count=count, run_id=run_id)
 
     def post_run_cell(self, result: Any) -> None:
         """A cell ended: after a top-level one, show its line if it made calls."""
@@ -236,8 +246,10 @@ class CellMeter:
         answer. CellServerError if it does not take it."""
         if self.cell is None:
             raise CellServerError("no cell is running")
-        cell_id, count = self.cell
-        return self.api.post_cell(cell_id=cell_id, execution_count=count, budget_usd=budget_usd)
+        cell_id, count, run_id = self.cell
+        return self.api.post_cell(
+            cell_id=cell_id, execution_count=count, run_id=run_id, budget_usd=budget_usd
+        )
 
     def turn_on(self) -> None:
         """Show the line again; after a failure, post cells again (from the next cell)."""
@@ -250,17 +262,21 @@ class CellMeter:
                 f"off: the server failed, so this kernel's cells are no longer posted "
                 f"({self.failure}); %lcm cellcost on tries again"
             )
-        return "on" if self.show_line else "off (the cells are still metered: %lcm cellcost on)"
+        if self.show_line:
+            return "on"
+        return "off (calls are still attributed to their cells; %lcm cellcost on shows it)"
 
     def _try(self, call: Any, **kwargs: Any) -> dict | None:
         try:
             return call(**kwargs)
+        except KeyboardInterrupt:  # the user stopped a slow answer: no line this time
+            return None
         except CellServerError as err:
             self.failure = str(err)
         except Exception as err:  # never into the user's cell
             self.failure = f"{type(err).__name__}: {err}"
         self.ip.log.warning(
-            "lcm-jupyter: cells of this kernel are no longer metered: %s", self.failure
+            "lcm-jupyter: per-cell metering is off in this kernel: %s", self.failure
         )
         return None
 

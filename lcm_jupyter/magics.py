@@ -8,24 +8,31 @@
     %lcm dashboard [--period 30d] [--by model]   the cost dashboard (a widget)
     %lcm serve [--port N] [--verbose]   run the proxy and API inside this kernel (no extension
                                         needed); --verbose: a line per request on stderr
+    %lcm cellcost [on|off]      the line under each cell that made LLM calls, in a kernel
+                                started with kernel metering; its state with no argument
+    %%lcm budget USD            (a cell magic) run the cell with its LLM calls refused past
+                                USD dollars, e.g. `%%lcm budget 0.50`
 
-Every subcommand takes `--url` and `--token` (default: the server's URL and the kernel's
-own credential, which the extension put in the kernel's environment; `--token` is a
-Jupyter token). Tables are pandas DataFrames when pandas is importable, else an
+The subcommands that ask the server take `--url` and `--token` (default: the server's URL
+and the kernel's own credential, which the extension put in the kernel's environment;
+`--token` is a Jupyter token). Tables are pandas DataFrames when pandas is importable, else an
 HTML table with a plain-text fallback; `df = %lcm report` keeps the data.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import html
 import json
+import math
 import os
 import shlex
 import sys
 from typing import Any
 
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import HTML
 
 from . import cli
@@ -124,7 +131,29 @@ def build_parser() -> MagicArgumentParser:
     serve.add_argument(
         "--verbose", action="store_true", help="write a line per request to stderr (default: quiet)"
     )
+    cellcost = sub.add_parser(
+        "cellcost", help="the cost line under cells that made LLM calls: on, off, or its state"
+    )
+    cellcost.add_argument("state", nargs="?", choices=("on", "off"))
+    budget = sub.add_parser(
+        "budget",
+        help="(cell magic) %%%%lcm budget USD: refuse the cell's LLM calls past USD dollars",
+        description="Run the cell with its LLM calls refused past USD dollars (HTTP 429, "
+        "code budget_exceeded), in a kernel started with kernel metering.",
+    )
+    budget.add_argument("usd", metavar="USD", type=budget_usd, help="dollars, e.g. 0.50")
     return parser
+
+
+def budget_usd(text: str) -> float:
+    """A cell budget's argument: dollars, 0 or more ("0.50", "$0.50")."""
+    try:
+        usd = float(text.removeprefix("$"))
+    except ValueError:
+        usd = math.nan
+    if not math.isfinite(usd) or usd < 0:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars, 0 or more: {text!r}")
+    return usd
 
 
 def _error(message: str) -> None:
@@ -151,6 +180,11 @@ def run(line: str) -> Any:
         return None
     if args.command == "serve":
         return serve(args)
+    if args.command == "cellcost":
+        return cellcost(args)
+    if args.command == "budget":
+        _error(f"budget is a cell magic: put %%lcm budget {args.usd:g} on the cell's first line")
+        return None
     if args.url is None and not os.environ.get(URL_ENV):
         _error(
             f"extension not found: {URL_ENV} is not set in this kernel; pass --url (and --token)"
@@ -194,6 +228,95 @@ def serve(args: argparse.Namespace) -> None:
         print("A line per request goes to stderr (quiet again: lcm_jupyter.serve(verbose=False)).")
     print("To stop it: lcm_jupyter.serve().stop()")
     return None
+
+
+def cellcost(args: argparse.Namespace) -> None:
+    """Turn the line under cells on or off; print its state."""
+    from .kernel_ext import KERNEL_KEY_ENV, meter
+
+    found = meter()
+    if found is None:
+        why = (
+            "the kernel extension is not loaded (%load_ext lcm_jupyter.kernel_ext)"
+            if os.environ.get(KERNEL_KEY_ENV)
+            else f"this kernel was not started with kernel metering ({KERNEL_KEY_ENV} is not set)"
+        )
+        _error(f"no cell costs here: {why}")
+        return None
+    if args.state == "on":
+        found.turn_on()
+    elif args.state == "off":
+        found.show_line = False
+    print(f"cell cost line: {found.state()}")
+    return None
+
+
+def run_budget_cell(shell: Any, line: str, body: str) -> Any:
+    """Run `%%lcm budget USD` (the only `%%lcm`): the cell's budget set on the server, then
+    its body run as the cell's own code. What goes wrong before the body runs fails the
+    cell, without a traceback, and the body is not run."""
+    __tracebackhide__ = True
+    usage = "usage: %%lcm budget USD (dollars, e.g. %%lcm budget 0.50)"
+    try:
+        argv = shlex.split(line)
+    except ValueError as err:
+        raise IPythonUsageError(f"{usage}: {err}") from None
+    if not argv or argv[0] != "budget":
+        raise IPythonUsageError(f"%%lcm only runs a cell with a budget; {usage}")
+    if len(argv) != 2:
+        raise IPythonUsageError(usage)
+    try:
+        usd = budget_usd(argv[1])
+    except argparse.ArgumentTypeError as err:
+        raise IPythonUsageError(f"{usage}; {err}") from None
+    from .kernel_ext import KERNEL_KEY_ENV, CellServerError, meter
+
+    found = meter()
+    if found is None:
+        raise IPythonUsageError(
+            "%%lcm budget needs a kernel started with kernel metering, whose calls the server "
+            "attributes to cells"
+            + (
+                ": load lcm_jupyter.kernel_ext, then run the cell again"
+                if os.environ.get(KERNEL_KEY_ENV)
+                else f" ({KERNEL_KEY_ENV} is not set in this kernel)"
+            )
+            + "; the cell was not run"
+        )
+    try:
+        found.set_budget(usd)
+    except CellServerError as err:
+        raise CellBudgetError(
+            f"the cell's budget was not set ({err}); the cell was not run"
+        ) from None
+    count = found.cell[1] if found.cell else None
+    return run_body(shell, body, count)
+
+
+class CellBudgetError(RuntimeError):
+    """The server did not take a cell's budget: shown as one line, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"lcm: {self}"]
+
+
+def run_body(shell: Any, body: str, count: int | None) -> Any:
+    """Run a cell magic's body as the cell's code: in the user's namespace, its last
+    expression's value returned (the cell's result), its errors raised with the cell's own
+    lines (and numbers) in their traceback."""
+    __tracebackhide__ = True
+    # The body starts on the cell's second line; IPython drops its leading blank lines.
+    lines = body.splitlines()
+    blank = next((i for i, text in enumerate(lines) if text and not text.isspace()), 0)
+    code = "\n" * (1 + blank) + shell.transform_cell(body)
+    name = shell.compile.cache(code, count or 0, raw_code=body)
+    tree = shell.transform_ast(shell.compile.ast_parse(code, filename=name))
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not body.rstrip().endswith(";"):
+        last = ast.Expression(tree.body.pop().value)
+    namespaces = (shell.user_global_ns, shell.user_ns)
+    exec(shell.compile(tree, name, "exec"), *namespaces)
+    return None if last is None else eval(shell.compile(last, name, "eval"), *namespaces)
 
 
 def dashboard(args: argparse.Namespace) -> Any:
@@ -289,12 +412,15 @@ COMMANDS = {
 
 @magics_class
 class LCMMagics(Magics):
-    """The `%lcm` line magic."""
+    """`%lcm`, and `%%lcm budget` for a cell."""
 
-    @line_magic
-    def lcm(self, line: str = "") -> Any:
+    @line_cell_magic
+    def lcm(self, line: str = "", cell: str | None = None) -> Any:
         """The LLM cost manager: `%lcm help` lists the subcommands."""
-        return run(line)
+        if cell is None:
+            return run(line)
+        __tracebackhide__ = True
+        return run_budget_cell(self.shell, line, cell)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -203,6 +203,37 @@ def test_bad_arguments_and_errors_print_one_message(ip, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+def test_cell_costs_and_cell_budgets_need_a_metered_kernel(ip, capsys, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.delenv("LCM_KERNEL_KEY", raising=False)
+    for line in ("cellcost", "cellcost off", "cellcost on"):
+        assert ip(line) is None
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1
+        assert "not started with kernel metering (LCM_KERNEL_KEY is not set)" in captured.err
+    assert ip("cellcost sideways") is None
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+    assert ip("budget 0.5") is None  # a cell magic only
+    assert "budget is a cell magic: put %%lcm budget 0.5 on" in capsys.readouterr().err
+
+    shell = InteractiveShell.instance()
+    shell.user_ns.pop("ran", None)
+    for line, says in (
+        ("budget -1", "not an amount of dollars, 0 or more: '-1'"),
+        ("budget lots", "not an amount of dollars, 0 or more: 'lots'"),
+        ("budget nan", "not an amount of dollars"),
+        ("budget", "usage: %%lcm budget USD"),
+        ("budget 1 2", "usage: %%lcm budget USD"),
+        ("status", "%%lcm only runs a cell with a budget"),
+        ("budget 0.5", "needs a kernel started with kernel metering"),
+    ):
+        result = shell.run_cell(f"%%lcm {line}\nran = True")
+        assert type(result.error_in_exec).__name__ == "UsageError", line
+        assert says in str(result.error_in_exec), line
+        assert "ran" not in shell.user_ns  # the cell's body never runs
+
+
 def test_server_errors_print_one_line(server, ip, capsys):
     assert ip("keys --token wrong") is None
     captured = capsys.readouterr()

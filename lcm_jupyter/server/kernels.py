@@ -24,14 +24,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._env import KERNEL_KEY_ENV
 from ..core.budget import cell_budget_message, to_units, to_usd
 from ..core.errors import BudgetExceeded
 from .kernel_env import point_kernels
 
 KEY_SEPARATOR = "."
 """Between the user's key and the kernel's id (no proxy key has a dot: urlsafe base64)."""
-KERNEL_KEY_ENV = "LCM_KERNEL_KEY"
-"""The kernel's own proxy key, for `lcm_jupyter.kernel_ext` (the SDK variables may change)."""
 EXTENSION_ARGUMENT = "--IPKernelApp.extra_extensions=lcm_jupyter.kernel_ext"
 NOTEBOOK_TTL_SECONDS = 5.0
 """How long a kernel's notebook path is taken as known before the sessions are asked again."""
@@ -89,7 +88,7 @@ class _Kernel:
     key_id: int
     notebook: str | None
     notebook_at: float = 0.0
-    cell_id: tuple[str | None, int | None] | None = None
+    cell_id: tuple[str | None, int | None, str | None] | None = None
     tally: CellTally | None = None
 
 
@@ -147,13 +146,15 @@ class KernelBook:
         cell_id: str | None,
         execution_count: int | None,
         budget_usd: float | None,
+        run_id: str | None = None,
     ) -> CellTally | None:
-        """The kernel runs this cell now (a new tally, unless it is the same cell again);
-        `budget_usd` limits it. None when the key names no kernel of this server."""
+        """The kernel runs this cell now (a new tally, unless it is the same run of the same
+        cell again: `run_id` tells runs apart); `budget_usd` limits it. None when the key
+        names no kernel of this server."""
         kernel = self._kernel(kernel_id, key_id)
         if kernel is None:
             return None
-        ident = (cell_id, execution_count)
+        ident = (cell_id, execution_count, run_id)
         if kernel.tally is None or kernel.cell_id != ident:
             name = cell_id or (None if execution_count is None else str(execution_count))
             kernel.cell_id, kernel.tally = ident, CellTally(name)
@@ -216,7 +217,8 @@ def meter_each_kernel(
 
     jupyter_server has no hook for a kernel's environment before it starts: its
     `start_kernel` is wrapped on this instance, and an id given to the new kernel up front,
-    so that its key can carry it. The environment and arguments are kept for its restarts.
+    so that its key can carry it. The environment and arguments are kept for its restarts;
+    a kernel shut down is forgotten.
     """
     start = kernel_manager.start_kernel
 
@@ -234,7 +236,17 @@ def meter_each_kernel(
             book.started(kernel_id, key_id, env.get("JPY_SESSION_NAME"))
         return await start(kernel_id=kernel_id, **kwargs)
 
+    shutdown = kernel_manager.shutdown_kernel
+
+    async def shutdown_kernel(
+        kernel_id: str, now: bool = False, restart: bool = False, **kwargs: Any
+    ) -> None:
+        if not restart:
+            book.forget(kernel_id)  # its key names nothing any more
+        await shutdown(kernel_id, now=now, restart=restart, **kwargs)
+
     kernel_manager.start_kernel = start_kernel
+    kernel_manager.shutdown_kernel = shutdown_kernel
 
 
 def _is_ipykernel(kernel_manager: Any, name: str | None) -> bool:

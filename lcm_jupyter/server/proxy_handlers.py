@@ -18,6 +18,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from .._env import KERNEL_CELL_PATH
 from ..core.errors import LCMError, render_error
 from ..core.ids import new_log_id
 from ..core.keys import key_from_request
@@ -233,13 +234,11 @@ class KernelCellHandler(web.RequestHandler):
             return
         try:
             body = json.loads(self.request.body or b"{}")
-            cell_id, count, budget = (
-                body.get("cell_id"),
-                body.get("execution_count"),
-                body.get("budget_usd"),
-            )
-            if cell_id is not None and not isinstance(cell_id, str):
-                raise ValueError("cell_id must be a string")
+            cell_id, count = body.get("cell_id"), body.get("execution_count")
+            run_id, budget = body.get("run_id"), body.get("budget_usd")
+            for name, value in (("cell_id", cell_id), ("run_id", run_id)):
+                if value is not None and (not isinstance(value, str) or len(value) > 200):
+                    raise ValueError(f"{name} must be a string of at most 200 characters")
             if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
                 raise ValueError("execution_count must be an integer")
             if budget is not None and (
@@ -250,7 +249,7 @@ class KernelCellHandler(web.RequestHandler):
             self._reply(400, {"error": {"message": f"Bad cell: {exc}"}})
             return
         tally = self.pipeline.kernels.start_cell(
-            *found, cell_id=cell_id, execution_count=count, budget_usd=budget
+            *found, cell_id=cell_id, execution_count=count, budget_usd=budget, run_id=run_id
         )
         if tally is None:
             self._reply(404, {"error": {"message": "This key names no kernel of this server."}})
@@ -279,4 +278,4 @@ def proxy_handlers(pipeline: ProxyPipeline, prefix: str = "lcm/proxy") -> list[t
 
 def kernel_handlers(pipeline: ProxyPipeline) -> list[tuple]:
     """The URL rules metered kernels call with their own key."""
-    return [(r"/lcm/kernel/cell", KernelCellHandler, {"pipeline": pipeline})]
+    return [(rf"/{KERNEL_CELL_PATH}", KernelCellHandler, {"pipeline": pipeline})]
