@@ -112,8 +112,9 @@ class KernelBook:
         self._notebook_of = notebook_of
 
     def started(self, kernel_id: str, key_id: int, notebook: str | None) -> None:
-        """A kernel started with `kernel_key(<key key_id>, kernel_id)`."""
-        self._kernels[kernel_id] = _Kernel(key_id, notebook, time.monotonic())
+        """A kernel started with `kernel_key(<key key_id>, kernel_id)`; `notebook` is its path
+        as it started, until the sessions say (at its first call)."""
+        self._kernels[kernel_id] = _Kernel(key_id, notebook)
 
     def forget(self, kernel_id: str) -> None:
         self._kernels.pop(kernel_id, None)
@@ -232,8 +233,9 @@ def meter_each_kernel(
             kwargs["env"] = env
             if _is_ipykernel(kernel_manager, kwargs.get("kernel_name")):
                 kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", []), EXTENSION_ARGUMENT]
-            # The session's notebook (jupyter_server names it in JPY_SESSION_NAME).
-            book.started(kernel_id, key_id, env.get("JPY_SESSION_NAME"))
+            # The session's notebook: jupyter_server names it in JPY_SESSION_NAME, made
+            # absolute when the session has a name; kept as the contents API's path.
+            book.started(kernel_id, key_id, _api_path(env.get("JPY_SESSION_NAME"), kernel_manager))
         return await start(kernel_id=kernel_id, **kwargs)
 
     shutdown = kernel_manager.shutdown_kernel
@@ -247,6 +249,14 @@ def meter_each_kernel(
 
     kernel_manager.start_kernel = start_kernel
     kernel_manager.shutdown_kernel = shutdown_kernel
+
+
+def _api_path(path: str | None, kernel_manager: Any) -> str | None:
+    root = getattr(kernel_manager, "root_dir", "") or ""
+    if path and root and os.path.isabs(path):
+        relative = os.path.relpath(path, root)
+        return None if relative.startswith("..") else relative.replace(os.sep, "/")
+    return path
 
 
 def _is_ipykernel(kernel_manager: Any, name: str | None) -> bool:

@@ -4,9 +4,10 @@ is charged to.
 The architecture (DESIGN.md, "Teams"): every user's server runs the extension and shares
 one PostgreSQL and one Redis with the others, so a budget per user or per group holds
 across them all. Who is an admin and a user's groups come from JupyterHub, asked with this
-server's own token (`JUPYTERHUB_API_TOKEN`; the hub config gives it
-`c.Spawner.server_token_scopes = ["inherit"]`, so `GET /hub/api/user` answers the owner's
-admin flag, groups and scopes), plus the static `team_admins` and `team_groups` options
+server's own token (`JUPYTERHUB_API_TOKEN`; the hub config adds `read:users:name`,
+`read:users:groups`, `read:groups` and `custom:lcm:admin` to `c.Spawner.server_token_scopes`,
+so `GET /hub/api/user` answers the owner's admin flag, groups and scopes, and an admin's
+server may read everyone's), plus the static `team_admins` and `team_groups` options
 (for a team without a hub, or to add to it). An admin is the hub's (`admin: true`), a
 holder of the custom hub scope `custom:lcm:admin`, or named in `team_admins`.
 
