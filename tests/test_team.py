@@ -7,16 +7,20 @@ the one asking the REST API is the server's user, ada.
 
 from __future__ import annotations
 
+import json
 import math
+import socket
 
 import openai
 import pytest
 
 from lcm_jupyter.core.budget import to_units
 from lcm_jupyter.core.keyspec import validate_key_fields
+from lcm_jupyter.server.team import HubAPI, Member, TeamDirectory
 from lcm_jupyter.store import keys as key_table
+from lcm_jupyter.store.team import TEAM_KEYS
 
-from .conftest import PROVIDER_KEY, openai_via, rounded_units
+from .conftest import PROVIDER_KEY, openai_via, rounded_units, stored_rows
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -205,3 +209,61 @@ async def test_an_admin_key_needs_a_budget_in_team_mode(api):
     assert status == 400 and body["error"]["param"] == "monthly_budget_usd"
     status, body = await api("POST", "keys", {"name": "budgeted", "monthly_budget_usd": 5})
     assert status == 201 and body["owner"] == "ada"
+
+
+async def test_the_teams_provider_keys_serve_keys_without_their_own(lcm, api, base_url, logs):
+    fields = validate_key_fields({"name": "bare", "routing_mode": "off"}, partial=False)
+    _, bare = lcm.store.run_sync(key_table.create_key, lcm.box, fields, owner="bob")
+    with pytest.raises(openai.PermissionDeniedError):
+        await _call(base_url, bare)
+    status, body = await api("PUT", "team/provider_keys", {"openai": PROVIDER_KEY})
+    assert status == 200, body
+    shown = body["provider_api_keys"]["openai"]
+    assert PROVIDER_KEY not in json.dumps(body) and shown.endswith(PROVIDER_KEY[-4:])
+    lcm.team.forget()  # as another server, whose copy is at most 2 s old
+    answer = await _call(base_url, bare)
+    assert answer.model.startswith("gpt-4o-mini")
+    (row,) = [r for r in await logs() if r["status"] == 200]
+    assert row["user"] == "bob"
+    # Stored encrypted, as a key's own provider keys are.
+    stored = stored_rows(lcm.settings, "SELECT value FROM lcm_meta WHERE name = ?", [TEAM_KEYS])
+    assert PROVIDER_KEY not in stored[0]["value"]
+    status, body = await api("PUT", "team/provider_keys", {"openai": None})
+    assert status == 200 and body["provider_api_keys"] == {}
+    status, body = await api("PUT", "team/provider_keys", {"nope": "x"})
+    assert status == 400
+
+
+@pytest.mark.parametrize("admin", [False], ids=["ada-user"], indirect=True)
+async def test_only_an_admin_sets_the_teams_provider_keys(api):
+    status, body = await api("PUT", "team/provider_keys", {"openai": PROVIDER_KEY})
+    assert status == 403 and body["error"]["code"] == "permission_denied"
+    status, body = await api("GET", "team/provider_keys")
+    assert status == 200 and body["provider_api_keys"] == {}
+
+
+async def test_a_hub_that_does_not_answer_refuses_calls_while_groups_have_budgets(
+    lcm, api, base_url
+):
+    # The hub's API on a port nothing listens on: a real refused connection.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = TeamDirectory(owner="ada", hub=HubAPI(f"http://127.0.0.1:{port}/hub/api", "t"))
+    served_by, lcm.team.directory = lcm.team.directory, directory
+    bob = _key_of(lcm, "bob")
+    await _call(base_url, bob)  # no group budget: nothing to tell, the call goes through
+    lcm.team.directory = served_by
+    status, body = await api("PUT", "budgets/groups/research", {"monthly_budget_usd": 10})
+    assert status == 200, body
+    lcm.team.directory = directory
+    # Nor does the REST API guess who asks.
+    status, body = await api("GET", "team")
+    assert status == 503 and body["error"]["code"] == "hub_unavailable"
+    with pytest.raises(openai.InternalServerError) as refused:
+        await _call(base_url, bob)
+    assert refused.value.status_code == 503
+    assert "does not answer who bob is" in refused.value.message
+    # Once the hub has said who a user is, that answer stands while it is away.
+    directory._members["bob"] = (0.0, Member("bob", False, ("ops",)))
+    await _call(base_url, bob)

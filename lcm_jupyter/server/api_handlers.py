@@ -192,6 +192,7 @@ class KeysHandler(LCMAPIHandler):
 
     @web.authenticated
     @authorized
+    @answers_errors
     async def get(self) -> None:
         include_revoked = self.get_argument("include_revoked", "true") != "false"
         records = await self.lcm.store.run(

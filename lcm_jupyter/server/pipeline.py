@@ -438,7 +438,10 @@ class ProxyPipeline:
         call.body = jbody
         provider = call.provider or self._detect(req, key, call.requested_model, jbody)
         call.provider = provider
-        provider_key = _provider_key(key, provider)
+        team_key = None
+        if self.team is not None and not key.provider_api_keys.get(provider):
+            team_key = await self.team.provider_key(provider)
+        provider_key = _provider_key(key, provider, team_key)
         call.stream = sink.stream = stream = is_stream(endpoint, jbody, req.query)
         self._check_charge(key, endpoint, jbody)
 
@@ -1014,13 +1017,14 @@ def _normalize_path(path: str) -> str:
     return path.split("?", 1)[0].strip("/")
 
 
-def _provider_key(key: KeyRecord, provider: str) -> str:
+def _provider_key(key: KeyRecord, provider: str, team_key: str | None = None) -> str:
+    """The provider key a call goes out with: its proxy key's own, else the team's."""
     if key.provider not in ("auto", provider):
         raise PermissionDenied(
             f"The proxy key {key.key_prefix}... ({key.name!r}) is for {key.provider}, "
             f"not {provider}. Use a key whose provider is {provider} or auto."
         )
-    secret = key.provider_api_keys.get(provider)
+    secret = key.provider_api_keys.get(provider) or team_key
     if not secret:
         raise PermissionDenied(
             f"The proxy key {key.key_prefix}... ({key.name!r}) has no {provider} API key. "

@@ -104,7 +104,7 @@ class LCMServices:
             groups=parse_groups(settings.team_groups),
             hub=HubAPI.from_environment() if settings.team_mode else None,
         )
-        self.team = TeamBudgets(self.store, directory)
+        self.team = TeamBudgets(self.store, directory, self.box)
         self.router = Router(
             pricing=self.pricing,
             store=self.store,

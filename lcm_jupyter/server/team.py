@@ -11,7 +11,9 @@ server may read everyone's), plus the static `team_admins` and `team_groups` opt
 (for a team without a hub, or to add to it). An admin is the hub's (`admin: true`), a
 holder of the custom hub scope `custom:lcm:admin`, or named in `team_admins`.
 
-Answers are kept a minute: a change on the hub reaches the servers within that.
+Answers are kept a minute: a change on the hub reaches the servers within that. A hub that
+does not answer leaves the last answer standing; with none yet, a user's calls are refused
+(503) while any group has a budget, rather than let them past their groups' budgets.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from ..core.errors import LCMError, LimitsUnavailable
+from ..core.secretbox import SecretBox
 from ..store import team as team_table
 from ..store.store import Store
 from ..store.team import TeamBudget
@@ -38,6 +42,13 @@ MEMBER_TTL_SECONDS = 60.0
 BUDGETS_TTL_SECONDS = 2.0
 """How long the budgets table is taken as known (a PUT through this server: at once)."""
 _HUB_TIMEOUT_SECONDS = 5.0
+
+
+class HubUnavailable(LCMError):
+    """JupyterHub did not say who a user is, and nothing said it before."""
+
+    status = 503
+    code = "hub_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +117,7 @@ class TeamDirectory:
         self._hub = hub
         self._clock = clock
         self._members: dict[str, tuple[float, Member]] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _static(self, name: str) -> Member:
         groups = tuple(sorted(g for g, users in self._groups.items() if name in users))
@@ -118,7 +129,8 @@ class TeamDirectory:
         now = self._clock()
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self._lock:  # one hub request per user, however many calls wait
+        # One hub request per user, however many of their calls wait for it.
+        async with self._locks.setdefault(name, asyncio.Lock()):
             hit = self._members.get(name)
             if hit is not None and hit[0] > now:
                 return hit[1]
@@ -138,7 +150,11 @@ class TeamDirectory:
             )
         except Exception as exc:
             log.warning("lcm: JupyterHub did not answer who %s is (%s)", name, exc)
-            return stale or static
+            if stale is None:
+                raise HubUnavailable(
+                    f"JupyterHub does not answer who {name} is (admin, groups): {exc}"
+                ) from exc
+            return stale
         if model is None or model.get("name") != name:
             return static
         admin = bool(model.get("admin")) or ADMIN_SCOPE in (model.get("scopes") or ())
@@ -162,22 +178,34 @@ class TeamDirectory:
         self._members.clear()
 
 
-class TeamBudgets:
-    """The budgets table as the request path reads it: kept a moment, like the key ring."""
+def _team_state(db, box: SecretBox) -> tuple[list[TeamBudget], dict[str, str]]:
+    return team_table.list_budgets(db), team_table.team_provider_keys(db, box)
 
-    def __init__(self, store: Store, directory: TeamDirectory) -> None:
+
+class TeamBudgets:
+    """The budgets table and the team's provider keys as the request path reads them: kept
+    a moment, like the key ring."""
+
+    def __init__(self, store: Store, directory: TeamDirectory, box: SecretBox) -> None:
         self._store = store
+        self._box = box
         self.directory = directory
         self._budgets: dict[tuple[str, str], TeamBudget] = {}
+        self._keys: dict[str, str] = {}
         self._until = 0.0
 
     async def _table(self) -> dict[tuple[str, str], TeamBudget]:
         now = time.monotonic()
         if now >= self._until:
-            rows = await self._store.run(team_table.list_budgets)
+            rows, self._keys = await self._store.run(_team_state, self._box)
             self._budgets = {(b.kind, b.name): b for b in rows}
             self._until = now + BUDGETS_TTL_SECONDS
         return self._budgets
+
+    async def provider_key(self, provider: str) -> str | None:
+        """The team's key for `provider` (an admin's `PUT lcm/api/team/provider_keys`)."""
+        await self._table()
+        return self._keys.get(provider)
 
     def forget(self) -> None:
         self._until = 0.0
@@ -190,7 +218,16 @@ class TeamBudgets:
         table = await self._table()
         if not table:
             return []
-        member = await self.directory.member(user)
+        try:
+            member = await self.directory.member(user)
+        except HubUnavailable as exc:
+            if any(kind == "group" for kind, _ in table):
+                raise LimitsUnavailable(
+                    f"{exc.message}. Calls are refused meanwhile: its groups' budgets "
+                    "cannot be told. Try again shortly.",
+                    headers={"retry-after": "5"},
+                ) from exc
+            member = Member(user, False, ())
         wanted = [("user", user), *(("group", g) for g in member.groups)]
         found = (table.get(w) for w in wanted)
         return [b for b in found if b is not None and b.monthly_budget_usd is not None]

@@ -5,6 +5,9 @@
 - `GET|PUT lcm/api/budgets/users/{name}`, `.../groups/{name}`: PUT `{monthly_budget_usd,
   budget_alert_thresholds?, budget_alerts_enabled?}`, admins only (403 otherwise).
 - `GET lcm/api/team?month=`: users (spend, budget, top models and notebooks) and groups.
+- `GET|PUT lcm/api/team/provider_keys`: the team's provider keys (masked; PUT
+  `{provider: key or null}`, admins only), which calls use when their proxy key has none
+  for the provider (the other way to hand them over than the spawner's environment).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from tornado import web
 
 from ..core.budget import current_month, month_bounds, to_usd
 from ..core.errors import BadRequest, NotFound, PermissionDenied
+from ..core.keys import mask_secret
 from ..core.keyspec import FIELDS
+from ..core.settings import PROVIDERS
 from ..store import team as team_table
 from ..store.team import KINDS, TeamBudget
 from .api_handlers import LCMAPIHandler, answers_errors
@@ -231,6 +236,39 @@ class TeamViewHandler(TeamHandler):
         return out
 
 
+class TeamProviderKeysHandler(TeamHandler):
+    """`GET|PUT lcm/api/team/provider_keys`."""
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        keys = await self.lcm.store.run(team_table.team_provider_keys, self.lcm.box)
+        self.reply({"provider_api_keys": {p: mask_secret(k) for p, k in keys.items()}})
+
+    @web.authenticated
+    @authorized
+    @answers_errors
+    async def put(self) -> None:
+        me = await self.member()
+        if not me.admin:
+            raise PermissionDenied(
+                f"Only a team admin may set the team's provider keys ({me.name} is not one)."
+            )
+        body = self.optional_body()
+        # A key checked as a proxy key's own are; null removes the provider's.
+        removed = {p: None for p, k in body.items() if k is None}
+        unknown = sorted(set(removed) - set(PROVIDERS))
+        if unknown:
+            raise BadRequest(f"unknown provider {unknown[0]!r}", param="provider_api_keys")
+        given = FIELDS["provider_api_keys"].check({p: k for p, k in body.items() if k is not None})
+        keys = await self.lcm.store.run(
+            team_table.set_team_provider_keys, self.lcm.box, {**given, **removed}
+        )
+        self.team.forget()
+        self.reply({"provider_api_keys": {p: mask_secret(k) for p, k in keys.items()}})
+
+
 def _top(groups: list[tuple[Any, int, int]], none: str = "") -> list[dict[str, Any]]:
     return [
         {"name": name or none, "cost_usd": _money(units), "requests": count}
@@ -246,4 +284,5 @@ def team_handlers(lcm, prefix: str = "lcm/api") -> list[tuple]:
         (rf"/{prefix}/budgets/({kinds})", TeamBudgetsHandler, kwargs),
         (rf"/{prefix}/budgets/({kinds})/([^/]+)", TeamBudgetHandler, kwargs),
         (rf"/{prefix}/team", TeamViewHandler, kwargs),
+        (rf"/{prefix}/team/provider_keys", TeamProviderKeysHandler, kwargs),
     ]

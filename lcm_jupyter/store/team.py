@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.keyspec import DEFAULT_THRESHOLDS
+from ..core.secretbox import SecretBox
 from .counters import MONEY_SCALE
 from .db import Database
 from .rollup import sql_units
@@ -209,3 +210,29 @@ def month_by_user(
         for dim in ("models", "notebooks"):
             entry[dim] = sorted(entry[dim], key=lambda g: (-g[1], -g[2], g[0] or ""))[:top]
     return out
+
+
+TEAM_KEYS = "team_provider_keys"
+"""lcm_meta's row of the team's provider keys (encrypted as keys' are)."""
+
+
+def team_provider_keys(db: Database, box: SecretBox) -> dict[str, str]:
+    """The provider keys an admin set for the whole team: {provider: key}."""
+    found = db.execute("SELECT value FROM lcm_meta WHERE name = ?", [TEAM_KEYS]).fetchone()
+    stored = json.loads(found[0]) if found else {}
+    return {provider: box.decrypt(token) for provider, token in stored.items()}
+
+
+def set_team_provider_keys(
+    db: Database, box: SecretBox, changes: Mapping[str, str | None]
+) -> dict[str, str]:
+    """Set (or with None, remove) the team's provider keys per provider; all of them after."""
+    with db.atomic():
+        keys = {**team_provider_keys(db, box), **changes}
+        kept = {p: box.encrypt(k) for p, k in keys.items() if k}
+        db.execute(
+            "INSERT INTO lcm_meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [TEAM_KEYS, json.dumps(kept)],
+        )
+    return team_provider_keys(db, box)
