@@ -109,7 +109,8 @@ def genai_client(key: str, *, url: str | None = None, **kwargs: Any):
 
 
 class LCMClient:
-    """The management REST API (keys, logs, budgets, alerts, pricing, routing quality)."""
+    """The management REST API (keys, logs, budgets, alerts, pricing, routing quality, and
+    on JupyterHub the team: spend and budgets per user and group)."""
 
     def __init__(
         self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0
@@ -254,14 +255,123 @@ class LCMClient:
         """Feedback scores per routed pair and intent."""
         return self.request("GET", "routing/quality")
 
-    def timeseries(self, period: str = "30d", **filters: Any) -> Any:
-        """Cost, savings, requests and tokens per day (every day present)."""
-        return self.request("GET", "analytics/timeseries", period=period, **filters)
+    def timeseries(
+        self,
+        period: str | None = "30d",
+        *,
+        key_id: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        user: str | None = None,
+        notebook: str | None = None,
+        **params: Any,
+    ) -> Any:
+        """Cost, savings, requests and tokens per day (every day present), over the calls
+        the filters keep: `key_id`, `provider`, `model`, `user` (a JupyterHub user's name)
+        or `notebook` (its path). `start`/`end` (YYYY-MM-DD) with `period=None` for any
+        days; `format="csv"` for CSV text."""
+        filters = _filters(key_id, provider, model, user, notebook)
+        return self.request("GET", "analytics/timeseries", period=period, **filters, **params)
 
-    def breakdown(self, by: str = "model", period: str = "30d", **params: Any) -> Any:
-        """Cost and usage per model, provider or key, by cost."""
-        return self.request("GET", "analytics/breakdown", by=by, period=period, **params)
+    def breakdown(
+        self,
+        by: str = "model",
+        period: str | None = "30d",
+        *,
+        key_id: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        user: str | None = None,
+        notebook: str | None = None,
+        **params: Any,
+    ) -> Any:
+        """Cost and usage per model, provider, key, user or notebook, by cost, over the
+        calls the filters keep (as `timeseries`); `limit`, and `format="csv"` for CSV text."""
+        filters = _filters(key_id, provider, model, user, notebook)
+        return self.request("GET", "analytics/breakdown", by=by, period=period, **filters, **params)
 
     def shadow_savings(self, period: str = "30d", **params: Any) -> Any:
         """Per key: what auto routing would have saved on calls made with routing off."""
         return self.request("GET", "analytics/shadow", period=period, **params)
+
+    # -- teams (JupyterHub) ----------------------------------------------------------------------
+
+    def team(self, month: str | None = None) -> dict:
+        """A month's spend (default: this one; `month` is YYYY-MM) per user, with their
+        top models and notebooks, and per group, each with its budget. A non-admin gets
+        their own row and their groups; `admin` says which the caller is."""
+        return self.request("GET", "team", month=month)
+
+    def user_budgets(self) -> list[dict]:
+        """Every user's monthly budget, spend, reservations and remainder this month (a
+        non-admin: their own)."""
+        return self.request("GET", "budgets/users")["budgets"]
+
+    def group_budgets(self) -> list[dict]:
+        """Every group's monthly budget, spend, reservations and remainder this month (a
+        non-admin: their groups')."""
+        return self.request("GET", "budgets/groups")["budgets"]
+
+    def user_budget(self, name: str) -> dict:
+        """One user's monthly budget, spend, reservations and remainder this month."""
+        return self.request("GET", _budget_path("users", name))
+
+    def group_budget(self, name: str) -> dict:
+        """One group's monthly budget, spend, reservations and remainder this month."""
+        return self.request("GET", _budget_path("groups", name))
+
+    def set_user_budget(
+        self,
+        name: str,
+        usd: float | None,
+        *,
+        thresholds: list[int] | None = None,
+        alerts: bool | None = None,
+    ) -> dict:
+        """Set a user's monthly budget in USD (None: no budget) and, when given, its alert
+        `thresholds` (percentages) and whether `alerts` fire; admins only (403 otherwise)."""
+        body = _budget_body(usd, thresholds, alerts)
+        return self.request("PUT", _budget_path("users", name), json=body)
+
+    def set_group_budget(
+        self,
+        name: str,
+        usd: float | None,
+        *,
+        thresholds: list[int] | None = None,
+        alerts: bool | None = None,
+    ) -> dict:
+        """Set a group's monthly budget, shared by its members (as `set_user_budget`)."""
+        body = _budget_body(usd, thresholds, alerts)
+        return self.request("PUT", _budget_path("groups", name), json=body)
+
+
+def _filters(
+    key_id: int | None,
+    provider: str | None,
+    model: str | None,
+    user: str | None,
+    notebook: str | None,
+) -> dict[str, Any]:
+    """The analytics filters as query parameters (None ones are dropped by `request`)."""
+    return {
+        "key_id": key_id,
+        "provider": provider,
+        "model": model,
+        "user": user,
+        "notebook": notebook,
+    }
+
+
+def _budget_path(kind: str, name: str) -> str:
+    # A hub group may have spaces and a user an "@": one path segment whatever the name.
+    return f"budgets/{kind}/{quote(name, safe='')}"
+
+
+def _budget_body(usd: float | None, thresholds: list[int] | None, alerts: bool | None) -> dict:
+    body: dict[str, Any] = {"monthly_budget_usd": usd}
+    if thresholds is not None:
+        body["budget_alert_thresholds"] = list(thresholds)
+    if alerts is not None:
+        body["budget_alerts_enabled"] = alerts
+    return body

@@ -227,9 +227,11 @@ def application(services: Any, credential: Any, *, log_request: Any = None) -> A
     from .server.api_handlers import api_handlers
     from .server.kernel_auth import LCM_ONLY, SETTINGS_KEY, NoLogin
     from .server.proxy_handlers import proxy_handlers
+    from .server.team_handlers import team_handlers
 
     rules = [
         *proxy_handlers(services.pipeline),
+        *team_handlers(services),  # before budgets/{key_id}
         *api_handlers(services),
         *analytics_handlers(services),
     ]

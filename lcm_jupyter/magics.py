@@ -2,10 +2,11 @@
 
     %lcm status                 is the extension reachable; keys; calls logged today
     %lcm keys                   the proxy keys
-    %lcm report [--period 30d] [--by model|provider|key] [--format table|csv|json]
+    %lcm report [--period 30d] [--by model|provider|key|user|notebook] [--format ...]
     %lcm reconcile [--key ID]   rebuild budget counters from the log; the drift per key
     %lcm alerts [--unread]      budget alerts
     %lcm dashboard [--period 30d] [--by model]   the cost dashboard (a widget)
+    %lcm team [--month YYYY-MM]  the team's users and groups: spend, budgets (a widget)
     %lcm serve [--port N] [--verbose]   run the proxy and API inside this kernel (no extension
                                         needed); --verbose: a line per request on stderr
     %lcm cellcost [on|off]      the line under each cell that made LLM calls, in a kernel
@@ -126,6 +127,8 @@ def build_parser() -> MagicArgumentParser:
     board = sub.add_parser("dashboard", parents=[common], help="the cost dashboard widget")
     board.add_argument("--period", default="30d", choices=("7d", "30d", "90d"))
     board.add_argument("--by", default="model", choices=cli.REPORT_BY, help="bars by")
+    team = sub.add_parser("team", parents=[common], help="the team view widget")
+    team.add_argument("--month", default=None, help="YYYY-MM (default: this month)")
     serve = sub.add_parser("serve", help="run the proxy and API inside this kernel")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     serve.add_argument(
@@ -192,6 +195,8 @@ def run(line: str) -> Any:
         return None
     if args.command == "dashboard":
         return dashboard(args)
+    if args.command == "team":
+        return team_view(args)
     try:
         with LCMClient(args.url, args.token) as lcm:
             return COMMANDS[args.command](lcm, args)
@@ -325,6 +330,13 @@ def dashboard(args: argparse.Namespace) -> Any:
 
     # Not closed here, unlike the other subcommands' clients: the widget keeps using it.
     return Dashboard(LCMClient(args.url, args.token), period=args.period, by=args.by)
+
+
+def team_view(args: argparse.Namespace) -> Any:
+    """The team view widget (shown as the cell's result); its errors show inside it."""
+    from .ui.team import TeamView
+
+    return TeamView(LCMClient(args.url, args.token), month=args.month)
 
 
 def status(lcm: LCMClient, args: argparse.Namespace) -> None:

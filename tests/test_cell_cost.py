@@ -9,24 +9,21 @@ the line says is compared with the call log's rows for the cell.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import socket
 import time
-import uuid
 from collections import Counter
 
 import pytest
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
 from lcm_jupyter import kernel_ext
 from lcm_jupyter.client import URL_ENV
 from lcm_jupyter.kernel_ext import cell_cost_html, cell_cost_line, format_cell_money
 
-from .conftest import PROVIDER_KEY, wait_until
-from .test_kernel_auth import serving_with_token
+from .conftest import wait_until
+from .test_kernel_auth import Ran, execute, serving_with_token
+from .test_kernel_metering import metered_env
 
 # -- the line ----------------------------------------------------------------------------------
 
@@ -193,13 +190,7 @@ else:
 def metered(tmp_path, thread_sim, jp_asyncio_loop):
     """A server with kernel metering (the team's provider keys in its environment) and a
     kernel of it."""
-    env = {
-        "LCM_KERNEL_METERING": "1",
-        "LCM_ANTHROPIC_BASE_URL": thread_sim.url,
-        "JUPYTERHUB_USER": "ada",
-        "OPENAI_API_KEY": PROVIDER_KEY,
-        "ANTHROPIC_API_KEY": PROVIDER_KEY,
-    }
+    env = metered_env(thread_sim.url)
     with serving_with_token(tmp_path, thread_sim.url, jp_asyncio_loop, env) as server:
         server.kernel_id = server.start_kernel()
         try:
@@ -208,68 +199,9 @@ def metered(tmp_path, thread_sim, jp_asyncio_loop):
             server.shutdown_kernel(server.kernel_id)
 
 
-class Ran:
-    """What a cell showed: its streams, displays, error and reply."""
-
-    def __init__(self) -> None:
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.displays: list[dict] = []
-        self.error: dict | None = None
-        self.reply: dict | None = None
-
-    @property
-    def lines(self) -> list[str]:
-        """The cell cost lines shown (text/plain)."""
-        return [d["data"]["text/plain"] for d in self.displays if "lcm_jupyter" in d["metadata"]]
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self.out)
-
-
 async def run(server, code: str, cell_id: str | None) -> Ran:
-    """Execute `code` as a notebook cell (`cell_id` in its metadata, as JupyterLab sends it)."""
-    url = f"ws://127.0.0.1:{server.port}/api/kernels/{server.kernel_id}/channels"
-    conn = await websocket_connect(HTTPRequest(url, headers=server.ws_headers))
-    msg_id = uuid.uuid4().hex
-    request = {
-        "header": {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {} if cell_id is None else {"cellId": cell_id},
-        "content": {"code": code, "silent": False, "store_history": True},
-        "channel": "shell",
-        "buffers": [],
-    }
-    await conn.write_message(json.dumps(request))
-    ran, idle = Ran(), False
-    try:
-        while not (idle and ran.reply is not None):
-            raw = await asyncio.wait_for(conn.read_message(), 120)
-            assert raw is not None, "the kernel's websocket closed"
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                (ran.out if content["name"] == "stdout" else ran.err).append(content["text"])
-            elif kind == "display_data":
-                ran.displays.append(content)
-            elif kind == "error":
-                ran.error = content
-            elif kind == "execute_reply":
-                ran.reply = content
-            elif kind == "status":
-                idle = content["execution_state"] == "idle"
-    finally:
-        conn.close()
-    return ran
+    """Execute `code` as a notebook cell of the server's kernel (`cell_id` in its metadata)."""
+    return await execute(server, server.kernel_id, code, cell_id=cell_id, store_history=True)
 
 
 def ok(ran: Ran) -> Ran:
@@ -317,7 +249,7 @@ async def test_a_cell_with_calls_shows_one_line_that_agrees_with_the_log(metered
         ("openai", 200),
     ]
     assert all(r["cost_usd"] > 0 for r in rows)
-    [line] = ran.lines
+    [line] = ran.cost_lines
     assert len(ran.displays) == 1
     assert line == line_of(rows)
     assert line.startswith("3 LLM calls, ") and " x2, " in line
@@ -328,7 +260,7 @@ async def test_a_cell_with_calls_shows_one_line_that_agrees_with_the_log(metered
     ran = ok(await run(server, ONE_CALL % ("hi", 5), None))
     cell = str(ran.reply["execution_count"])
     [row] = rows_of(server, cell, 1)
-    assert ran.lines == [line_of([row])]
+    assert ran.cost_lines == [line_of([row])]
 
     # Off: no line, and the calls are still the cell's; on again: the line is back.
     ran = ok(await run(server, "%lcm cellcost off", "off"))
@@ -339,7 +271,7 @@ async def test_a_cell_with_calls_shows_one_line_that_agrees_with_the_log(metered
     assert ok(await run(server, "%lcm cellcost", "state")).stdout.startswith("cell cost line: off")
     assert ok(await run(server, "%lcm cellcost on", "on")).stdout == "cell cost line: on\n"
     ran = ok(await run(server, ONE_CALL % ("hi", 5), "on-again"))
-    assert ran.lines == [line_of(rows_of(server, "on-again", 1))]
+    assert ran.cost_lines == [line_of(rows_of(server, "on-again", 1))]
 
 
 async def test_a_cell_budget_refuses_the_calls_past_it(metered):
@@ -363,7 +295,7 @@ async def test_a_cell_budget_refuses_the_calls_past_it(metered):
     assert ran.stdout == f"refused after {allowed} 429 budget_exceeded\n"
     rows = rows_of(server, "b", allowed)
     assert [r["status"] for r in rows if r["status"] < 400] == [200] * allowed
-    [line] = ran.lines
+    [line] = ran.cost_lines
     assert line == line_of(rows, refused=1, budget=budget)
     assert line.endswith(", 1 refused by the cell budget of " + _money(budget))
 
@@ -376,16 +308,16 @@ async def test_a_cell_budget_refuses_the_calls_past_it(metered):
     call_line = code.splitlines().index("import openai") + 2  # the call, after the import
     assert re.search(rf"Cell In\[\d+\], line {call_line}\n", traceback), traceback
     assert f"--> {call_line} reply = openai.OpenAI(max_retries=0)" in traceback
-    assert ran.lines == ["1 LLM call refused by the cell budget of " + _money(per_call / 2)]
+    assert ran.cost_lines == ["1 LLM call refused by the cell budget of " + _money(per_call / 2)]
 
     # The next cell, without the magic, has no limit.
     ran = ok(await run(server, CALLS_UNTIL_REFUSED % (allowed + 1, PROMPT, cap), "unlimited"))
     assert ran.stdout == f"all {allowed + 1} answered\n"
-    assert ran.lines == [line_of(rows_of(server, "unlimited", allowed + 1))]
+    assert ran.cost_lines == [line_of(rows_of(server, "unlimited", allowed + 1))]
 
     # A bad budget: a usage error, and nothing of the cell runs.
     ran = await run(server, "%%lcm budget -1\nprint('ran')", "bad")
-    assert ran.reply["status"] == "error" and ran.stdout == "" and ran.lines == []
+    assert ran.reply["status"] == "error" and ran.stdout == "" and ran.cost_lines == []
     assert "not an amount of dollars" in "".join(ran.err) + json.dumps(ran.error)
 
 

@@ -250,9 +250,39 @@ def token_server(tmp_path, thread_provider, jp_asyncio_loop):
         yield server
 
 
-async def run_cell(server: JupyterServer, kernel_id: str, code: str) -> tuple[str, str]:
-    """Execute `code` in the kernel over its websocket; its stdout (with results shown) and
-    stderr. A traceback fails the test."""
+class Ran:
+    """What a cell showed: its streams, displays, error and reply."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.displays: list[dict] = []
+        """display_data contents, in order."""
+        self.shown: list[str] = []
+        """The text/plain of every result and display, in order."""
+        self.error: dict | None = None
+        self.reply: dict | None = None
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    @property
+    def cost_lines(self) -> list[str]:
+        """The cell cost lines shown (text/plain; lcm_jupyter.kernel_ext's)."""
+        return [d["data"]["text/plain"] for d in self.displays if "lcm_jupyter" in d["metadata"]]
+
+
+async def execute(
+    server: JupyterServer,
+    kernel_id: str,
+    code: str,
+    *,
+    cell_id: str | None = None,
+    store_history: bool = False,
+) -> Ran:
+    """Execute `code` in the kernel over its websocket, as a notebook cell (`cell_id` in its
+    metadata, as JupyterLab sends it); what it showed once the kernel is idle again."""
     url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
     conn = await websocket_connect(HTTPRequest(url, headers=server.ws_headers))
     msg_id = uuid.uuid4().hex
@@ -265,16 +295,15 @@ async def run_cell(server: JupyterServer, kernel_id: str, code: str) -> tuple[st
             "version": "5.3",
         },
         "parent_header": {},
-        "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False},
+        "metadata": {} if cell_id is None else {"cellId": cell_id},
+        "content": {"code": code, "silent": False, "store_history": store_history},
         "channel": "shell",
         "buffers": [],
     }
     await conn.write_message(json.dumps(request))
-    out: list[str] = []
-    err: list[str] = []
+    ran, idle = Ran(), False
     try:
-        while True:
+        while not (idle and ran.reply is not None):
             raw = await asyncio.wait_for(conn.read_message(), 120)
             assert raw is not None, "the kernel's websocket closed"
             msg = json.loads(raw)
@@ -282,15 +311,29 @@ async def run_cell(server: JupyterServer, kernel_id: str, code: str) -> tuple[st
                 continue
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
-                (out if content["name"] == "stdout" else err).append(content["text"])
+                (ran.out if content["name"] == "stdout" else ran.err).append(content["text"])
             elif kind in ("execute_result", "display_data"):
-                out.append(content["data"].get("text/plain", ""))
+                ran.shown.append(content["data"].get("text/plain", ""))
+                if kind == "display_data":
+                    ran.displays.append(content)
             elif kind == "error":
-                pytest.fail("the cell raised:\n" + "\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
-                return "".join(out), "".join(err)
+                ran.error = content
+            elif kind == "execute_reply":
+                ran.reply = content
+            elif kind == "status":
+                idle = content["execution_state"] == "idle"
     finally:
         conn.close()
+    return ran
+
+
+async def run_cell(server: JupyterServer, kernel_id: str, code: str) -> tuple[str, str]:
+    """Execute `code` in the kernel; its stdout (with results shown) and stderr. A traceback
+    fails the test."""
+    ran = await execute(server, kernel_id, code)
+    if ran.error is not None:
+        pytest.fail("the cell raised:\n" + "\n".join(ran.error["traceback"]))
+    return ran.stdout + "".join(ran.shown), "".join(ran.err)
 
 
 KERNEL_CODE = """

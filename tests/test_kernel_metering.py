@@ -32,17 +32,23 @@ print(json.dumps({"env": dict(os.environ), "answered": [o.model, a.model]}))
 """
 
 
-@pytest.fixture
-def metered_server(tmp_path, thread_sim, jp_asyncio_loop):
-    env = {
+def metered_env(sim_url: str) -> dict[str, str]:
+    """A server's environment with kernel metering, as a spawner starts it."""
+    return {
         "LCM_KERNEL_METERING": "1",
-        "LCM_ANTHROPIC_BASE_URL": thread_sim.url,
+        "LCM_ANTHROPIC_BASE_URL": sim_url,
         "JUPYTERHUB_USER": "ada",
         # As a spawner hands a team's keys to every user's server.
         "OPENAI_API_KEY": PROVIDER_KEY,
         "ANTHROPIC_API_KEY": PROVIDER_KEY,
     }
-    with serving_with_token(tmp_path, thread_sim.url, jp_asyncio_loop, env) as server:
+
+
+@pytest.fixture
+def metered_server(tmp_path, thread_sim, jp_asyncio_loop):
+    with serving_with_token(
+        tmp_path, thread_sim.url, jp_asyncio_loop, metered_env(thread_sim.url)
+    ) as server:
         yield server
 
 

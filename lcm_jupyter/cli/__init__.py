@@ -11,7 +11,7 @@ stderr with the fix, never a traceback.
     jupyter lcm pricing [list] [--provider P] [--model GLOB] | update [--from FILE|URL]
     jupyter lcm reconcile [--key ID] [--url URL] [--token TOKEN]
     jupyter lcm db [status] | migrate [--to postgresql://...]
-    jupyter lcm report [--period 30d] [--by model|provider|key] [--format table|csv|json]
+    jupyter lcm report [--period 30d] [--by model|provider|key|user|notebook] [--format ...]
 """
 
 from __future__ import annotations

@@ -196,10 +196,18 @@ class ReportApp(RemoteCommand):
 
     name = "jupyter-lcm-report"
     description = "Print a running server's cost breakdown and totals (table, CSV or JSON)."
-    examples = "jupyter lcm report --period 7d --by key --format csv"
+    examples = (
+        "jupyter lcm report --period 7d --by key --format csv\njupyter lcm report --by notebook"
+    )
 
     period = Unicode("30d", config=True, help="7d, 30d or 90d.")
-    by = Enum(list(REPORT_BY), "model", config=True, help="Rows by model, provider or key.")
+    by = Enum(
+        list(REPORT_BY),
+        "model",
+        config=True,
+        help=f"Rows by {' | '.join(REPORT_BY)} (user and notebook: the calls' JupyterHub user "
+        "and notebook; '(none)' for calls that carry none).",
+    )
     format = Enum(list(REPORT_FORMATS), "table", config=True, help="table, csv or json.")
     aliases = {
         **LCMCommand.aliases,

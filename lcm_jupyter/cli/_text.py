@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..core.analytics import BREAKDOWN_BY
 from ..core.money import MISSING, format_count, format_money
 
-REPORT_BY = ("model", "provider", "key")
+REPORT_BY = BREAKDOWN_BY  # the breakdown API's groupings, declared once in core.analytics
 REPORT_FORMATS = ("table", "csv", "json")
 REPORT_COLUMNS = (
     "name", "cost_usd", "savings_usd", "requests", "input_tokens", "output_tokens",

@@ -243,6 +243,39 @@ def scope_record(scope: TeamBudget) -> KeyRecord:
     )
 
 
+async def _rebase(
+    counters: Counters,
+    counter_id: int,
+    month: str,
+    truth: int,
+    pending: dict[str, int],
+    recent: Settlements,
+    in_log: set[str],
+    drop: bool,
+) -> tuple[int, int]:
+    """Make one counter (a key's or a team budget's) what the log says, as `rebuild` does:
+    the log's `truth`, plus the calls settled in the shared database and not logged
+    (`pending`), plus the recent settlements whose rows the log lacks."""
+    base = truth + sum(pending.values())
+    base += sum(
+        cost
+        for call_id, cost in recent.costs.items()
+        if base_call(call_id) not in in_log and call_id not in pending
+    )
+    # `drop` (Redis taking over again): forget the reservations of calls that are over
+    # (logged, or settled in the database), made on Redis before the outage or by admits
+    # that timed out; not those of calls still in flight on any server.
+    over = [c for c in recent.held if base_call(c) in in_log or c in pending] if drop else []
+    return await counters.rebase_spent(
+        key_id=counter_id,
+        month=month,
+        base=base,
+        since=recent,
+        exclude=list(pending),
+        forget=over,
+    )
+
+
 def _epoch(stamp: str) -> float:
     """A stored timestamp (ISO 8601 UTC, "Z") as epoch seconds."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
@@ -708,24 +741,8 @@ class Guard:
         report = []
         for key, recent in zip(keys, recents, strict=True):
             truth = logged.get(key.id, 0)
-            pending = held.get(key.id, {})
-            base = truth + sum(pending.values())
-            base += sum(
-                cost
-                for call_id, cost in recent.costs.items()
-                if call_id not in in_log and call_id not in pending
-            )
-            # `drop` (Redis taking over again): forget the reservations of calls that are
-            # over (logged, or settled in the database), made on Redis before the outage or by
-            # admits that timed out; not those of calls still in flight on any server.
-            over = [c for c in recent.held if c in in_log or c in pending] if drop else []
-            before, now = await counters.rebase_spent(
-                key_id=key.id,
-                month=month,
-                base=base,
-                since=recent,
-                exclude=list(pending),
-                forget=over,
+            before, now = await _rebase(
+                counters, key.id, month, truth, held.get(key.id, {}), recent, in_log, drop
             )
             # Calls are booked on the counter only for keys with a budget: for the others
             # the counter is what the last reconcile put there, and nothing can drift.
@@ -750,22 +767,8 @@ class Guard:
             else:
                 truth = logged_groups.get(scope.id, 0)
             pending = held.get(scope.counter_id, {})
-            base = truth + sum(pending.values())
-            base += sum(
-                cost
-                for call_id, cost in recent.costs.items()
-                if base_call(call_id) not in in_log and call_id not in pending
-            )
-            over = (
-                [c for c in recent.held if base_call(c) in in_log or c in pending] if drop else []
-            )
-            before, now = await counters.rebase_spent(
-                key_id=scope.counter_id,
-                month=month,
-                base=base,
-                since=recent,
-                exclude=list(pending),
-                forget=over,
+            before, now = await _rebase(
+                counters, scope.counter_id, month, truth, pending, recent, in_log, drop
             )
             if before or truth:
                 team.append(

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,7 +22,7 @@ from tornado import web
 from ..core.budget import current_month, month_bounds, to_usd
 from ..core.errors import BadRequest, NotFound, PermissionDenied
 from ..core.keys import mask_secret
-from ..core.keyspec import FIELDS
+from ..core.keyspec import DEFAULT_THRESHOLDS, FIELDS
 from ..core.settings import PROVIDERS
 from ..store import team as team_table
 from ..store.team import KINDS, TeamBudget
@@ -45,10 +44,6 @@ def _fields(body: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(body) - set(_BUDGET_FIELDS))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}", param=unknown[0])
-    if "monthly_budget_usd" not in body:
-        raise BadRequest(
-            "monthly_budget_usd is required (null: no limit)", param="monthly_budget_usd"
-        )
     return {name: FIELDS[name].check(value) for name, value in body.items()}
 
 
@@ -111,10 +106,19 @@ class TeamBudgetHandler(TeamHandler):
     @answers_errors
     async def get(self, plural: str, name: str) -> None:
         kind, name = _kind(plural), unquote(name)
-        found = [b for b in await self._visible(kind) if b.name == name]
-        if not found:
-            raise NotFound(f"no budget of {kind} {name!r} you may see")
-        (state,) = await self._states(found, current_month())
+        me = await self.member()
+        if not (me.admin or (name == me.name if kind == "user" else name in me.groups)):
+            raise NotFound(f"no {kind} {name!r} you may see")
+        found = await self.lcm.store.run(team_table.get_budget, kind, name)
+        if found is None:  # no budget (yet): its month without a limit
+            found = TeamBudget(0, kind, name, None, True, list(DEFAULT_THRESHOLDS), "")
+        (state,) = await self._states([found], current_month())
+        if found.id == 0 and kind == "user":
+            start, end = month_bounds(current_month())
+            spent = await self.lcm.store.run(
+                team_table.user_spend_units, start=start, end=end, users=[name]
+            )
+            state.update(spent_usd=_money(spent.get(name, 0)), reserved_usd=0.0)
         self.reply(state)
 
     @web.authenticated
@@ -131,6 +135,9 @@ class TeamBudgetHandler(TeamHandler):
         if not name.strip() or len(name) > 200:
             raise BadRequest("a user or group name is required", param="name")
         fields = _fields(self.optional_body())
+        if "monthly_budget_usd" not in fields:  # the thresholds alone: the limit stays
+            current = await self.lcm.store.run(team_table.get_budget, kind, name)
+            fields["monthly_budget_usd"] = current.monthly_budget_usd if current else None
         budget = await self.lcm.store.run(
             team_table.set_budget,
             kind,
@@ -151,7 +158,8 @@ def _money(units: int) -> float:
 
 
 class TeamViewHandler(TeamHandler):
-    """`GET lcm/api/team?month=YYYY-MM`: what the admin view shows."""
+    """`GET lcm/api/team?month=YYYY-MM`: what the admin view shows. Spend is the log's; for
+    this month a budget's spend and what is left are its counter's (calls in flight held)."""
 
     @web.authenticated
     @authorized
@@ -165,75 +173,92 @@ class TeamViewHandler(TeamHandler):
         me = await self.member()
         await self.lcm.flush_logs()
         budgets = await self.lcm.store.run(team_table.list_budgets)
-        states = {
-            (s["kind"], s["name"]): s
-            for s in await self._states([b for b in budgets if b.kind == "user"], month)
-        }
-        users_only = None if me.admin else [me.name]
-        figures = await self.lcm.store.run(
-            team_table.month_by_user, start=start, end=end, users=users_only
-        )
+        # Every user's figures: a group's total counts all its members, whoever asks.
+        figures = await self.lcm.store.run(team_table.month_by_user, start=start, end=end)
         names = set(figures) | {b.name for b in budgets if b.kind == "user"}
         if not me.admin:
             names = {me.name}
         members = {name: await self.team.directory.member(name) for name in sorted(names)}
+        states = await self._month_states(budgets, month, start, end)
         users = []
         for name in sorted(names):
-            entry = figures.get(
-                name, {"requests": 0, "cost_units": 0, "models": [], "notebooks": []}
-            )
-            state = states.get(("user", name))
+            entry = figures.get(name, _NOTHING)
             users.append(
                 {
                     "name": name,
                     "groups": list(members[name].groups),
                     "spent_usd": _money(entry["cost_units"]),
-                    "budget_usd": state["budget_usd"] if state else None,
-                    "remaining_usd": state["remaining_usd"] if state else None,
+                    **_limits(states.get(("user", name))),
                     "requests": entry["requests"],
                     "top_models": _top(entry["models"]),
                     "top_notebooks": _top(entry["notebooks"], none="(none)"),
                 }
             )
         users.sort(key=lambda u: (-u["spent_usd"], u["name"]))
-        groups = await self._groups(budgets, members, users, month, me)
-        self.reply(
-            {"month": month, "me": me.name, "admin": me.admin, "users": users, "groups": groups}
-        )
-
-    async def _groups(self, budgets, members, users, month, me) -> list[dict[str, Any]]:
-        spent = {u["name"]: u["spent_usd"] for u in users}
-        requests = {u["name"]: u["requests"] for u in users}
-        group_budgets = {b.name: b for b in budgets if b.kind == "group"}
-        names = set(group_budgets) | {g for m in members.values() for g in m.groups}
+        group_names = {b.name for b in budgets if b.kind == "group"}
+        group_names |= {g for m in members.values() for g in m.groups}
         if not me.admin:
-            names &= set(me.groups)
-        states = {
-            s["name"]: s
-            for s in await self._states(
-                [group_budgets[n] for n in names if n in group_budgets], month
-            )
-        }
-        out = []
-        for name in sorted(names):
+            group_names &= set(me.groups)
+        groups = []
+        for name in sorted(group_names):
             listed = await self.team.directory.members_of(name)
             if listed is None:  # the hub would not say: the members this view knows of
                 listed = sorted(n for n, m in members.items() if name in m.groups)
-            state = states.get(name)
-            out.append(
+            state = states.get(("group", name))
+            spent = sum(figures.get(n, _NOTHING)["cost_units"] for n in listed)
+            groups.append(
                 {
                     "name": name,
                     "members": listed,
                     # What its budget counts when it has one; else its members' spend.
-                    "spent_usd": state["spent_usd"]
-                    if state
-                    else math.fsum(spent.get(n, 0.0) for n in listed),
-                    "budget_usd": state["budget_usd"] if state else None,
-                    "remaining_usd": state["remaining_usd"] if state else None,
-                    "requests": sum(requests.get(n, 0) for n in listed),
+                    "spent_usd": state["spent_usd"] if state else _money(spent),
+                    **_limits(state),
+                    "requests": sum(figures.get(n, _NOTHING)["requests"] for n in listed),
                 }
             )
-        return out
+        self.reply(
+            {"month": month, "me": me.name, "admin": me.admin, "users": users, "groups": groups}
+        )
+
+    async def _month_states(
+        self, budgets: list[TeamBudget], month: str, start: str, end: str
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Each budget's month: this month's from its counter; an earlier one's from the
+        log, with nothing "left" (the limit shown is today's)."""
+        if month == current_month():
+            states = await self._states(budgets, month)
+        else:
+            users = await self.lcm.store.run(team_table.user_spend_units, start=start, end=end)
+            charged = await self.lcm.store.run(team_table.budget_spend_units, start=start, end=end)
+            states = [
+                {
+                    **b.public(),
+                    "budget_usd": b.monthly_budget_usd,
+                    "spent_usd": _money(
+                        users.get(b.name, 0) if b.kind == "user" else charged.get(b.id, 0)
+                    ),
+                    "remaining_usd": None,
+                }
+                for b in budgets
+            ]
+        return {(s["kind"], s["name"]): s for s in states}
+
+
+_NOTHING: dict[str, Any] = {"requests": 0, "cost_units": 0, "models": [], "notebooks": []}
+
+
+def _limits(state: dict[str, Any] | None) -> dict[str, Any]:
+    """A user's or group's budget as the view shows it (all None without one)."""
+    if state is None:
+        return dict.fromkeys(
+            ("budget_usd", "remaining_usd", "budget_alerts_enabled", "budget_alert_thresholds")
+        )
+    return {
+        "budget_usd": state["budget_usd"],
+        "remaining_usd": state["remaining_usd"],
+        "budget_alerts_enabled": state["budget_alerts_enabled"],
+        "budget_alert_thresholds": state["budget_alert_thresholds"],
+    }
 
 
 class TeamProviderKeysHandler(TeamHandler):

@@ -11,5 +11,13 @@ from .keyform import ProxyKeyForm
 from .logtable import ProxyLogTable
 from .pricing_table import PricingTable
 from .rules import RoutingRulesEditor
+from .team import TeamView
 
-__all__ = ["Dashboard", "PricingTable", "ProxyKeyForm", "ProxyLogTable", "RoutingRulesEditor"]
+__all__ = [
+    "Dashboard",
+    "PricingTable",
+    "ProxyKeyForm",
+    "ProxyLogTable",
+    "RoutingRulesEditor",
+    "TeamView",
+]

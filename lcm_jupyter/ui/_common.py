@@ -26,6 +26,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..client import LCMClient, LCMClientError
+from ..core.keyspec import DEFAULT_THRESHOLDS
 from ..core.money import MISSING, format_count, format_money
 
 ALL = "all"  # a picker's "All ..." choice (a None value would show as no selection at all)
@@ -251,6 +252,44 @@ def refresh_button(on_click: Callable[[], Any], tooltip: str, description: str =
     )
     button.on_click(lambda _b: on_click())
     return button
+
+
+class AlertThresholds(widgets.HBox):
+    """The budget alert thresholds as ticks: the usual three (80, 90, 100%) and any other
+    share a record holds, greyed out while `switch` ("alert at", the alerts on or off, to
+    put before them in the row) is off. The key form and the team budget row both use it.
+    `boxes`: percentage -> its Checkbox."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.switch = widgets.Checkbox(
+            description="alert at", indent=False, layout=widgets.Layout(width="80px")
+        )
+        self.boxes: dict[int, widgets.Checkbox] = {}
+        self.switch.observe(lambda _c: self._switched(), names="value")
+
+    @property
+    def chosen(self) -> list[int]:
+        """The percentages ticked, in order."""
+        return [pct for pct, box in self.boxes.items() if box.value]
+
+    def set(self, chosen: Sequence[int]) -> None:
+        """Tick `chosen` (the boxes are made again: the old ones are closed)."""
+        self.boxes = {
+            pct: widgets.Checkbox(
+                value=pct in chosen,
+                description=f"{pct}%",
+                indent=False,
+                layout=widgets.Layout(width="64px"),
+            )
+            for pct in sorted({*DEFAULT_THRESHOLDS, *chosen})
+        }
+        replace_children(self, list(self.boxes.values()))
+        self._switched()
+
+    def _switched(self) -> None:
+        for box in self.boxes.values():
+            box.disabled = not self.switch.value
 
 
 SPAN_ALL = "auto / 1 / auto / -1"  # a grid cell across every column

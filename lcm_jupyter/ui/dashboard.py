@@ -7,11 +7,10 @@
 Everything comes from the REST API through `LCMClient` (analytics timeseries and
 breakdown, keys, budgets, alerts); days are the server's analytics days. It shows one
 state at a time: loading, empty (no call in the period), error, or the figures.
-Clicking a bar of the breakdown shows only that
-model, provider or key in the cost trend; clicking it again, or a chart's background,
-shows everything again. Turning API answers into chart arrays, table rows and filters
-is done by the plain functions at the top, so that it can be read and tested without
-a frontend.
+Clicking a bar of the breakdown shows only that model, provider, key, user or notebook
+in the cost trend; clicking it again, or a chart's background, shows everything again.
+Turning API answers into chart arrays, table rows and filters is done by the plain
+functions at the top, so that it can be read and tested without a frontend.
 """
 
 from __future__ import annotations
@@ -64,13 +63,18 @@ REST_COLOR = "#b0b0b0"
 SEVERITY_COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#1f5fa8"}
 
 Filter = tuple[str, Any]
-"""A cost-trend filter: ("model", name), ("provider", name) or ("key_id", id)."""
+"""A cost-trend filter: ("model", name), ("provider", name), ("user", name),
+("notebook", path) or ("key_id", id): the timeseries query parameter and its value."""
 
 NOUNS = {
     "model": ("model", "models"),
     "provider": ("provider", "providers"),
     "key": ("key", "keys"),
+    "user": ("user", "users"),
+    "notebook": ("notebook", "notebooks"),
 }
+"""Each breakdown's bars in words (singular, plural): one per `core.analytics.BREAKDOWN_BY`."""
+PATHS = frozenset({"notebook"})  # bars named by a path: a long one is cut at its start
 
 
 # -- data shaping (pure) -------------------------------------------------------------------------
@@ -116,19 +120,26 @@ class Bar:
     name: str
     cost: float
     filter: Filter | None
-    """None for a bar that stands for no single model, provider or key ("other", no key)."""
+    """None for a bar that stands for nothing a call can be filtered on ("other", no key,
+    "(none)")."""
 
 
-def _shorten(text: str, width: int = LABEL_WIDTH) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _shorten(text: str, width: int = LABEL_WIDTH, *, path: bool = False) -> str:
+    # A notebook's path keeps its end, the file name: "…/2026/forecast.ipynb".
+    if len(text) <= width:
+        return text
+    return "…" + text[1 - width :] if path else text[: width - 1] + "…"
 
 
 def breakdown_bars(by: str, items: Sequence[Mapping[str, Any]], limit: int = TOP) -> list[Bar]:
     """The bars for a breakdown answer asked with `limit`: one per item, labels unique.
 
     Beyond `limit` the API sums the rest into one item named "other"; it is told apart by
-    its place, not its name (a model could be called "other").
+    its place, not its name (a model could be called "other"). A bar of a model, provider,
+    user or notebook filters on its name; of a key, on its id; "(none)" (calls without
+    one) on nothing.
     """
+    path = by in PATHS
     bars = []
     for index, item in enumerate(items):
         name = str(item.get("name"))
@@ -139,16 +150,18 @@ def breakdown_bars(by: str, items: Sequence[Mapping[str, Any]], limit: int = TOP
             key_id = item.get("key_id")
             where = None if key_id is None else ("key_id", key_id)
         else:
-            # "(none)": calls logged without a model or provider; nothing to filter on.
+            # "(none)": calls logged without one (no user outside JupyterHub, no notebook
+            # for a script's calls); nothing to filter on.
             where = None if name == "(none)" else (by, name)
-        bars.append(Bar(_shorten(name), name, float(item.get("cost_usd") or 0.0), where))
+        bars.append(Bar(_shorten(name, path=path), name, float(item.get("cost_usd") or 0.0), where))
     # An ordinal axis merges equal labels: two keys may share a name, a cut may collide.
     seen = Counter(b.label for b in bars)
     unique = []
     for rank, bar in enumerate(bars, 1):
         if seen[bar.label] > 1:
             tag = f"#{bar.filter[1]}" if bar.filter and bar.filter[0] == "key_id" else f"({rank})"
-            bar = replace(bar, label=f"{_shorten(bar.name, LABEL_WIDTH - len(tag) - 1)} {tag}")
+            short = _shorten(bar.name, LABEL_WIDTH - len(tag) - 1, path=path)
+            bar = replace(bar, label=f"{short} {tag}")
         unique.append(bar)
     return unique
 
@@ -167,7 +180,8 @@ def filter_params(where: Filter | None) -> dict[str, Any]:
 
 
 def describe_filter(where: Filter | None, bars: Sequence[Bar] = ()) -> str:
-    """The filter in words ("model gpt-4o-mini", "key 'team' (#3)"), '' for none."""
+    """The filter in words ("model gpt-4o-mini", "user alice", "key 'team' (#3)"), '' for
+    none."""
     if where is None:
         return ""
     field, value = where
@@ -177,7 +191,8 @@ def describe_filter(where: Filter | None, bars: Sequence[Bar] = ()) -> str:
     return f"{field} {value}"
 
 
-def _tip(lines: Sequence[str]) -> str:
+def hover_tip(lines: Sequence[str]) -> str:
+    """A chart's hover text: `lines` (HTML) in a small white box."""
     return (
         '<div class="lcm-tip" style="padding:4px 8px;font-size:12px;background:white;'
         f'border:1px solid #ccc">{"<br>".join(lines)}</div>'
@@ -187,12 +202,12 @@ def _tip(lines: Sequence[str]) -> str:
 def day_tip(day: str, cost: float, savings: float) -> str:
     """A day's hover text in the trend: the day, its cost and its savings in money()."""
     when = date.fromisoformat(day).strftime("%a %b %d %Y")
-    return _tip([f"<b>{when}</b>", f"Cost {money(cost)}", f"Savings {money(savings)}"])
+    return hover_tip([f"<b>{when}</b>", f"Cost {money(cost)}", f"Savings {money(savings)}"])
 
 
 def bar_tip(bar: Bar) -> str:
     """A bar's hover text: its whole name and its cost in money()."""
-    return _tip([f"<b>{html.escape(bar.name)}</b>", f"Cost {money(bar.cost)}"])
+    return hover_tip([f"<b>{html.escape(bar.name)}</b>", f"Cost {money(bar.cost)}"])
 
 
 def trend_arrays(points: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float], list[float]]:
@@ -323,7 +338,8 @@ def _text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def _dollar_ticks(axis: bq.Axis, peak: float, most: int) -> None:
+def dollar_ticks(axis: bq.Axis, peak: float, most: int) -> None:
+    """Put `dollar_axis` ticks on a money axis; its scale ends at the last."""
     ticks, fmt = dollar_axis(peak, most)
     with axis.hold_sync():
         axis.tick_values, axis.tick_format = np.array(ticks), fmt
@@ -333,14 +349,37 @@ def _dollar_ticks(axis: bq.Axis, peak: float, most: int) -> None:
 _show = display
 
 
-def _hovered_index(content: Mapping[str, Any]) -> int | None:
+def hovered_index(content: Mapping[str, Any]) -> int | None:
+    """The index of the element a bqplot hover message is about (None if none)."""
     # Bars send the element hovered as "data", Scatter as "point".
     index = (content.get("data") or content.get("point") or {}).get("index")
     return index if isinstance(index, int) else None
 
 
+def ranked_bars(**style: Any) -> tuple[bq.Bars, list[bq.Axis]]:
+    """Horizontal bars of names by money, the first at the top, and their two axes (names,
+    then dollars); the tooltip is filled by the hover callback."""
+    names, value = bq.OrdinalScale(reverse=True), bq.LinearScale(min=0.0)
+    bars = bq.Bars(
+        x=[],
+        y=[],
+        scales={"x": names, "y": value},
+        orientation="horizontal",
+        colors=[BAR_COLOR],
+        padding=0.25,
+        tooltip=widgets.HTML(),  # filled in money() by the hover callback
+        **style,
+    )
+    axes = [
+        bq.Axis(scale=names, orientation="vertical", grid_lines="none"),
+        bq.Axis(scale=value, orientation="horizontal", tick_format="$,.2f"),
+    ]
+    return bars, axes
+
+
 class Dashboard(Connected, widgets.VBox):
-    """Cost and savings over time, cost by model/provider/key, the keys, unread alerts.
+    """Cost and savings over time, cost by model/provider/key/user/notebook, the keys,
+    unread alerts.
 
     `period` is 7d, 30d or 90d (ending today), or `start` and `end` (dates or YYYY-MM-DD,
     both included) for any range of days: the period picker's "custom" choice.
@@ -403,11 +442,15 @@ class Dashboard(Connected, widgets.VBox):
             [self.from_picker, self.to_picker],
             layout=widgets.Layout(align_items="center", grid_gap="6px"),
         )
-        self.breakdown_selector = widgets.ToggleButtons(
-            options=[(NOUNS[b][0].title(), b) for b in BREAKDOWN_BY], value=by
+        # A drop-down: five groupings as buttons would push Refresh to a line of its own.
+        self.breakdown_selector = widgets.Dropdown(
+            options=[(NOUNS[b][0].title(), b) for b in BREAKDOWN_BY],
+            value=by,
+            description="Bars by",
+            layout=widgets.Layout(width="165px"),
+            style={"description_width": "initial"},
         )
         self.period_selector.style.button_width = "72px"
-        self.breakdown_selector.style.button_width = "76px"
         self.refresh_button = refresh_button(self.refresh, "Load the figures again")
         self.period_selector.observe(self._period_changed, names="value")
         for picker in (self.from_picker, self.to_picker):
@@ -586,25 +629,14 @@ class Dashboard(Connected, widgets.VBox):
             line.on_background_click(lambda _mark, _content: self.set_filter(None))
 
     def _build_breakdown(self) -> None:
-        names, cost = bq.OrdinalScale(reverse=True), bq.LinearScale(min=0.0)
-        self.bars = bq.Bars(
-            x=[],
-            y=[],
-            scales={"x": names, "y": cost},
-            orientation="horizontal",
-            colors=[BAR_COLOR],
-            padding=0.25,
-            unselected_style={"opacity": 0.35},
-            tooltip=widgets.HTML(),  # filled in money() by the hover callback
-        )
+        self.bars, axes = ranked_bars(unselected_style={"opacity": 0.35})
         self.bars.on_hover(self._bar_hovered)
         self.bars.on_element_click(self._bar_clicked)
         self.bars.on_background_click(lambda _mark, _content: self.set_filter(None))
-        self.bars_value_axis = bq.Axis(scale=cost, orientation="horizontal", tick_format="$,.2f")
-        names_axis = bq.Axis(scale=names, orientation="vertical", grid_lines="none")
+        self.bars_value_axis = axes[1]
         self.breakdown_figure = bq.Figure(
             marks=[self.bars],
-            axes=[names_axis, self.bars_value_axis],
+            axes=axes,
             title="Top models by cost",
             fig_margin={"top": 40, "bottom": 45, "left": 190, "right": 30},
             animation_duration=300,
@@ -689,7 +721,7 @@ class Dashboard(Connected, widgets.VBox):
             self.bars.x = [b.label for b in self.bar_items]
             self.bars.y = [b.cost for b in self.bar_items]
             self.bars.colors = colors or [BAR_COLOR]
-        _dollar_ticks(self.bars_value_axis, peak, 4)
+        dollar_ticks(self.bars_value_axis, peak, 4)
         self._show_filter()
 
     def _show_trend(self, points: Sequence[Mapping[str, Any]]) -> None:
@@ -712,7 +744,7 @@ class Dashboard(Connected, widgets.VBox):
             self.trend_dots.colors = [COST_COLOR] * len(days) + [SAVINGS_COLOR] * len(days)
         peak = max([*cost, *savings], default=0.0)
         # Headroom over the highest day: the legend sits in the chart's top-left corner.
-        _dollar_ticks(self.trend_y_axis, peak * 1.25, 6)
+        dollar_ticks(self.trend_y_axis, peak * 1.25, 6)
         where = describe_filter(self.filter, self.bar_items)
         self.trend_figure.title = "Cost and savings per day" + (f": {where}" if where else "")
 
@@ -743,8 +775,8 @@ class Dashboard(Connected, widgets.VBox):
             self.filter = None
             self.refresh()
             return
-        # Only the bars depend on the grouping; and a model filter means nothing among
-        # providers' bars, so a filtered trend shows all again.
+        # Only the bars depend on the grouping; and a filter on one grouping's bar (a model)
+        # has no bar among another's (users), so a filtered trend shows all again.
         loaded = False
         with reporting(self.messages, "load the breakdown"):
             client, days = self._connect(), self.range()
@@ -760,12 +792,12 @@ class Dashboard(Connected, widgets.VBox):
             self.states.show(ERROR)
 
     def _bar_hovered(self, _mark: Any, content: Mapping[str, Any]) -> None:
-        index = _hovered_index(content)
+        index = hovered_index(content)
         if index is not None and 0 <= index < len(self.bar_items):
             self.bars.tooltip.value = bar_tip(self.bar_items[index])
 
     def _dot_hovered(self, _mark: Any, content: Mapping[str, Any]) -> None:
-        index = _hovered_index(content)
+        index = hovered_index(content)
         if index is not None and self._trend_days:
             self.trend_tip.value = day_tip(*self._trend_days[index % len(self._trend_days)])
 

@@ -27,7 +27,6 @@ import ipywidgets as widgets
 from ..client import LCMClient, LCMClientError
 from ..core.errors import BadRequest
 from ..core.keyspec import (
-    DEFAULT_THRESHOLDS,
     FIELDS,
     KEY_FIELDS,
     KEY_PROVIDERS,
@@ -37,6 +36,7 @@ from ..core.keyspec import (
 from ..core.providers import ADAPTERS, PROVIDERS
 from ._common import (
     LABEL_WIDTH,
+    AlertThresholds,
     Connected,
     LineBelow,
     Messages,
@@ -266,7 +266,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
 
     def _build(self) -> None:
         self.title = widgets.HTML()
-        self.thresholds: dict[int, widgets.Checkbox] = {}
+        thresholds = AlertThresholds()
         self.fields: dict[str, widgets.Widget] = {
             "name": _text("e.g. research-team"),
             "provider": widgets.Dropdown(
@@ -275,10 +275,8 @@ class ProxyKeyForm(Connected, widgets.VBox):
             ),
             **{f"provider_api_keys.{p}": _text("", cls=widgets.Password) for p in PROVIDERS},
             "monthly_budget_usd": _text("no budget", "140px"),
-            "budget_alerts_enabled": widgets.Checkbox(
-                description="alert at", indent=False, layout=widgets.Layout(width="80px")
-            ),
-            "budget_alert_thresholds": widgets.HBox(),
+            "budget_alerts_enabled": thresholds.switch,
+            "budget_alert_thresholds": thresholds,
             "rate_limit_rpm": _text("no limit", "140px"),
             "cache_ttl_seconds": _text("off", "140px"),
             "routing_mode": self.editor.mode_selector,
@@ -325,7 +323,6 @@ class ProxyKeyForm(Connected, widgets.VBox):
         )
 
         f["provider"].observe(lambda _c: self._show_key_rows(), names="value")
-        f["budget_alerts_enabled"].observe(lambda _c: self._alerts_switched(), names="value")
         self.editor.mode_selector.observe(self._mode_switched, names="value")
 
         def section(text: str) -> widgets.HTML:
@@ -374,24 +371,10 @@ class ProxyKeyForm(Connected, widgets.VBox):
         ]
         self.layout.max_width = "900px"
 
-    def _set_thresholds(self, chosen: Collection[int]) -> None:
-        # The usual three, plus any other percentage the key was given through the API.
-        self.thresholds = {
-            pct: widgets.Checkbox(
-                value=pct in chosen,
-                description=f"{pct}%",
-                indent=False,
-                layout=widgets.Layout(width="64px"),
-            )
-            for pct in sorted({*DEFAULT_THRESHOLDS, *chosen})
-        }
-        # Replaced on every load: the old boxes are closed, not left open.
-        replace_children(self.fields["budget_alert_thresholds"], list(self.thresholds.values()))
-        self._alerts_switched()
-
-    def _alerts_switched(self) -> None:
-        for box in self.thresholds.values():
-            box.disabled = not self.fields["budget_alerts_enabled"].value
+    @property
+    def thresholds(self) -> dict[int, widgets.Checkbox]:
+        """The alert threshold boxes: percentage -> Checkbox."""
+        return self.fields["budget_alert_thresholds"].boxes
 
     def _show_key_rows(self) -> None:
         wanted = key_providers(self.fields["provider"].value)
@@ -440,7 +423,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
             **{name: f[name].value for name in ("name", "provider", *NUMBER_FIELDS)},
             "provider_api_keys": {p: f[f"provider_api_keys.{p}"].value for p in PROVIDERS},
             "budget_alerts_enabled": f["budget_alerts_enabled"].value,
-            "budget_alert_thresholds": [p for p, box in self.thresholds.items() if box.value],
+            "budget_alert_thresholds": f["budget_alert_thresholds"].chosen,
             "routing_mode": self.editor.mode,
             "routing_rules": self.editor.rules,
         }
@@ -453,7 +436,7 @@ class ProxyKeyForm(Connected, widgets.VBox):
         for p in PROVIDERS:
             f[f"provider_api_keys.{p}"].value = values["provider_api_keys"].get(p, "")
         f["budget_alerts_enabled"].value = bool(values["budget_alerts_enabled"])
-        self._set_thresholds(values["budget_alert_thresholds"])
+        f["budget_alert_thresholds"].set(values["budget_alert_thresholds"])
         self.editor.set_value(values["routing_mode"], values["routing_rules"])
         self.rules_section.selected_index = 0 if self.editor.mode == "manual" else None
         self._show_key_rows()
