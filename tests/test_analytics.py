@@ -246,12 +246,14 @@ async def test_csv_output_parses_back_to_the_same_numbers(api, data, jp_fetch):
 def _raw_calls(config) -> list[dict]:
     """Every logged call straight from proxy_logs, its money rounded to units here."""
     sql = (
-        "SELECT created_at, key_id, provider, model, cost_usd, savings_usd, input_tokens, "
-        "output_tokens, latency_ms, status FROM proxy_logs"
+        'SELECT created_at, key_id, provider, model, "user", notebook, cost_usd, savings_usd, '
+        "input_tokens, output_tokens, latency_ms, status FROM proxy_logs"
     )
     rows = stored_rows(config, sql)
     for row in rows:
         row["key_id"] = -1 if row["key_id"] is None else row["key_id"]
+        # No user or notebook, and an empty one, are one group: "(none)".
+        row["user"], row["notebook"] = row["user"] or "", row["notebook"] or ""
         row["cost"] = rounded_units(row["cost_usd"], MONEY_SCALE)
         row["savings"] = rounded_units(row["savings_usd"], MONEY_SCALE)
         row["latency"] = rounded_units(row["latency_ms"], 1000)
@@ -296,6 +298,8 @@ def _expected_items(calls, by: str, period: analytics.Period, **filters) -> dict
         latencies = [c["latency"] for c in got if c["latency"] is not None]
         if by == "key":
             name = "(no key)" if name == rollup.NO_KEY else f"key {name}"
+        elif not name:
+            name = "(none)"
         items[name] = {
             "requests": len(got),
             "cost_usd": sum(c["cost"] or 0 for c in got) / MONEY_SCALE,
@@ -311,9 +315,12 @@ def _expected_items(calls, by: str, period: analytics.Period, **filters) -> dict
     return items
 
 
-def _awkward_rows(first: date, days: int, midnights: list[datetime], seed: int = 1) -> list[dict]:
+def _awkward_rows(
+    first: date, days: int, midnights: list[datetime], seed: int = 1, *, team: bool = True
+) -> list[dict]:
     """Calls at random instants over `days` days from `first` (UTC), plus a call just before
-    and at each instant in `midnights`; awkward costs, NULL keys, errors, missing latencies."""
+    and at each instant in `midnights`; awkward costs, NULL keys, errors, missing latencies;
+    with `team`, users and notebooks (none, empty, non-ASCII) as a team's calls have them."""
     rnd = random.Random(seed)
     base = datetime.combine(first, time(), UTC)
     moments = [base + timedelta(seconds=rnd.randrange(days * 86400)) for _ in range(1500)]
@@ -333,16 +340,33 @@ def _awkward_rows(first: date, days: int, midnights: list[datetime], seed: int =
                 output_tokens=i // 2,
                 latency_ms=None if i % 13 == 0 else 10 + i / 3,
                 status=(200, 200, 429, 500, None)[i % 5],
+                **(
+                    {
+                        "user": (None, "alice", "bob", "")[i % 4],
+                        "notebook": (None, "a.ipynb", "dir/b ü.ipynb")[i % 3],
+                    }
+                    if team
+                    else {}
+                ),
             )
         )
     return rows
 
 
-FILTERS = [{}, {"key_id": 1}, {"model": "model-3"}, {"provider": "google"}]
+FILTERS = [
+    {},
+    {"key_id": 1},
+    {"model": "model-3"},
+    {"provider": "google"},
+    {"user": "alice"},
+    {"notebook": "dir/b ü.ipynb"},
+]
 COMBINED = [
     {"key_id": 2, "model": "model-5"},
     {"key_id": 1, "provider": "anthropic"},
     {"provider": "openai", "model": "model-3"},
+    {"user": "bob", "provider": "google"},
+    {"key_id": 1, "notebook": "a.ipynb"},
 ]
 ITEM_KEYS = (
     "requests", "cost_usd", "savings_usd", "input_tokens", "output_tokens",
@@ -362,12 +386,12 @@ def _cases(spans, tz):
         for filters in FILTERS + COMBINED:
             yield "timeseries", period, {**dates, **filters}
         for by in analytics.BREAKDOWN_BY:
-            for filters in [{}, {"key_id": 1}, COMBINED[0]]:
+            for filters in [{}, {"key_id": 1}, COMBINED[0], {"user": "alice"}, COMBINED[-1]]:
                 yield "breakdown", period, {**dates, "by": by, "limit": 50, **filters}
 
 
 def _filters(params: dict) -> dict:
-    return {k: v for k, v in params.items() if k in rollup.FILTERS}
+    return {k: v for k, v in params.items() if k in (*rollup.FILTERS, *rollup.ATTRIBUTION)}
 
 
 def _expected(calls, path: str, period: analytics.Period, params: dict):
@@ -515,7 +539,7 @@ ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia
 def test_upgraded_database_and_its_writer_agree_with_raw_logs(tmp_path):
     # Days around New York's spring-forward day (23 h) and Lord Howe's half-hour fall-back.
     first = date(2026, 3, 1)
-    old = _awkward_rows(first, 40, [], seed=2)
+    old = _awkward_rows(first, 40, [], seed=2, team=False)  # logged before 0012
     new = _awkward_rows(first, 40, _local_midnights(ZoneInfo("Asia/Kathmandu"), first, 39))
     path = tmp_path / "old.db"
     db = connect(path)

@@ -275,7 +275,10 @@ async def test_two_servers_keep_their_limits_exactly_while_redis_is_down(
 
         budget_calls = await asyncio.gather(*(call(i, budget_key) for i in range(30)))
         rate_calls = await asyncio.gather(*(call(i, rated_key) for i in range(30)))
-        assert budget_calls.count(200) <= 10 and set(budget_calls) <= {200, 429}
+        # Ten worst cases fit; a call that ends costs less than it held, so a late call may
+        # fit in what the ended ones left: how many are answered depends on when each ends
+        # (more than ten on a fast machine): what holds is that none is spent past the budget.
+        assert set(budget_calls) == {200, 429}
         assert rate_calls.count(200) == 12 and rate_calls.count(429) == 18
         # What was spent, as the log says: never over the budget.
         async with httpx.AsyncClient() as http:
