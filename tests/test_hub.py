@@ -29,6 +29,12 @@ r = OpenAI(max_retries=0).chat.completions.create(
     model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 print(r.model)
 """
+PLAIN_ANTHROPIC_CALL = """
+import anthropic
+r = anthropic.Anthropic(max_retries=0).messages.create(
+    model="claude-3-5-haiku-latest", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+print(r.model)
+"""
 ENVIRON = "import json, os\nprint(json.dumps(dict(os.environ)))"
 # What the hub says to the server's own token, which kernels inherit from the server.
 WHOAMI = """
@@ -147,6 +153,11 @@ def test_plain_sdk_calls_in_each_kernel_are_metered_under_the_users_kernel_key(h
         assert env["OPENAI_BASE_URL"].endswith(f"/user/{user}/lcm/proxy/openai/v1")
     # Two users, two keys in the one shared database.
     assert kernel_key(hub, "alice")["id"] != kernel_key(hub, "bob")["id"]
+    # The Anthropic SDK's own variables too, with nothing configured in the notebook.
+    out, _, row = metered_call(hub, kernels, "bob", PLAIN_ANTHROPIC_CALL)
+    assert out.startswith("claude-3-5-haiku"), out
+    assert (row["provider"], row["status"], row["user"]) == ("anthropic", 200, "bob")
+    assert row["cost_usd"] > 0
 
 
 def test_the_server_token_tells_the_user_their_groups_and_whether_they_are_admin(hub, kernels):
