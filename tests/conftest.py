@@ -42,6 +42,7 @@ BOTH_ENGINES = {
     "test_proxy_openai",
     "test_guardrails",
     "test_routing_proxy",
+    "test_team",
 }
 
 
