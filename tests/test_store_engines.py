@@ -614,8 +614,8 @@ def test_rollups_and_spend_are_exact(target, db):
                     users[row["user"]] += _units(row["cost_usd"], MONEY_SCALE)
                 for budget_id in filter(None, (row["team_budget_ids"] or "").split(",")):
                     budgets[int(budget_id)] += _units(row["cost_usd"], MONEY_SCALE)
-        assert team.user_spend_units(db, start=start, end=end) == dict(users)
-        assert team.user_spend_units(db, start=start, end=end, users=["bob"]) == {
+        assert spend.user_spend_units(db, start=start, end=end) == dict(users)
+        assert spend.user_spend_units(db, start=start, end=end, users=["bob"]) == {
             "bob": users["bob"]
         }
         assert team.budget_spend_units(db, start=start, end=end) == dict(budgets)

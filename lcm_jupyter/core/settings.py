@@ -10,7 +10,7 @@ option is one row here and, when the core reads it, one typed field of `Settings
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,25 @@ def _postgres_url(value: str) -> str | None:
     return "must be a postgresql:// URL (empty: SQLite at db_path)"
 
 
+def _group_entry(entry: str) -> tuple[str, str] | None:
+    group, sep, user = entry.partition(":")
+    return (group.strip(), user.strip()) if sep and group.strip() and user.strip() else None
+
+
 def _team_groups(value: tuple[str, ...]) -> str | None:
-    bad = [e for e in value if not all(p.strip() for p in e.partition(":")[::2]) or ":" not in e]
+    bad = [e for e in value if _group_entry(e) is None]
     return f"entries must be 'group:user', not {', '.join(map(repr, bad))}" if bad else None
+
+
+def parse_groups(entries: Iterable[str]) -> dict[str, set[str]]:
+    """`team_groups` ("group:user" each, checked as the option is) as {group: {users}}."""
+    groups: dict[str, set[str]] = {}
+    for entry in entries:
+        found = _group_entry(entry)
+        if found is None:
+            raise ValueError(f"team_groups: {entry!r} is not 'group:user'")
+        groups.setdefault(found[0], set()).add(found[1])
+    return groups
 
 
 def _timezone(value: str) -> str | None:

@@ -115,7 +115,7 @@ class LCMAPIHandler(APIHandler):
         return None if member.admin else member.name
 
     async def require_admin(self, what: str) -> Member:
-        """The asker, if a team admin; PermissionDenied (403) otherwise."""
+        """The asker, if a team admin (off team mode, everyone is); 403 otherwise."""
         member = await self.member()
         if not member.admin:
             raise PermissionDenied(
@@ -205,9 +205,8 @@ class KeysHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        owner = None
-        if self.lcm.settings.team_mode:
-            owner = (await self.require_admin("create keys")).name
+        me = await self.require_admin("create keys")
+        owner = me.name if self.lcm.settings.team_mode else None
         fields = validate_key_fields(self.json_body(), partial=False)
         if self.lcm.settings.team_mode and fields["monthly_budget_usd"] is None:
             raise BadRequest(
@@ -244,8 +243,7 @@ class KeyHandler(LCMAPIHandler):
     @answers_errors
     async def patch(self, key_id: str) -> None:
         kid = _key_id(key_id)
-        if self.lcm.settings.team_mode:
-            await self.require_admin("change keys")
+        await self.require_admin("change keys")
         fields = validate_key_fields(self.json_body(), partial=True)
         if self.lcm.settings.team_mode and fields.get("monthly_budget_usd", 0) is None:
             raise BadRequest("In team mode every key has a budget.", param="monthly_budget_usd")
@@ -402,9 +400,8 @@ class PricingHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def put(self) -> None:
-        if self.lcm.settings.team_mode:
-            await self.require_admin("set prices")
         """Body: one price object, a list of them, or {"models": [...]}."""
+        await self.require_admin("set prices")
         body = self.json_body()
         items = body.get("models") if isinstance(body, dict) and "models" in body else body
         if isinstance(items, dict):
@@ -428,8 +425,7 @@ class PricingModelHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def delete(self, model: str) -> None:
-        if self.lcm.settings.team_mode:
-            await self.require_admin("set prices")
+        await self.require_admin("set prices")
         if not await self.lcm.pricing.reset_price(model):
             raise NotFound(f"no price override for {model!r}")
         self.reply({"model": model, "override": False})
@@ -504,8 +500,7 @@ class ReconcileHandler(LCMAPIHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        if self.lcm.settings.team_mode:
-            await self.require_admin("reconcile")
+        await self.require_admin("reconcile")
         key_id = self.optional_body().get("key_id")
         if key_id is not None and not _is_id(key_id):
             raise BadRequest("key_id must be a key's id", param="key_id")
@@ -527,21 +522,15 @@ class AlertsHandler(LCMAPIHandler):
         alerts = await self.lcm.store.run(
             alert_table.list_alerts, key_id=key_id, unread=unread, limit=limit
         )
-        if (await self.only_mine()) is not None:
-            mine = await self._mine()
+        me = await self.member()
+        if not me.admin:
+            # A team's user: their keys' alerts, and their own and their groups' budgets'
+            # (a team budget alerts under its counter id, store/team.py).
+            keys = await self.lcm.store.run(key_table.list_keys, self.lcm.box)
+            mine = {k.id for k in keys if k.owner == me.name}
+            mine |= {b.counter_id for b in await self.lcm.team.all() if me.sees(b.kind, b.name)}
             alerts = [a for a in alerts if a["key_id"] in mine]
         self.reply({"alerts": alerts, "unread": sum(1 for a in alerts if not a["read"])})
-
-    async def _mine(self) -> set[int]:
-        """The alerts' key ids of a team's user: their keys', their budget's and their
-        groups' (team budgets alert under their counter ids, store/team.py)."""
-        me = await self.member()
-        keys = await self.lcm.store.run(key_table.list_keys, self.lcm.box)
-        budgets = await self.lcm.team.all()
-        scopes = {("user", me.name), *(("group", g) for g in me.groups)}
-        return {k.id for k in keys if k.owner == me.name} | {
-            b.counter_id for b in budgets if (b.kind, b.name) in scopes
-        }
 
 
 class AlertsReadHandler(LCMAPIHandler):

@@ -41,7 +41,7 @@ from ..store import team as team_table
 from ..store.counters import RATE_WINDOW_SECONDS, Counters, RateState, Settlements
 from ..store.db import connect
 from ..store.keys import KeyRecord
-from ..store.spend import month_spend_units
+from ..store.spend import month_spend_units, user_spend_units
 from ..store.store import Store
 from ..store.team import TeamBudget, base_call, scope_call
 from ..store.timeutil import to_iso
@@ -159,18 +159,24 @@ class _Snapshot:
             await asyncio.to_thread(end)
 
 
+def _logged_ids(db: Any, ids: Iterable[str]) -> set[str]:
+    """Which of the call ids `ids` have a row in the log (asked 500 at a time)."""
+    ids = list(ids)
+    logged: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id FROM proxy_logs WHERE id IN ({marks})"
+        logged.update(row[0] for row in db.execute(sql, chunk).fetchall())
+    return logged
+
+
 def _unlogged(
     db: Any, *, month: str, candidates: Iterable[str], key_id: int | None
 ) -> tuple[set[str], dict[int, dict[str, int]]]:
     """In the snapshot: which `candidates` (call ids) have a row, and per key the calls the
     shared database holds as settled without a row yet (call_id -> units)."""
-    candidates = list(candidates)
-    logged: set[str] = set()
-    for i in range(0, len(candidates), 500):
-        chunk = candidates[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT id FROM proxy_logs WHERE id IN ({marks})"
-        logged.update(row[0] for row in db.execute(sql, chunk).fetchall())
+    logged = _logged_ids(db, candidates)
     sql = (
         "SELECT key_id, call_id, units FROM shared_holds h WHERE month = ? AND settled = 1 "
         "AND key_id >= 0 AND NOT EXISTS (SELECT 1 FROM proxy_logs l WHERE l.id = h.call_id)"
@@ -187,13 +193,7 @@ def _unlogged(
         # is looked up by the call's own id.
         sql = "SELECT key_id, call_id, units FROM shared_holds WHERE month = ? AND settled = 1 "
         scoped = db.execute(sql + "AND key_id < 0", [month]).fetchall()
-        calls = sorted({base_call(call_id) for _, call_id, _ in scoped})
-        present: set[str] = set()
-        for i in range(0, len(calls), 500):
-            chunk = calls[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            found = db.execute(f"SELECT id FROM proxy_logs WHERE id IN ({marks})", chunk)
-            present.update(row[0] for row in found.fetchall())
+        present = _logged_ids(db, {base_call(call_id) for _, call_id, _ in scoped})
         for kid, call_id, units in scoped:
             if base_call(call_id) not in present:
                 held.setdefault(kid, {})[call_id] = int(units)
@@ -404,16 +404,7 @@ class Guard:
                 if admission.reason == "unavailable":
                     raise self._unavailable()
                 if not admission.allowed:
-                    if scope.budget_alerts_enabled:
-                        self._spawn(
-                            self.alerts.check(
-                                scope_record(scope),
-                                month,
-                                admission.spent,
-                                limit,
-                                spent=admission.spent,
-                            )
-                        )
+                    self._alert_refused(scope_record(scope), month, admission.spent)
                     raise BudgetExceeded(
                         budget_exceeded_message(
                             spent_usd=to_usd(admission.spent),
@@ -493,14 +484,8 @@ class Guard:
                     ]
                 ),
             )
-        if budget is not None and key.budget_alerts_enabled:
-            # Refused for budget: for the user it is reached, whatever is left unspent, so
-            # the thresholds up to 100% fire now (once each: the alerts dedup them).
-            self._spawn(
-                self.alerts.check(
-                    key, month, admission.spent, to_units(budget), spent=admission.spent
-                )
-            )
+        if budget is not None:
+            self._alert_refused(key, month, admission.spent)
         raise BudgetExceeded(
             budget_exceeded_message(
                 spent_usd=to_usd(admission.spent),
@@ -545,12 +530,26 @@ class Guard:
         finally:
             record()
             self._books.leave()
-        if state is not None and key.budget_alerts_enabled and key.monthly_budget_usd and cost:
-            before = state.spent - cost
-            # Most calls cross no threshold: a task for each would cost the loop for nothing.
-            budget = to_units(key.monthly_budget_usd)
-            if crossed_thresholds(before, state.spent, budget, key.budget_alert_thresholds):
-                self._spawn(self.alerts.check(key, month, before, state.spent))
+        if state is not None:
+            self._alert_crossed(key, month, state.spent, cost)
+
+    def _alert_refused(self, budgeted: KeyRecord, month: str, spent: int) -> None:
+        """A call refused for `budgeted`'s budget (a key's, or a team budget's record): for
+        the user it is reached, whatever is left unspent, so the thresholds up to 100% fire
+        now (once each: the alerts dedup them)."""
+        if budgeted.budget_alerts_enabled and budgeted.monthly_budget_usd is not None:
+            limit = to_units(budgeted.monthly_budget_usd)
+            self._spawn(self.alerts.check(budgeted, month, spent, limit, spent=spent))
+
+    def _alert_crossed(self, budgeted: KeyRecord, month: str, spent: int, cost: int) -> None:
+        """The alerts of the thresholds a settled `cost` took `budgeted`'s spend across."""
+        if not (budgeted.budget_alerts_enabled and budgeted.monthly_budget_usd and cost):
+            return
+        before = spent - cost
+        # Most calls cross no threshold: a task for each would cost the loop for nothing.
+        limit = to_units(budgeted.monthly_budget_usd)
+        if crossed_thresholds(before, spent, limit, budgeted.budget_alert_thresholds):
+            self._spawn(self.alerts.check(budgeted, month, before, spent))
 
     async def _settle_scopes(self, hold: Hold, cost: int | None) -> None:
         if cost is None:
@@ -563,15 +562,7 @@ class Guard:
                 month=hold.month,
                 cost=cost,
             )
-            assert scope.monthly_budget_usd is not None
-            limit = to_units(scope.monthly_budget_usd)
-            before = state.spent - cost
-            if (
-                scope.budget_alerts_enabled
-                and cost
-                and crossed_thresholds(before, state.spent, limit, scope.budget_alert_thresholds)
-            ):
-                self._spawn(self.alerts.check(scope_record(scope), hold.month, before, state.spent))
+            self._alert_crossed(scope_record(scope), hold.month, state.spent, cost)
 
     async def _replace_reservations(
         self, counters: Counters, key_id: int | None, month: str
@@ -725,7 +716,7 @@ class Guard:
                 logged_groups = await snapshot.run(
                     team_table.budget_spend_units, start=start, end=end
                 )
-                logged_users = await snapshot.run(team_table.user_spend_units, start=start, end=end)
+                logged_users = await snapshot.run(user_spend_units, start=start, end=end)
             ids = [k.id for k in keys] + [b.counter_id for b in scopes]
             recents: list[Settlements] = await asyncio.gather(
                 *(counters.recent_settlements(key_id=i, month=month) for i in ids)

@@ -194,8 +194,11 @@ def admit_in_cell(tally: CellTally | None, reserve: int) -> int:
     return reserve
 
 
-def settle_in_cell(tally: CellTally, held: int, row: dict[str, Any] | None) -> None:
-    """Book a call of the cell (its row: None when nothing was logged) and free its hold."""
+def settle_in_cell(
+    tally: CellTally, held: int, row: dict[str, Any] | None, cost_usd: float | None
+) -> None:
+    """Book a call of the cell (its row: None when nothing was logged; `cost_usd`: what it
+    spent, as its budgets book it) and free its hold."""
     tally.reserved -= held
     tally.in_flight -= 1
     if not tally.in_flight:
@@ -205,8 +208,8 @@ def settle_in_cell(tally: CellTally, held: int, row: dict[str, Any] | None) -> N
     tally.calls += 1
     tally.input_tokens += row["input_tokens"] or 0
     tally.output_tokens += row["output_tokens"] or 0
-    if row["cost_usd"] is not None and not row["cache_hit"]:
-        tally.cost += to_units(row["cost_usd"])
+    if cost_usd is not None:
+        tally.cost += to_units(cost_usd)
     tally.models[row["model"] or row["requested_model"] or "?"] += 1
 
 

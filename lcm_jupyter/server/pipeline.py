@@ -359,14 +359,14 @@ class ProxyPipeline:
                     if call.key_id is not None and self.on_activity is not None:
                         self.on_activity()
                     row = self._row_or_none(call)
+                    # A cache hit or an unknown cost spends nothing: its holds are released.
+                    cost = None if row is None or call.cache_hit else row["cost_usd"]
                     if call.tally is not None and call.cell_hold is not None:
-                        settle_in_cell(call.tally, call.cell_hold, row)
+                        settle_in_cell(call.tally, call.cell_hold, row, cost)
                     if row is not None and self.journal is not None:
                         # Durable now, before the booking's round trip: the answer is out.
                         self._journal_row(row)
                     if call.hold is not None and self.guard is not None:
-                        # A cache hit or an unknown cost spends nothing: release the hold.
-                        cost = None if row is None or call.cache_hit else row["cost_usd"]
                         await self.guard.settle(call.hold, cost, lambda: self._submit(row))
                     else:
                         self._submit(row)

@@ -11,7 +11,7 @@ import uuid
 
 from ..core import difficulty
 from ..core.secretbox import SecretBox, load_or_create_key
-from ..core.settings import Settings
+from ..core.settings import Settings, parse_groups
 from ..store.counters import Counters, RefusingCounters, SharedKV, SoftSharedKV
 from ..store.counters_db import DatabaseCounters
 from ..store.counters_memory import MemoryCounters
@@ -29,7 +29,7 @@ from .keyring import KeyRing
 from .pipeline import ProxyPipeline
 from .pricing import PricingService
 from .routing import Router
-from .team import HubAPI, TeamBudgets, TeamDirectory, parse_groups
+from .team import HubAPI, TeamBudgets, TeamDirectory
 from .upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger(__name__)

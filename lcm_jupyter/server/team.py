@@ -59,16 +59,10 @@ class Member:
     admin: bool
     groups: tuple[str, ...]
 
-
-def parse_groups(entries: Iterable[str]) -> dict[str, set[str]]:
-    """`team_groups` ("group:user" each) as {group: {users}}; ValueError on a bad entry."""
-    groups: dict[str, set[str]] = {}
-    for entry in entries:
-        group, sep, user = entry.partition(":")
-        if not sep or not group.strip() or not user.strip():
-            raise ValueError(f"team_groups: {entry!r} is not 'group:user'")
-        groups.setdefault(group.strip(), set()).add(user.strip())
-    return groups
+    def sees(self, kind: str, name: str) -> bool:
+        """Whether they may see a user's or group's budget: an admin every one, a user
+        their own and their groups'."""
+        return self.admin or (name == self.name if kind == "user" else name in self.groups)
 
 
 class HubAPI:

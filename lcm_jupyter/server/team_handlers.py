@@ -20,15 +20,16 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..core.budget import current_month, month_bounds, to_usd
-from ..core.errors import BadRequest, NotFound, PermissionDenied
+from ..core.errors import BadRequest, NotFound
 from ..core.keys import mask_secret
 from ..core.keyspec import DEFAULT_THRESHOLDS, FIELDS
 from ..core.settings import PROVIDERS
 from ..store import team as team_table
+from ..store.spend import user_spend_units
 from ..store.team import KINDS, TeamBudget
 from .api_handlers import LCMAPIHandler, answers_errors
 
-_PLURAL = {"users": "user", "groups": "group"}
+_PLURAL = {f"{kind}s": kind for kind in KINDS}
 _BUDGET_FIELDS = ("monthly_budget_usd", "budget_alert_thresholds", "budget_alerts_enabled")
 
 
@@ -57,32 +58,19 @@ class TeamHandler(LCMAPIHandler):
         return self.lcm.team
 
     async def _states(self, budgets: list[TeamBudget], month: str) -> list[dict[str, Any]]:
+        """Each budget's month as its counter has it (calls in flight held)."""
         states = await asyncio.gather(
             *(self.lcm.counters.budget(key_id=b.counter_id, month=month) for b in budgets)
         )
-        out = []
-        for budget, state in zip(budgets, states, strict=True):
-            limit = budget.monthly_budget_usd
-            spent, reserved = to_usd(state.spent), to_usd(state.reserved)
-            out.append(
-                {
-                    **budget.public(),
-                    "month": month,
-                    "budget_usd": limit,
-                    "spent_usd": spent,
-                    "reserved_usd": reserved,
-                    "remaining_usd": None if limit is None else max(limit - spent - reserved, 0.0),
-                }
-            )
-        return out
+        return [
+            _state(budget, month, state.spent, state.reserved)
+            for budget, state in zip(budgets, states, strict=True)
+        ]
 
     async def _visible(self, kind: str) -> list[TeamBudget]:
         me = await self.member()
         budgets = await self.lcm.store.run(team_table.list_budgets, kind)
-        if me.admin:
-            return budgets
-        mine = {me.name} if kind == "user" else set(me.groups)
-        return [b for b in budgets if b.name in mine]
+        return [b for b in budgets if me.sees(b.kind, b.name)]
 
 
 class TeamBudgetsHandler(TeamHandler):
@@ -107,31 +95,29 @@ class TeamBudgetHandler(TeamHandler):
     async def get(self, plural: str, name: str) -> None:
         kind, name = _kind(plural), unquote(name)
         me = await self.member()
-        if not (me.admin or (name == me.name if kind == "user" else name in me.groups)):
+        if not me.sees(kind, name):
             raise NotFound(f"no {kind} {name!r} you may see")
+        month = current_month()
         found = await self.lcm.store.run(team_table.get_budget, kind, name)
-        if found is None:  # no budget (yet): its month without a limit
-            found = TeamBudget(0, kind, name, None, True, list(DEFAULT_THRESHOLDS), "")
-        (state,) = await self._states([found], current_month())
-        if found.id == 0 and kind == "user":
-            start, end = month_bounds(current_month())
-            spent = await self.lcm.store.run(
-                team_table.user_spend_units, start=start, end=end, users=[name]
-            )
-            state.update(spent_usd=_money(spent.get(name, 0)), reserved_usd=0.0)
-        self.reply(state)
+        if found is not None:
+            (state,) = await self._states([found], month)
+            self.reply(state)
+            return
+        # No budget (yet): the month without a limit; a user's spend is their calls' (a
+        # group's is what its budget would be charged: nothing).
+        spent = {}
+        if kind == "user":
+            start, end = month_bounds(month)
+            spent = await self.lcm.store.run(user_spend_units, start=start, end=end, users=[name])
+        unset = TeamBudget(0, kind, name, None, True, list(DEFAULT_THRESHOLDS), "")
+        self.reply(_state(unset, month, spent.get(name, 0), 0))
 
     @web.authenticated
     @authorized
     @answers_errors
     async def put(self, plural: str, name: str) -> None:
         kind, name = _kind(plural), unquote(name)
-        me = await self.member()
-        if not me.admin:
-            raise PermissionDenied(
-                f"Only a team admin may set budgets ({me.name} is not one: the hub's admins, "
-                "holders of the hub scope custom:lcm:admin, or LCMExtension.team_admins)."
-            )
+        await self.require_admin("set budgets")
         if not name.strip() or len(name) > 200:
             raise BadRequest("a user or group name is required", param="name")
         fields = _fields(self.optional_body())
@@ -153,8 +139,19 @@ class TeamBudgetHandler(TeamHandler):
         self.reply(state)
 
 
-def _money(units: int) -> float:
-    return to_usd(units)
+def _state(budget: TeamBudget, month: str, spent: int, reserved: int) -> dict[str, Any]:
+    """A budget's month as the API shows it, from its spend and holds in money units."""
+    limit = budget.monthly_budget_usd
+    spent_usd, reserved_usd = to_usd(spent), to_usd(reserved)
+    left = None if limit is None else max(limit - spent_usd - reserved_usd, 0.0)
+    return {
+        **budget.public(),
+        "month": month,
+        "budget_usd": limit,
+        "spent_usd": spent_usd,
+        "reserved_usd": reserved_usd,
+        "remaining_usd": left,
+    }
 
 
 class TeamViewHandler(TeamHandler):
@@ -187,7 +184,7 @@ class TeamViewHandler(TeamHandler):
                 {
                     "name": name,
                     "groups": list(members[name].groups),
-                    "spent_usd": _money(entry["cost_units"]),
+                    "spent_usd": to_usd(entry["cost_units"]),
                     **_limits(states.get(("user", name))),
                     "requests": entry["requests"],
                     "top_models": _top(entry["models"]),
@@ -211,7 +208,7 @@ class TeamViewHandler(TeamHandler):
                     "name": name,
                     "members": listed,
                     # What its budget counts when it has one; else its members' spend.
-                    "spent_usd": state["spent_usd"] if state else _money(spent),
+                    "spent_usd": state["spent_usd"] if state else to_usd(spent),
                     **_limits(state),
                     "requests": sum(figures.get(n, _NOTHING)["requests"] for n in listed),
                 }
@@ -228,14 +225,15 @@ class TeamViewHandler(TeamHandler):
         if month == current_month():
             states = await self._states(budgets, month)
         else:
-            users = await self.lcm.store.run(team_table.user_spend_units, start=start, end=end)
+            users = await self.lcm.store.run(user_spend_units, start=start, end=end)
             charged = await self.lcm.store.run(team_table.budget_spend_units, start=start, end=end)
             states = [
                 {
-                    **b.public(),
-                    "budget_usd": b.monthly_budget_usd,
-                    "spent_usd": _money(
-                        users.get(b.name, 0) if b.kind == "user" else charged.get(b.id, 0)
+                    **_state(
+                        b,
+                        month,
+                        users.get(b.name, 0) if b.kind == "user" else charged.get(b.id, 0),
+                        0,
                     ),
                     "remaining_usd": None,
                 }
@@ -275,11 +273,7 @@ class TeamProviderKeysHandler(TeamHandler):
     @authorized
     @answers_errors
     async def put(self) -> None:
-        me = await self.member()
-        if not me.admin:
-            raise PermissionDenied(
-                f"Only a team admin may set the team's provider keys ({me.name} is not one)."
-            )
+        await self.require_admin("set the team's provider keys")
         body = self.optional_body()
         # A key checked as a proxy key's own are; null removes the provider's.
         removed = {p: None for p, k in body.items() if k is None}
@@ -296,7 +290,7 @@ class TeamProviderKeysHandler(TeamHandler):
 
 def _top(groups: list[tuple[Any, int, int]], none: str = "") -> list[dict[str, Any]]:
     return [
-        {"name": name or none, "cost_usd": _money(units), "requests": count}
+        {"name": name or none, "cost_usd": to_usd(units), "requests": count}
         for name, units, count in groups
     ]
 

@@ -16,6 +16,7 @@ from ..core.keyspec import DEFAULT_THRESHOLDS
 from ..core.secretbox import SecretBox
 from .counters import MONEY_SCALE
 from .db import Database
+from .logs import MODEL_SQL
 from .rollup import sql_units
 from .timeutil import utc_now_iso
 
@@ -111,27 +112,6 @@ def set_budget(
     return found
 
 
-def user_spend_units(
-    db: Database, *, start: str, end: str, users: Iterable[str] | None = None
-) -> dict[str, int]:
-    """Settled spend per user between two stored timestamps [start, end), in counter units,
-    each row rounded as the counters add it (store/spend.py)."""
-    sql = (
-        f'SELECT "user" AS name, SUM({sql_units("cost_usd", MONEY_SCALE, db.dialect)}) AS units '
-        'FROM proxy_logs WHERE created_at >= ? AND created_at < ? AND "user" IS NOT NULL '
-        "AND cost_usd IS NOT NULL"
-    )
-    params: list[Any] = [start, end]
-    if users is not None:
-        wanted = sorted(set(users))
-        if not wanted:
-            return {}
-        sql += f' AND "user" IN ({", ".join("?" * len(wanted))})'
-        params += wanted
-    sql += ' GROUP BY "user"'
-    return {row["name"]: row["units"] or 0 for row in db.query(sql, params)}
-
-
 def budget_spend_units(db: Database, *, start: str, end: str) -> dict[int, int]:
     """Settled spend per team budget id between two stored timestamps [start, end), in
     counter units: the calls each was charged to (the log's `team_budget_ids`)."""
@@ -173,26 +153,15 @@ def base_call(call_id: str) -> str:
     return call_id.partition(SCOPE_SEPARATOR)[0]
 
 
-def month_by_user(
-    db: Database, *, start: str, end: str, users: Iterable[str] | None = None, top: int = 3
-) -> dict[str, dict[str, Any]]:
-    """Per user, the calls of [start, end): requests, cost (units) and the top models and
-    notebooks by cost, for the admin view. Read from the log (through its user index when
-    `users` are given)."""
+def month_by_user(db: Database, *, start: str, end: str, top: int = 3) -> dict[str, dict[str, Any]]:
+    """Per user, the calls of [start, end): requests, cost (units) and the top models (as the
+    analytics count a call's model) and notebooks by cost, for the admin view. Read from the
+    log."""
     units = sql_units("cost_usd", MONEY_SCALE, db.dialect)
     where = 'created_at >= ? AND created_at < ? AND "user" IS NOT NULL'
     params: list[Any] = [start, end]
-    if users is not None:
-        wanted = sorted(set(users))
-        if not wanted:
-            return {}
-        where += f' AND "user" IN ({", ".join("?" * len(wanted))})'
-        params += wanted
     out: dict[str, dict[str, Any]] = {}
-    for dim, expr in (
-        ("models", "COALESCE(model, requested_model, '')"),
-        ("notebooks", "notebook"),
-    ):
+    for dim, expr in (("models", MODEL_SQL), ("notebooks", "notebook")):
         sql = (
             f'SELECT "user" AS name, {expr} AS grp, COUNT(*) AS requests, '
             f"COALESCE(SUM({units}), 0) AS units FROM proxy_logs WHERE {where} "
